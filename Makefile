@@ -1,0 +1,28 @@
+# make test  - create .venv if absent, install gradlint with its test extra, run pytest
+# make demo  - run gradlint on the bundled example (and the auditor demo)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: test demo lint-demo audit-demo docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: lint-demo
+
+lint-demo: $(STAMP)
+	@echo "== gradlint check fixtures/example/"
+	-$(BIN)/gradlint check fixtures/example/
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
