@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: lint-demo
+demo: lint-demo audit-demo
 
 lint-demo: $(STAMP)
 	@echo "== gradlint check fixtures/example/"
 	-$(BIN)/gradlint check fixtures/example/
+
+audit-demo: $(STAMP)
+	@echo "== auditor: training a small model with a planted bug under auditor.watch()"
+	$(BIN)/python fixtures/example/audit_demo.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

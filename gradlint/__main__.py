@@ -1,0 +1,6 @@
+"""``python -m gradlint``."""
+import sys
+
+from gradlint.cli import main
+
+sys.exit(main())

@@ -1,0 +1,160 @@
+"""The `gradlint` command: check, rules, explain.
+
+Exit status of `gradlint check`: 0 no findings, 1 findings, 2 an error (unreadable file, syntax error,
+bad configuration or arguments); other files are still checked after an error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from gradlint import __version__
+from gradlint.config import ConfigError, Settings, find_config, load_settings, split_codes, with_overrides
+from gradlint.discovery import discover
+from gradlint.docs import render
+from gradlint.engine import lint_file
+from gradlint.reporting import FORMATTERS
+from gradlint.rules import ALL_RULES, select_rules
+from gradlint.runtime_checks import RUNTIME_CHECKS
+from gradlint.violation import FileError, Violation
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradlint", description="Find gradient bugs in TensorFlow code.")
+    parser.add_argument("--version", action="version", version=f"gradlint {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = commands.add_parser("check", help="lint files and directories")
+    check.add_argument("paths", nargs="*", default=None, metavar="PATH", help="files or directories (default: .)")
+    check.add_argument("--select", type=split_codes, help="comma-separated codes or prefixes to enable")
+    check.add_argument("--ignore", type=split_codes, help="comma-separated codes or prefixes to disable")
+    check.add_argument("--exclude", type=split_codes, help="extra comma-separated glob patterns to skip")
+    check.add_argument("--format", choices=sorted(FORMATTERS), default="text", help="output format")
+    check.add_argument("--config", type=Path, help="read settings from this pyproject.toml only")
+    check.add_argument("--isolated", action="store_true", help="ignore every configuration file")
+    check.add_argument("--target-keras", type=int, choices=(2, 3), help="Keras major version the code targets")
+
+    rules = commands.add_parser("rules", help="list every rule code")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+
+    explain = commands.add_parser("explain", help="print a rule's documentation")
+    explain.add_argument("code", metavar="CODE")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:  # `gradlint check | head`: stop quietly
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_CLEAN
+    except KeyboardInterrupt:
+        print("gradlint: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: Optional[list[str]]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return run_check(args)
+    if args.command == "rules":
+        return run_rules(args)
+    if args.command == "explain":
+        return run_explain(args)
+    parser.print_help()
+    return EXIT_CLEAN
+
+
+def run_check(args: argparse.Namespace) -> int:
+    paths = args.paths or ["."]
+    try:
+        settings_for = _settings_resolver(args)
+    except ConfigError as exc:
+        print(f"gradlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    violations: list[Violation] = []
+    errors: list[FileError] = []
+    files_checked = 0
+    rules_cache: dict[tuple, list] = {}
+    try:
+        for item in discover(paths, settings_for):
+            if isinstance(item, FileError):
+                errors.append(item)
+                print(item, file=sys.stderr)
+                continue
+            path, settings = item
+            ignore = settings.ignore + settings.ignored_for(path)
+            key = (settings.select, ignore)
+            if key not in rules_cache:
+                rules_cache[key] = select_rules(settings.select or None, ignore)
+            result = lint_file(path, rules_cache[key], target_keras=settings.target_keras)
+            files_checked += 1
+            violations.extend(result.violations)
+            for error in result.errors:
+                errors.append(error)
+                print(error, file=sys.stderr)
+    except ConfigError as exc:
+        print(f"gradlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if files_checked == 0 and not errors:
+        print(f"gradlint: no Python files found in {', '.join(paths)}", file=sys.stderr)
+    FORMATTERS[args.format](violations, errors, sys.stdout, files_checked)
+    if errors:
+        return EXIT_ERROR
+    return EXIT_FINDINGS if violations else EXIT_CLEAN
+
+
+def _settings_resolver(args: argparse.Namespace):
+    overrides = dict(select=args.select, ignore=args.ignore, exclude=args.exclude, target_keras=args.target_keras)
+    if args.config is not None:
+        fixed = with_overrides(load_settings(args.config), **overrides)
+        return lambda path: fixed
+    if args.isolated:
+        isolated = with_overrides(load_settings(None), **overrides)
+        return lambda path: isolated
+    cache: dict[Optional[Path], Settings] = {}
+
+    def settings_for(path: str) -> Settings:
+        config_file = find_config(Path(os.path.abspath(path)))
+        if config_file not in cache:
+            cache[config_file] = with_overrides(load_settings(config_file), **overrides)
+        return cache[config_file]
+
+    return settings_for
+
+
+def run_rules(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        import json
+
+        rows = [{"code": r.CODE, "name": r.NAME, "kind": "static", "opt_in": r.OPT_IN, "fix": r.FIX,
+                 "summary": r.SUMMARY} for r in ALL_RULES]
+        rows += [{"code": c.code, "name": c.name, "kind": "runtime", "opt_in": False, "fix": None,
+                  "summary": c.what} for c in RUNTIME_CHECKS]
+        print(json.dumps(rows, indent=2))
+        return EXIT_CLEAN
+    for rule in ALL_RULES:
+        tags = ["static"] + (["opt-in"] if rule.OPT_IN else []) + ([f"fix: {rule.FIX}"] if rule.FIX else [])
+        print(f"{rule.CODE}  {rule.NAME:<34} [{', '.join(tags)}]  {rule.SUMMARY}")
+    for check in RUNTIME_CHECKS:
+        print(f"{check.code}  {check.name:<34} [runtime]  {check.what}")
+    return EXIT_CLEAN
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    text = render(args.code)
+    if text is None:
+        print(f"gradlint: error: unknown rule code {args.code!r} (see `gradlint rules`)", file=sys.stderr)
+        return EXIT_ERROR
+    print(text, end="")
+    return EXIT_CLEAN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Lint one file: prefilter -> parse once -> semantic model once -> every selected rule -> noqa."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import libcst as cst
+
+from gradlint import source as sources
+from gradlint.noqa import is_suppressed
+from gradlint.rules import Rule
+from gradlint.semantic import build_model
+from gradlint.violation import FileError, Violation
+
+_TRIGGER_TEXT = re.compile(sources.TRIGGER.pattern.decode(), re.IGNORECASE)
+
+
+@dataclass
+class LintResult:
+    path: str
+    violations: list[Violation] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+
+
+def lint_file(path: str, rules: Sequence[type[Rule]], *, target_keras: int = 3) -> LintResult:
+    try:
+        data = sources.read(path)
+    except sources.SourceError as exc:
+        return LintResult(path, errors=[FileError(path, str(exc))])
+    return lint_source(data, path, rules, target_keras=target_keras)
+
+
+def lint_source(
+    data: bytes | str,
+    path: str,
+    rules: Sequence[type[Rule]],
+    *,
+    target_keras: int = 3,
+    apply_noqa: bool = True,
+) -> LintResult:
+    """Check one file's contents. Never raises for bad input: problems become ``errors``."""
+    result = LintResult(path)
+    if not rules:
+        return result
+    if isinstance(data, bytes):
+        if not sources.has_trigger(data):
+            return result
+        try:
+            text = sources.decode(data)
+        except sources.SourceError as exc:
+            result.errors.append(FileError(path, str(exc)))
+            return result
+    else:
+        if _TRIGGER_TEXT.search(data) is None:
+            return result
+        text = data
+    module = _parse(text, path, result)
+    if module is None:
+        return result
+    try:
+        model = build_model(module, target_keras=target_keras)
+    except RecursionError:
+        result.errors.append(FileError(path, "code nested too deeply to analyse"))
+        return result
+    except Exception as exc:  # an analyzer bug must not stop the other files
+        result.errors.append(FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}"))
+        return result
+    lines: Optional[list[str]] = None
+    for rule in rules:
+        try:
+            reports = list(rule().check(model))
+        except Exception as exc:  # one rule's bug must not stop the other rules
+            result.errors.append(
+                FileError(path, f"internal error in rule {rule.CODE}: {type(exc).__name__}: {exc}"))
+            continue
+        for report in reports:
+            position = model.position(report.node)
+            line = position.start.line
+            if apply_noqa:
+                if lines is None:
+                    lines = text.splitlines()
+                if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
+                    continue
+            result.violations.append(Violation(
+                path, line, position.start.column, rule.CODE, report.message,
+                position.end.line, position.end.column,
+            ))
+    result.violations.sort()
+    return result
+
+
+def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
+    try:
+        return cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+        result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: "
+                                             f"{message}"))
+    except RecursionError:
+        result.errors.append(FileError(path, "code nested too deeply to parse"))
+    except Exception as exc:  # libcst raises other errors on some inputs
+        result.errors.append(FileError(path, f"cannot parse: {type(exc).__name__}: {exc}"))
+    return None

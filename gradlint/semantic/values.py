@@ -1,0 +1,119 @@
+"""Abstract values: what the analyzer knows an expression evaluates to.
+
+Only what gradient rules need is modelled; everything else evaluates to ``None`` (unknown).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Optional
+
+import libcst as cst
+
+if TYPE_CHECKING:
+    from gradlint.semantic.records import GradientSource, OptimizerInfo, TapeInfo
+
+
+class Value:
+    """Base of all abstract values."""
+
+
+@dataclass(eq=False)
+class GradElem(Value):
+    """One gradient (possibly ``None``) that came from ``source``."""
+
+    source: "GradientSource"
+    may_be_none: bool
+    derived: bool = False  # the result of an operation on a gradient, not the raw gradient
+
+    def checked(self) -> "GradElem":
+        return replace(self, may_be_none=False)
+
+
+@dataclass(eq=False)
+class Seq(Value):
+    """A sequence (list, tuple, zip, generator) whose elements are ``element``."""
+
+    element: Optional[Value]
+    is_iterator: bool = False       # zip/map/generator: consumed by the first iteration
+    vars_text: Optional[str] = None  # the variable expression paired with gradients, where known
+    single_pair: Optional[tuple[cst.BaseExpression, cst.BaseExpression]] = None  # `[(g, v)]`
+
+    @property
+    def gradient(self) -> Optional[GradElem]:
+        """The gradient carried by each element: the element itself, or its first tuple item."""
+        if isinstance(self.element, GradElem):
+            return self.element
+        if isinstance(self.element, TupleValue):
+            for item in self.element.items:
+                if isinstance(item, GradElem):
+                    return item
+        return None
+
+
+@dataclass(eq=False)
+class TupleValue(Value):
+    """A fixed-length tuple of values (``(g, v)``, the result of ``clip_by_global_norm``)."""
+
+    items: tuple[Optional[Value], ...]
+
+
+@dataclass(eq=False)
+class VarList(Value):
+    """A collection of variables, e.g. ``model.trainable_variables``; ``text`` is its canonical spelling."""
+
+    text: str
+
+
+@dataclass(eq=False)
+class ListDisplay(Value):
+    """A literal list of non-gradient items, e.g. ``[w1, b1]``."""
+
+    text: str
+    items: tuple[cst.BaseExpression, ...] = ()
+
+
+@dataclass(eq=False)
+class NoneValue(Value):
+    """The literal ``None``."""
+
+
+@dataclass(eq=False)
+class TapeValue(Value):
+    tape: "TapeInfo"
+
+
+@dataclass(eq=False)
+class OptimizerValue(Value):
+    info: "OptimizerInfo"
+
+
+@dataclass(eq=False)
+class FunctionValue(Value):
+    """A function defined in this file (calls to it seed its parameters)."""
+
+    node: cst.FunctionDef
+    env: object
+    class_env: object = None
+
+
+@dataclass(eq=False)
+class LambdaValue(Value):
+    node: cst.Lambda
+    env: object = field(default=None)
+
+
+NONE = NoneValue()
+
+
+def iterate(value: Optional[Value]) -> Optional[Value]:
+    """What one iteration over ``value`` yields."""
+    if isinstance(value, Seq):
+        return value.element
+    return None
+
+
+def materialize(value: Optional[Value]) -> Optional[Value]:
+    """``list(value)`` / ``tuple(value)``: same elements, no longer a one-shot iterator."""
+    if isinstance(value, Seq):
+        return replace(value, is_iterator=False)
+    return value

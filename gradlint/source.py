@@ -1,0 +1,43 @@
+"""Reading source files: bytes -> text, with clear errors for what cannot be read."""
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+
+# A file with none of these words has no gradient code worth parsing (flake8 runs every plugin on every
+# file even when --select excludes it, so this check must be cheap).
+TRIGGER = re.compile(rb"gradient|optimizer|minimize|clip_by", re.IGNORECASE)
+
+
+class SourceError(Exception):
+    """The file cannot be checked; the message says why, in one line."""
+
+
+def has_trigger(data: bytes) -> bool:
+    return TRIGGER.search(data) is not None
+
+
+def decode(data: bytes) -> str:
+    """Decode source bytes using the PEP 263 cookie / BOM (default UTF-8)."""
+    if b"\x00" in data:
+        raise SourceError("not a Python source file (contains NUL bytes)")
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        raise SourceError(f"cannot detect the file's encoding: {exc}") from None
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise SourceError(f"cannot decode the file as {encoding}: {exc}") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text
+
+
+def read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SourceError(f"cannot read the file: {exc.strerror or exc}") from None
