@@ -1,0 +1,69 @@
+"""TensorFlow ops that compute gradient statistics in-graph (eager, tf.function and XLA alike).
+
+Imported only from inside ``watch()``: importing it imports TensorFlow.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+_BITCAST = {tf.float16: tf.int16, tf.bfloat16: tf.int16, tf.float32: tf.int32, tf.float64: tf.int64}
+
+
+def dense_values(grad):
+    """The values whose squared sum is the gradient's squared norm, without densifying slices.
+
+    ``IndexedSlices`` may repeat an index; rows with equal indices are summed first
+    (sort + segment sum, which XLA compiles, unlike ``tf.unique``).
+    """
+    if isinstance(grad, tf.IndexedSlices):
+        values = grad.values
+        indices = tf.reshape(grad.indices, [-1])
+        order = tf.argsort(indices, stable=True)
+        sorted_idx = tf.gather(indices, order)
+        new_row = tf.cast(tf.not_equal(sorted_idx[1:], sorted_idx[:-1]), tf.int32)
+        segments = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(new_row)], 0)
+        return tf.math.unsorted_segment_sum(
+            tf.gather(values, order), segments, num_segments=tf.size(indices)
+        )
+    return grad
+
+
+def sq_norm(grad):
+    """Squared L2 norm in float32."""
+    values = tf.cast(dense_values(grad), tf.float32)
+    return tf.reduce_sum(tf.square(values))
+
+
+def has_nonfinite(grad):
+    """True where any element is NaN or Inf (exact: x*0 is NaN only for non-finite x)."""
+    values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
+    values = tf.cast(values, tf.float32)
+    return tf.logical_not(tf.math.is_finite(tf.reduce_sum(values * 0.0)))
+
+
+def clipvalue_sq_norm(grad, clip, scale):
+    """Squared norm after Keras' ``clipvalue`` clipping of ``grad / scale``."""
+    values = tf.cast(dense_values(grad), tf.float32) / scale
+    return tf.reduce_sum(tf.square(tf.clip_by_value(values, -clip, clip)))
+
+
+def read(variable):
+    """The current value of a Keras or TF variable as a tensor."""
+    inner = getattr(variable, "value", variable)
+    if callable(inner):  # tf.Variable.value is a method
+        inner = variable
+    return tf.convert_to_tensor(inner)
+
+
+def differs(a, b):
+    """Exact (bitwise) inequality of two tensors of one dtype, as a scalar bool."""
+    target = _BITCAST.get(a.dtype)
+    if target is not None:
+        a = tf.bitcast(a, target)
+        b = tf.bitcast(b, target)
+    return tf.reduce_any(tf.not_equal(a, b))
+
+
+def cond(pred, true_fn, false_fn):
+    """``tf.cond`` whose branches return a bool scalar (keeps XLA happy)."""
+    return tf.cond(pred, true_fn, false_fn)

@@ -1,0 +1,290 @@
+"""Class-level patches (Keras optimizer ``apply``, ``GradientTape.gradient``, user clipping,
+``tf.function`` calls) and the registry of active watches and probes.
+
+Patches are installed when the first watch is entered and restored when the last one
+exits (reference counted, under a lock). Each watch sees the applies of the thread that
+entered it, plus those of its model's optimizer.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import tensorflow as tf
+
+from auditor.probe import Probe, is_variable
+
+_lock = threading.RLock()
+_sessions: list = []  # active Audit objects, in entry order
+_originals: dict = {}
+_tls = threading.local()
+_probes: "weakref.WeakValueDictionary[tuple, Probe]" = weakref.WeakValueDictionary()
+_live: set = set()  # probes with subscribers (kept alive here)
+_CLIP_MEMORY = 4096
+
+
+# ---- registry --------------------------------------------------------------------------------
+def active_sessions(optimizer=None) -> list:
+    """Watches that should see an apply of ``optimizer`` in the current thread."""
+    if not _sessions:
+        return []
+    tid = threading.get_ident()
+    with _lock:
+        return [s for s in _sessions if s._thread == tid or (optimizer is not None and s._owns(optimizer))]
+
+
+def register(session) -> None:
+    """Add a watch; install the patches if it is the first one; subscribe inherited probes."""
+    with _lock:
+        if not _sessions:
+            _install()
+        inherited = []
+        for other in _sessions:
+            if other._thread == session._thread:
+                inherited.extend(other._probes)
+        for probe in list(_live) + list(_probes.values()):
+            opt = probe.optimizer_ref()
+            if opt is not None and session._owns(opt):
+                inherited.append(probe)
+        _sessions.append(session)
+        seen = set()
+        for probe in inherited:
+            if id(probe) not in seen:
+                seen.add(id(probe))
+                subscribe(probe, session)
+
+
+def unregister(session) -> None:
+    """Remove a watch: unsubscribe its probes (they go inert if unused); restore patches if last."""
+    with _lock:
+        try:
+            for probe in list(session._probes):
+                drain_probe(probe)
+                if session in probe.subscribers:
+                    probe.subscribers.remove(session)
+                probe.configure()
+                if not probe.subscribers:
+                    _live.discard(probe)
+        finally:
+            if session in _sessions:
+                _sessions.remove(session)
+            if not _sessions:
+                _restore()
+
+
+def subscribe(probe: Probe, session) -> None:
+    with _lock:
+        if session in probe.subscribers:
+            return
+        drain_probe(probe)  # earlier rows belong to earlier subscribers
+        probe.subscribers.append(session)
+        session._probes.append(probe)
+        _live.add(probe)
+        probe.configure()
+
+
+def drain_probe(probe: Probe) -> None:
+    """Read the probe's new rows once and hand them to every subscriber."""
+    with _lock:
+        rows, tags, lost = probe.ring.drain()
+        for session in probe.subscribers:
+            session._ingest(probe, rows, tags, lost)
+
+
+def get_probe(optimizer, variables, none_mask, with_snapshots) -> Probe:
+    key = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask))
+    with _lock:
+        probe = _probes.get(key)
+        if (probe is None or probe.optimizer_ref() is not optimizer
+                or any(a is not b for a, b in zip(probe.variables, variables))
+                or (with_snapshots and probe.snapshots is None)):
+            probe = Probe(optimizer, variables, none_mask, with_snapshots)
+            _probes[key] = probe
+        return probe
+
+
+# ---- user clipping memory ----------------------------------------------------------------------
+def _clip_memory() -> list:
+    memory = getattr(_tls, "clips", None)
+    if memory is None:
+        memory = _tls.clips = []
+    return memory
+
+
+def _remember_clip(tensor, kind, norm) -> None:
+    memory = _clip_memory()
+    memory.append((tensor, kind, norm))
+    if len(memory) > _CLIP_MEMORY:
+        del memory[: len(memory) - _CLIP_MEMORY]
+
+
+def _same_context(tensor) -> bool:
+    if tf.executing_eagerly():
+        return not hasattr(tensor, "graph") or isinstance(tensor, tf.__internal__.EagerTensor)
+    try:
+        return tensor.graph is tf.compat.v1.get_default_graph()
+    except AttributeError:
+        return False
+
+
+def _user_clip_norms(grads):
+    """Per gradient: the norm before a user clip that produced it, plus a shared global norm."""
+    memory = _clip_memory()
+    if not memory:
+        return [None] * len(grads), None
+    per, global_norm = [], None
+    for g in grads:
+        found = None
+        for tensor, kind, norm in reversed(memory):
+            if tensor is g:
+                found = (kind, norm)
+                break
+        if found and _same_context(found[1]):
+            if found[0] == "global":
+                global_norm = found[1]
+                per.append(None)
+            else:
+                per.append(found[1])
+        else:
+            per.append(None)
+    memory.clear()
+    return per, global_norm
+
+
+# ---- patched functions --------------------------------------------------------------------------
+def _patched_apply(self, grads, trainable_variables=None):
+    original = _originals["apply"]
+    if not _sessions or getattr(_tls, "in_apply", False):
+        return original(self, grads, trainable_variables)
+    sessions = active_sessions(self)
+    grads = list(grads)
+    if trainable_variables is not None:
+        variables = list(trainable_variables)
+    elif getattr(self, "built", False):
+        variables = list(self._trainable_variables)
+    else:
+        variables = None
+    if not sessions or not grads or variables is None or len(variables) != len(grads):
+        return original(self, grads, trainable_variables)
+
+    none_mask = [g is None for g in grads]
+    with_snapshots = any(s.check_changes != "off" for s in sessions)
+    probe = get_probe(self, variables, none_mask, with_snapshots)
+    for session in sessions:
+        subscribe(probe, session)
+        session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)
+    user_norms, user_global = _user_clip_norms(grads)
+    if user_global is not None or any(u is not None for u in user_norms):
+        probe.user_clip = True
+
+    _tls.in_apply = True
+    try:
+        iteration = tf.identity(self._iterations.value)  # read before apply increments it
+        record, check = probe.emit_before(iteration)
+        result = original(self, grads, trainable_variables)
+        probe.emit_after(grads, record, check, iteration, self, user_norms, user_global)
+    finally:
+        _tls.in_apply = False
+    if tf.executing_eagerly():
+        for session in sessions:
+            session._after_eager_apply(probe)
+    return result
+
+
+def _patched_gradient(self, *args, **kwargs):
+    result = _originals["gradient"](self, *args, **kwargs)
+    if _sessions:
+        sessions = active_sessions()
+        if sessions:
+            sources = kwargs["sources"] if "sources" in kwargs else args[1]
+            flat_sources = tf.nest.flatten(sources)
+            flat_result = tf.nest.flatten(result, expand_composites=False)
+            if len(flat_sources) == len(flat_result):
+                pairs = [(s, g) for s, g in zip(flat_sources, flat_result) if is_variable(s)]
+                for session in sessions:
+                    session._observe_tape(pairs)
+    return result
+
+
+def _patched_clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
+    clipped, norm = _originals["clip_by_global_norm"](t_list, clip_norm, use_norm=use_norm, name=name)
+    if _sessions and active_sessions():
+        for tensor in clipped:
+            if tensor is not None:
+                _remember_clip(tensor, "global", norm)
+    return clipped, norm
+
+
+def _patched_clip_by_norm(t, clip_norm, axes=None, name=None):
+    result = _originals["clip_by_norm"](t, clip_norm, axes=axes, name=name)
+    if _sessions and active_sessions() and axes is None and not isinstance(t, tf.IndexedSlices):
+        norm = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+        _remember_clip(result, "single", norm)
+    return result
+
+
+def _patched_function_call(self, *args, **kwargs):
+    original = _originals["function_call"]
+    if not _sessions:
+        return original(self, *args, **kwargs)
+    depth = getattr(_tls, "fn_depth", 0)
+    _tls.fn_depth = depth + 1
+    try:
+        result = original(self, *args, **kwargs)
+    finally:
+        _tls.fn_depth = depth
+    if depth == 0 and tf.executing_eagerly():
+        for session in active_sessions():
+            session._after_function_call()
+    return result
+
+
+# ---- install / restore ----------------------------------------------------------------------------
+def _apply_owner():
+    import keras
+
+    for cls in keras.optimizers.Optimizer.__mro__:
+        if "apply" in cls.__dict__:
+            return cls
+    raise RuntimeError("no class defines Optimizer.apply")
+
+
+def _function_class():
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    return polymorphic_function.Function
+
+
+def patch_targets():
+    """(owner, attribute, key, replacement) for every patch."""
+    return [
+        (_apply_owner(), "apply", "apply", _patched_apply),
+        (tf.GradientTape, "gradient", "gradient", _patched_gradient),
+        (tf, "clip_by_global_norm", "clip_by_global_norm", _patched_clip_by_global_norm),
+        (tf, "clip_by_norm", "clip_by_norm", _patched_clip_by_norm),
+        (_function_class(), "__call__", "function_call", _patched_function_call),
+    ]
+
+
+def _install() -> None:
+    done = []
+    try:
+        for owner, attr, key, replacement in patch_targets():
+            _originals[key] = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
+            setattr(owner, attr, replacement)
+            done.append((owner, attr, key))
+    except BaseException:
+        for owner, attr, key in reversed(done):
+            setattr(owner, attr, _originals.pop(key))
+        raise
+
+
+def _restore() -> None:
+    for owner, attr, key, _ in reversed(patch_targets()):
+        if key in _originals:
+            setattr(owner, attr, _originals.pop(key))
+
+
+def installed() -> bool:
+    """Whether the patches are currently in place."""
+    return bool(_originals)

@@ -1,0 +1,212 @@
+"""One audited apply site: an optimizer applied to one fixed list of variables.
+
+A probe owns the device-side state for that site (ring buffer, change snapshots, flags)
+and emits the ops that record one row per ``apply`` call. The ops run wherever ``apply``
+runs (eagerly, in a ``tf.function``, inside ``model.fit``'s loop, under XLA); they are
+gated by ``enabled``, so a function traced during a watch goes inert when it ends.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from auditor import graph_stats as gs
+from auditor.ring_buffer import RingBuffer
+
+# Row layout: fixed columns, then three blocks of one column per variable.
+COL_APPLIED, COL_PRE, COL_CLIPPED, COL_CHECKED, COL_NONFINITE = range(5)
+FIXED = 5
+MODES = {"off": 0, "auto": 1, "every": 2}
+RING_BYTES = 4 << 20  # per probe
+
+
+def variable_path(variable) -> str:
+    """The variable's Keras path, or its TF name."""
+    path = getattr(variable, "path", None)
+    return path if isinstance(path, str) and path else getattr(variable, "name", repr(variable))
+
+
+def is_variable(obj) -> bool:
+    import keras
+
+    return isinstance(obj, (tf.Variable, keras.Variable))
+
+
+class Probe:
+    """Device state and emitted ops for one (optimizer, variable list, None pattern)."""
+
+    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool):
+        self.optimizer_ref = weakref.ref(optimizer)
+        self.variables = list(variables)
+        self.none_mask = tuple(none_mask)
+        self.user_clip = False
+        self.subscribers: list = []
+        n = len(self.variables)
+        width = FIXED + 3 * n
+        capacity = int(min(4096, max(64, RING_BYTES // (4 * width))))
+        self.ring = RingBuffer(width, capacity)
+        with tf.init_scope():
+            self.enabled = tf.Variable(False, trainable=False, name="auditor_enabled")
+            self.mode = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="auditor_mode")
+            self.every = tf.Variable(tf.constant(1, tf.int64), trainable=False, name="auditor_every")
+            self.period = tf.Variable(tf.constant(50, tf.int64), trainable=False, name="auditor_period")
+            self.check_until = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="auditor_check_until")
+            self.snapshots = None
+            if with_snapshots:
+                self.snapshots = [
+                    None if none else tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
+                                                  name="auditor_snapshot")
+                    for v, none in zip(self.variables, self.none_mask)
+                ]
+
+    # ---- runtime configuration (host side, eager) -------------------------------------------
+    def configure(self):
+        """Set the device flags from the current subscribers (called under the registry lock)."""
+        with tf.init_scope():
+            if not self.subscribers:
+                self.enabled.assign(False)
+                return
+            mode = max(MODES[s.check_changes] for s in self.subscribers)
+            self.mode.assign(mode)
+            self.every.assign(min(s.every for s in self.subscribers))
+            first = max(int(s.thresholds["changes_first_steps"]) for s in self.subscribers)
+            period = min(int(s.thresholds["changes_period"]) for s in self.subscribers)
+            self.period.assign(max(1, period))
+            self.check_until.assign(self.ring.count.read_value() + first)
+            self.enabled.assign(True)
+
+    # ---- emitted ops --------------------------------------------------------------------------
+    def emit_before(self, iteration):
+        """Ops run before ``apply``: decide whether to record/check, snapshot if checking."""
+        record = tf.logical_and(
+            self.enabled.read_value(),
+            tf.equal(tf.math.floormod(iteration, self.every.read_value()), 0),
+        )
+        if self.snapshots is None:
+            return record, tf.constant(False)
+        mode = self.mode.read_value()
+        scheduled = tf.logical_or(
+            tf.less(self.ring.count.read_value(), self.check_until.read_value()),
+            tf.equal(tf.math.floormod(iteration, self.period.read_value()), 0),
+        )
+        check = tf.logical_and(
+            record,
+            tf.logical_or(tf.equal(mode, 2), tf.logical_and(tf.equal(mode, 1), scheduled)),
+        )
+
+        def take_snapshot():
+            for snap, var in zip(self.snapshots, self.variables):
+                if snap is not None:
+                    snap.assign(gs.read(var))
+            return tf.constant(True)
+
+        gs.cond(check, take_snapshot, lambda: tf.constant(False))
+        return record, check
+
+    def emit_after(self, grads, record, check, iteration, optimizer, user_norms, user_global):
+        """Ops run after ``apply``: compute the row and append it to the ring (if recording)."""
+        config = _clip_config(optimizer)
+
+        def write_row():
+            self.ring.write(self._row(grads, check, config, user_norms, user_global), iteration)
+            return tf.constant(True)
+
+        gs.cond(record, write_row, lambda: tf.constant(False))
+
+    def _row(self, grads, check, config, user_norms, user_global):
+        scale, clipnorm, global_clipnorm, clipvalue, accumulating = config
+        nan = tf.constant(math.nan, tf.float32)
+        sq, bad = [], []
+        for g in grads:
+            if g is None:
+                sq.append(nan)
+                bad.append(tf.constant(False))
+            else:
+                sq.append(gs.sq_norm(g) / (scale * scale))
+                bad.append(gs.has_nonfinite(g))
+        real = [s for s, g in zip(sq, grads) if g is not None]
+        norms = tf.sqrt(tf.stack(sq))
+        applied = tf.sqrt(tf.add_n(real)) if real else nan
+
+        # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
+        if user_global is not None:
+            pre = tf.cast(user_global, tf.float32) / scale
+        elif any(u is not None for u in user_norms):
+            pre_sq = [
+                tf.square(tf.cast(u, tf.float32) / scale) if u is not None else s
+                for u, s, g in zip(user_norms, sq, grads) if g is not None
+            ]
+            pre = tf.sqrt(tf.add_n(pre_sq))
+        else:
+            pre = applied
+
+        # Norm after the optimizer's own clipping (computed analytically, not by re-clipping).
+        real_norms = [tf.sqrt(s) for s in real]
+        if accumulating and (clipnorm or global_clipnorm or clipvalue):
+            clipped = nan  # Keras clips the accumulated mean on update steps only
+        elif clipnorm:
+            clipped = tf.sqrt(tf.add_n([tf.square(tf.minimum(n, clipnorm)) for n in real_norms]))
+        elif global_clipnorm:
+            clipped = tf.minimum(applied, global_clipnorm) + (applied - applied)
+        elif clipvalue:
+            clipped = tf.sqrt(tf.add_n([gs.clipvalue_sq_norm(g, clipvalue, scale)
+                                        for g in grads if g is not None]))
+        else:
+            clipped = applied
+
+        n = len(grads)
+        if self.snapshots is None:
+            changed = tf.zeros([n], tf.bool)
+        else:
+            def compare():
+                return tf.stack([
+                    gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
+                    for v, snap in zip(self.variables, self.snapshots)
+                ])
+
+            changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
+        bad_vec = tf.stack(bad)
+        fixed = tf.stack([
+            applied, pre, clipped, tf.cast(check, tf.float32),
+            tf.reduce_sum(tf.cast(bad_vec, tf.float32)),
+        ])
+        return tf.concat([fixed, norms, tf.cast(bad_vec, tf.float32), tf.cast(changed, tf.float32)], 0)
+
+    # ---- host side ----------------------------------------------------------------------------
+    def has_clipping(self) -> bool:
+        opt = self.optimizer_ref()
+        own = opt is not None and any(
+            (getattr(opt, name, None) or 0) > 0 for name in ("clipnorm", "global_clipnorm", "clipvalue")
+        )
+        return own or self.user_clip
+
+    def split(self, row: np.ndarray):
+        """Unpack one drained row: (applied, pre, clipped, checked, norms, nonfinite, changed)."""
+        n = len(self.variables)
+        norms = row[FIXED:FIXED + n]
+        bad = row[FIXED + n:FIXED + 2 * n] > 0.5
+        changed = row[FIXED + 2 * n:FIXED + 3 * n] > 0.5
+        return (float(row[COL_APPLIED]), float(row[COL_PRE]), float(row[COL_CLIPPED]),
+                bool(row[COL_CHECKED] > 0.5), norms, bad, changed)
+
+    def changed_since_snapshot(self) -> list[bool]:
+        """Per variable: differs from its last snapshot (eager, at exit)."""
+        out = []
+        with tf.init_scope():
+            for var, snap in zip(self.variables, self.snapshots or [None] * len(self.variables)):
+                out.append(bool(snap is not None and gs.differs(gs.read(var), snap.read_value()).numpy()))
+        return out
+
+
+def _clip_config(optimizer):
+    scale = getattr(optimizer, "loss_scale_factor", None) or 1.0
+    return (
+        float(scale),
+        float(getattr(optimizer, "clipnorm", None) or 0.0),
+        float(getattr(optimizer, "global_clipnorm", None) or 0.0),
+        float(getattr(optimizer, "clipvalue", None) or 0.0),
+        bool(getattr(optimizer, "gradient_accumulation_steps", None)),
+    )
