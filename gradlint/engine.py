@@ -1,19 +1,19 @@
 """Lint one file: prefilter -> parse once -> semantic model once -> every selected rule -> noqa."""
 from __future__ import annotations
 
-import re
+import ast
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import libcst as cst
 
 from gradlint import source as sources
+from gradlint.prefilter import might_have_gradient_code
 from gradlint.noqa import is_suppressed
 from gradlint.rules import Rule
 from gradlint.semantic import build_model
 from gradlint.violation import FileError, Violation
 
-_TRIGGER_TEXT = re.compile(sources.TRIGGER.pattern.decode(), re.IGNORECASE)
 
 
 @dataclass
@@ -38,22 +38,22 @@ def lint_source(
     *,
     target_keras: int = 3,
     apply_noqa: bool = True,
+    tree: Optional[ast.AST] = None,
 ) -> LintResult:
-    """Check one file's contents. Never raises for bad input: problems become ``errors``."""
+    """Check one file's contents. Never raises for bad input: problems become ``errors``.
+
+    ``tree`` is an already-parsed stdlib AST of the same text (flake8 passes one), used by the prefilter.
+    """
     result = LintResult(path)
-    if not rules:
+    if not rules or not might_have_gradient_code(data, tree):
         return result
     if isinstance(data, bytes):
-        if not sources.has_trigger(data):
-            return result
         try:
             text = sources.decode(data)
         except sources.SourceError as exc:
             result.errors.append(FileError(path, str(exc)))
             return result
     else:
-        if _TRIGGER_TEXT.search(data) is None:
-            return result
         text = data
     module = _parse(text, path, result)
     if module is None:

@@ -24,6 +24,7 @@ class GradlintChecker:
     explicitly_selected: frozenset[str] = frozenset()
 
     def __init__(self, tree, lines: list[str], filename: str) -> None:
+        self.tree = tree
         self.lines = lines
         self.filename = filename
 
@@ -35,7 +36,7 @@ class GradlintChecker:
     def run(self) -> Iterator[tuple[int, int, str, type]]:
         rules = [r for r in ALL_RULES if not r.OPT_IN or r.CODE in self.explicitly_selected]
         result = lint_source("".join(self.lines), self.filename, rules,
-                             target_keras=_target_keras(), apply_noqa=False)
+                             target_keras=_target_keras(), apply_noqa=False, tree=self.tree)
         for violation in result.violations:
             yield violation.line, violation.column, violation.text, type(self)
         for error in result.errors:

@@ -2,20 +2,11 @@
 from __future__ import annotations
 
 import io
-import re
 import tokenize
-
-# A file with none of these words has no gradient code worth parsing (flake8 runs every plugin on every
-# file even when --select excludes it, so this check must be cheap).
-TRIGGER = re.compile(rb"gradient|optimizer|minimize|clip_by", re.IGNORECASE)
 
 
 class SourceError(Exception):
     """The file cannot be checked; the message says why, in one line."""
-
-
-def has_trigger(data: bytes) -> bool:
-    return TRIGGER.search(data) is not None
 
 
 def decode(data: bytes) -> str:

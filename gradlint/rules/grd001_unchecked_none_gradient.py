@@ -72,6 +72,8 @@ class UncheckedNoneGradient(Rule):
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
         for use in model.element_uses:
+            if use.expects_error:
+                continue
             source = use.source
             line = model.line_of(source.node)
             remedy = "guard it with `if g is not None`"

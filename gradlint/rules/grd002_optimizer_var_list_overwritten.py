@@ -83,7 +83,7 @@ class OptimizerVarListOverwritten(Rule):
 
     def _assignments(self, model: SemanticModel) -> Iterator[Report]:
         for assignment in model.attribute_assignments:
-            if assignment.attr not in _VARIABLE_ATTRIBUTES:
+            if assignment.attr not in _VARIABLE_ATTRIBUTES or assignment.expects_error:
                 continue
             info = assignment.receiver_info or model.optimizer_by_key.get(assignment.receiver_key)
             if info is None:
@@ -98,7 +98,8 @@ class OptimizerVarListOverwritten(Rule):
     def _different_variable_sets(self, model: SemanticModel) -> Iterator[Report]:
         groups: dict[tuple[int, object], list[OptimizerCall]] = defaultdict(list)
         for call in model.optimizer_calls:
-            if call.method in _APPLY_METHODS and call.vars_text is not None and not call.optimizer.stateless:
+            if call.method in _APPLY_METHODS and call.vars_text is not None and not call.optimizer.stateless \
+                    and not call.expects_error:
                 groups[(id(call.optimizer), call.scope)].append(call)
         for calls in groups.values():
             seen = [calls[0].vars_text]
@@ -115,11 +116,11 @@ class OptimizerVarListOverwritten(Rule):
                 )
 
     def _repeated_builds(self, model: SemanticModel) -> Iterator[Report]:
-        first_build: dict[int, OptimizerCall] = {}
+        first_build: dict[tuple[int, object], OptimizerCall] = {}
         for call in model.optimizer_calls:
-            if call.method != "build":
+            if call.method != "build" or call.expects_error:
                 continue
-            first = first_build.setdefault(id(call.optimizer), call)
+            first = first_build.setdefault((id(call.optimizer), call.scope), call)
             if first is not call:
                 yield self.report(
                     call.node,
@@ -130,6 +131,8 @@ class OptimizerVarListOverwritten(Rule):
     def _shared_compiles(self, model: SemanticModel) -> Iterator[Report]:
         first_compile: dict[int, object] = {}
         for call in model.compile_calls:
+            if call.expects_error:
+                continue
             info = call.optimizer
             if call.loops and info.node is not None:
                 loop = call.loops[-1]

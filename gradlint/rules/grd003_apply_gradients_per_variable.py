@@ -80,7 +80,8 @@ class ApplyGradientsPerVariable(Rule):
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
         for call in model.optimizer_calls:
-            if call.method not in _APPLY_METHODS or call.single_pair is None or not call.loops:
+            if call.method not in _APPLY_METHODS or call.single_pair is None or not call.loops \
+                    or call.expects_error:
                 continue
             gradient, variable = call.single_pair
             used = names_in(variable) if call.method == "minimize" else names_in(gradient) | names_in(variable)

@@ -117,6 +117,7 @@ class Analyzer:
         self.passes: dict[int, int] = {}
         self.queued: set[int] = set()
         self.envs: list[Env] = []  # keeps scope objects alive so their ids stay unique
+        self.expecting_error = 0  # depth of `with pytest.raises(...)` blocks: code there fails on purpose
 
     # ----------------------------------------------------------------- driver
     def run(self) -> None:
@@ -268,6 +269,7 @@ class Analyzer:
 
     def exec_with(self, node: cst.With, env: Env) -> None:
         opened: list[TapeInfo] = []
+        raises = any(self.is_raises_context(item.item) for item in node.items)
         for item in node.items:
             value = self.eval(item.item, env)
             if isinstance(value, TapeValue):
@@ -279,10 +281,20 @@ class Analyzer:
                     value.tape.name = value.tape.name or item.asname.name.value
                 self.bind(item.asname.name, value, env)
         self.active_tapes.extend(opened)
+        self.expecting_error += raises
         try:
             self.exec_suite(node.body, env)
         finally:
+            self.expecting_error -= raises
             del self.active_tapes[len(self.active_tapes) - len(opened):]
+
+    def is_raises_context(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call):
+            return False
+        name = terminal_name(expr.func) or ""
+        if name.startswith("assertRaises"):
+            return True
+        return name == "raises" and self.imports.resolve(expr.func) == "pytest.raises"
 
     def exec_function_def(self, node: cst.FunctionDef, env: Env) -> None:
         for decorator in node.decorators:
@@ -350,7 +362,8 @@ class Analyzer:
             receiver = self.eval_quiet(target.value, env)
             info = receiver.info if isinstance(receiver, OptimizerValue) else None
             self.model.attribute_assignments.append(
-                AttributeAssignment(target, target.attr.value, self.binding_key(target.value, env), info)
+                AttributeAssignment(target, target.attr.value, self.binding_key(target.value, env), info,
+                                    expects_error=self.expecting_error > 0)
             )
             if key is not None and key[0] == "self":
                 class_env = env.function_env().class_env
@@ -603,7 +616,7 @@ class Analyzer:
         return None
 
     def eval_api_call(self, node: cst.Call, qualified: str, positional, keywords, env: Env):
-        if qualified == tfapi.GRADIENT_TAPE:
+        if qualified == tfapi.GRADIENT_TAPE or tfapi.is_internal_tape(qualified):
             persistent = literal_true(call_argument(node, 0, "persistent"))
             tape = TapeInfo(node, None, persistent)
             self.model.tapes.append(tape)
@@ -669,19 +682,21 @@ class Analyzer:
 
     def eval_method_call(self, node: cst.Call, func: cst.Attribute, method: str, receiver, positional,
                          keywords, env: Env):
-        if method in _TAPE_METHODS:
-            tape = receiver.tape if isinstance(receiver, TapeValue) else None
-            if tape is None and _looks_like(func.value, "tape"):
-                tape = TapeInfo(func.value, terminal_name(func.value), persistent=False, implicit=True)
+        if method in _TAPE_METHODS or method == "watch":
+            tape = self.tape_for(func.value, receiver, env)
             if tape is None:
                 return _NOT_HANDLED
+            if method == "watch":
+                watched = node.args[0].value if node.args else None
+                elements = [e.value for e in watched.elements] if isinstance(watched, (cst.List, cst.Tuple)) \
+                    else [watched] if watched is not None else []
+                tape.watched.update(k for k in map(expression_key, elements) if k is not None)
+                return None
             source = self.new_source(node, f"tape.{method}", tape,
                                      call_argument(node, 0, "target"), call_argument(node, 1, "sources"))
             if method == "batch_jacobian":
                 return None
             return Seq(GradElem(source, source.may_be_none))
-        if method == "watch" and isinstance(receiver, TapeValue):
-            return None
         if method == "compute_gradients":
             info = self.optimizer_for(func.value, receiver, env, force=True)
             var_list = call_argument(node, 1, "var_list")
@@ -704,7 +719,8 @@ class Analyzer:
                 info = self.optimizer_for(optimizer_node, value, env, force=by_keyword is not None)
                 if info is not None:
                     self.model.compile_calls.append(CompileCall(
-                        node, self.module.code_for_node(func.value), func.value, info, tuple(self.loops)))
+                        node, self.module.code_for_node(func.value), func.value, info, tuple(self.loops),
+                        expects_error=self.expecting_error > 0))
             return None
         callee = self.method_function(func, env)
         if callee is not None:
@@ -715,13 +731,57 @@ class Analyzer:
     # --------------------------------------------------------------- helpers
     def new_source(self, node: cst.Call, api: str, tape: Optional[TapeInfo], target, sources) -> GradientSource:
         unconnected = call_argument(node, None, "unconnected_gradients")
-        may_be_none = not _is_zero_unconnected(unconnected)
+        may_be_none = (
+            not _is_zero_unconnected(unconnected)
+            and not _all_watched(tape, sources)
+            and (api == "compute_gradients" and sources is None or self.may_include_unconnected(sources))
+        )
         source = GradientSource(
             node, api, may_be_none, tape=tape, target=target, sources=sources,
             inside_own_tape=tape is not None and tape in self.active_tapes, loops=tuple(self.loops),
         )
         self.model.gradient_sources.append(source)
         return source
+
+    def may_include_unconnected(self, sources: Optional[cst.BaseExpression]) -> bool:
+        """Can the differentiated sources contain variables the target does not use?
+
+        Variable collections (``model.trainable_variables``, ``tf.trainable_variables()``, names such as
+        ``params`` / ``var_list``) and explicit lists of several variables can. A single tensor the user
+        picked (``tape.gradient(y, x)``, ``tf.gradients(loss, [logits])``) is a deliberate derivative.
+        """
+        if sources is None:
+            return False
+        stack = [sources]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, cst.Attribute) and current.attr.value in tfapi.VARIABLE_COLLECTION_ATTRS:
+                return True
+            if isinstance(current, (cst.List, cst.Tuple)):
+                if len(current.elements) >= 2 or any(isinstance(e, cst.StarredElement) for e in current.elements):
+                    return True
+                continue  # one tensor listed explicitly
+            elif isinstance(current, cst.BinaryOperation):
+                stack.extend((current.left, current.right))
+            elif isinstance(current, cst.Call):
+                name = self.imports.resolve(current.func)
+                if name in tfapi.VARIABLE_COLLECTION_CALLS or name in ("builtins.list", "builtins.tuple"):
+                    return True
+            elif isinstance(current, (cst.Name, cst.Attribute)):
+                return _collection_like_name(terminal_name(current) or "")
+        return False
+
+    def tape_for(self, expr: cst.BaseExpression, value: Optional[Value], env: Env) -> Optional[TapeInfo]:
+        """The tape an expression holds; a name containing 'tape' used as one becomes an implicit tape."""
+        if isinstance(value, TapeValue):
+            return value.tape
+        if not _looks_like(expr, "tape"):
+            return None
+        tape = TapeInfo(expr, terminal_name(expr), persistent=False, implicit=True)
+        if isinstance(expr, cst.Name):
+            owner = env.owner_of(expr.value) or env.function_env()
+            owner.names[expr.value] = TapeValue(tape)
+        return tape
 
     def optimizer_for(self, expr: cst.BaseExpression, value: Optional[Value], env: Env, force: bool):
         """The optimizer an expression holds; names used as optimizers become implicit optimizers."""
@@ -779,7 +839,8 @@ class Analyzer:
             if vars_node is not None:
                 vars_text = self.variables_text(vars_node, self.eval_quiet(vars_node, env))
         self.model.optimizer_calls.append(OptimizerCall(
-            node, method, info, vars_text, single_pair, tuple(self.loops), id(env.function_env())))
+            node, method, info, vars_text, single_pair, tuple(self.loops), id(env.function_env()),
+            expects_error=self.expecting_error > 0))
 
     def variables_text(self, node: Optional[cst.BaseExpression], value: Optional[Value]) -> Optional[str]:
         """Canonical text of a variable-list expression, or None when it cannot be compared."""
@@ -814,7 +875,8 @@ class Analyzer:
     def note_element_use(self, node: cst.CSTNode, operation: str, values, env: Env, receiver_node=None) -> None:
         for value in values:
             if isinstance(value, GradElem) and value.may_be_none:
-                self.model.element_uses.append(ElementUse(node, operation, value.source, guarded=False))
+                self.model.element_uses.append(ElementUse(node, operation, value.source, guarded=False,
+                                                          expects_error=self.expecting_error > 0))
                 return
 
     def note_arithmetic(self, node: cst.CSTNode, operator: cst.CSTNode, values, env: Env) -> Optional[Value]:
@@ -898,6 +960,22 @@ def _short(qualified: str) -> str:
 
 def _operator_symbol(operator: cst.CSTNode) -> str:
     return getattr(operator, "_get_token", lambda: None)() or type(operator).__name__
+
+
+_COLLECTION_NAME = re.compile(r"var|param|weight|trainable|s$", re.IGNORECASE)
+
+
+def _collection_like_name(name: str) -> bool:
+    """``params``, ``var_list``, ``tvars``, ``weights``: names that usually hold several variables."""
+    return _COLLECTION_NAME.search(name) is not None
+
+
+def _all_watched(tape: Optional[TapeInfo], sources: Optional[cst.BaseExpression]) -> bool:
+    """Sources that are exactly tensors the user watched on this tape (inputs, not model variables)."""
+    if tape is None or sources is None or not tape.watched:
+        return False
+    elements = [e.value for e in sources.elements] if isinstance(sources, (cst.List, cst.Tuple)) else [sources]
+    return bool(elements) and all(expression_key(e) in tape.watched for e in elements)
 
 
 def _is_zero_unconnected(expr: Optional[cst.BaseExpression]) -> bool:

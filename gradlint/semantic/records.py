@@ -39,6 +39,7 @@ class TapeInfo:
     persistent: bool
     with_node: Optional[cst.With] = None
     implicit: bool = False  # a name used as a tape whose construction is not in this file
+    watched: set = field(default_factory=set)  # keys of expressions passed to `tape.watch`
 
 
 @dataclass(eq=False)
@@ -63,6 +64,7 @@ class ElementUse:
     operation: str
     source: GradientSource
     guarded: bool
+    expects_error: bool = False  # inside `with pytest.raises(...)` / `self.assertRaises(...)`
 
 
 @dataclass(eq=False)
@@ -89,6 +91,7 @@ class OptimizerCall:
     single_pair: Optional[tuple[cst.BaseExpression, cst.BaseExpression]]
     loops: tuple[LoopInfo, ...]
     scope: object
+    expects_error: bool = False
 
 
 @dataclass(eq=False)
@@ -100,6 +103,7 @@ class CompileCall:
     receiver: cst.BaseExpression
     optimizer: OptimizerInfo
     loops: tuple[LoopInfo, ...]
+    expects_error: bool = False
 
 
 @dataclass(eq=False)
@@ -110,3 +114,4 @@ class AttributeAssignment:
     attr: str
     receiver_key: Optional[tuple]
     receiver_info: Optional[OptimizerInfo]
+    expects_error: bool = False

@@ -30,7 +30,16 @@ def canonical(qualified_name: str) -> str:
 
 
 GRADIENT_TAPE = "tensorflow.GradientTape"
-GRADIENT_FUNCTIONS = frozenset({"tensorflow.gradients"})
+GRADIENT_FUNCTIONS = frozenset({
+    "tensorflow.gradients",
+    "tensorflow.python.ops.gradients_impl.gradients",
+    "tensorflow.python.ops.gradients.gradients",
+})
+
+
+def is_internal_tape(name: str) -> bool:
+    """``tensorflow.python.eager.backprop.GradientTape`` and other internal spellings of the tape class."""
+    return name.startswith("tensorflow.") and name.endswith(".GradientTape")
 CLIP_BY_GLOBAL_NORM = "tensorflow.clip_by_global_norm"
 PER_GRADIENT_CLIPS = frozenset({"tensorflow.clip_by_norm", "tensorflow.clip_by_value"})
 
