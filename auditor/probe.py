@@ -183,6 +183,12 @@ class Probe:
         )
         return own or self.user_clip
 
+    def clipped_unknown(self) -> bool:
+        """Keras clips the accumulated mean under gradient accumulation: no per-call clipped norm."""
+        opt = self.optimizer_ref()
+        return bool(opt is not None and getattr(opt, "gradient_accumulation_steps", None)
+                    and self.has_clipping())
+
     def split(self, row: np.ndarray):
         """Unpack one drained row: (applied, pre, clipped, checked, norms, nonfinite, changed)."""
         n = len(self.variables)

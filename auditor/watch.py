@@ -55,10 +55,6 @@ def _json_float(x):
     return x if math.isfinite(x) else str(x)  # "nan", "inf", "-inf"
 
 
-def _num(x):
-    return None if x is None or math.isnan(x) else float(x)
-
-
 class Audit:
     """One watch: records, variable stats and findings. Use through ``auditor.watch()``."""
 
@@ -139,6 +135,7 @@ class Audit:
         if self.print_summary:
             print(self.summary(), file=sys.stdout)
         if exc_type is None:
+            self._raise_pending()
             self._raise_if_listed(self._findings, final=True)
         return False
 
@@ -199,10 +196,13 @@ class Audit:
             entry = self._tape.get(id(var))
             if entry is not None:
                 entry[1] = None
-        if any(probe.none_mask) and "GRD101" in self.raise_on and "GRD101" not in self._raised_codes:
+        if (any(probe.none_mask) and "GRD101" in self.raise_on and "GRD101" not in self._raised_codes
+                and self._pending_error is None):
+            # Raised at the next host point (after this eager step, or after the tf.function call):
+            # raising inside a trace would reach the user as autograph's StagingError.
             names = [self._path(v) for v, none in zip(probe.variables, probe.none_mask) if none]
             self._raised_codes.add("GRD101")
-            raise AuditError(fnd.make_finding(
+            self._pending_error = AuditError(fnd.make_finding(
                 "GRD101", f"{len(names)} variable(s) received a None gradient: {', '.join(names)}.",
                 None, names))
 
@@ -266,6 +266,7 @@ class Audit:
         label = self._opt_label(opt)
         paths = [self._path(v) for v in probe.variables]
         has_clip = probe.has_clipping()
+        clip_unknown = probe.clipped_unknown()
         new = []
         for row, tag in zip(rows, tags):
             applied, pre, clipped, checked, norms, bad, changed = probe.split(row)
@@ -275,20 +276,20 @@ class Audit:
             if changed_paths:
                 self._changed.update(changed_paths)
             ratio = None
-            if has_clip and not math.isnan(clipped) and pre > 0 and math.isfinite(pre):
+            if has_clip and not clip_unknown and pre > 0 and math.isfinite(pre):
                 ratio = clipped / pre
             record = StepRecord(
                 step=int(tag),
                 optimizer=label,
-                global_norm=_num(pre) if not math.isinf(pre) else pre,
-                clipped_norm=_num(clipped) if not math.isinf(clipped) else clipped,
+                global_norm=pre,
+                clipped_norm=None if clip_unknown else clipped,
                 clip_ratio=ratio,
                 var_norms={p: (None if none else float(n))
                            for p, n, none in zip(paths, norms, probe.none_mask)},
                 none_vars=[p for p, none in zip(paths, probe.none_mask) if none],
                 changed_vars=changed_paths,
                 nonfinite=[p for p, b in zip(paths, bad) if b],
-                applied_norm=_num(applied) if not math.isinf(applied) else applied,
+                applied_norm=applied,
                 var_set=tuple(paths),
             )
             new.append(record)
