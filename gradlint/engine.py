@@ -94,11 +94,21 @@ def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
     try:
         return cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        message = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
-        result.errors.append(FileError(path, f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: "
-                                             f"{message}"))
+        result.errors.append(FileError(path, _syntax_error_message(text, exc)))
     except RecursionError:
         result.errors.append(FileError(path, "code nested too deeply to parse"))
     except Exception as exc:  # libcst raises other errors on some inputs
         result.errors.append(FileError(path, f"cannot parse: {type(exc).__name__}: {exc}"))
     return None
+
+
+def _syntax_error_message(text: str, exc: cst.ParserSyntaxError) -> str:
+    """CPython's own location and wording when it agrees the code is invalid (it is usually more precise)."""
+    try:
+        ast.parse(text)
+    except SyntaxError as syntax:
+        return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}"
+    except Exception:
+        pass
+    first = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
+    return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}"

@@ -16,11 +16,17 @@ def decode(data: bytes) -> str:
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     except SyntaxError as exc:
-        raise SourceError(f"cannot detect the file's encoding: {exc}") from None
+        if "unknown encoding" in str(exc):
+            raise SourceError(f"unknown encoding declared: {exc}") from None
+        encoding = "utf-8"  # undecodable bytes in the first lines: reported below with their position
     try:
         text = data.decode(encoding)
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise SourceError(f"cannot decode the file as {encoding}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceError(f"cannot decode the file as {exc.encoding} (line {line}): {exc.reason}; "
+                          "declare its encoding with a '# -*- coding: ... -*-' line") from None
+    except LookupError as exc:
+        raise SourceError(f"unknown encoding declared: {exc}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text
