@@ -20,6 +20,9 @@ _originals: dict = {}
 _tls = threading.local()
 _probes: "weakref.WeakValueDictionary[tuple, Probe]" = weakref.WeakValueDictionary()
 _live: set = set()  # probes with subscribers (kept alive here)
+# Probes traced into a graph stay alive as long as their optimizer, so a later watch(model)
+# can re-enable them; eager-only probes are dropped when no watch uses them.
+_traced: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _CLIP_MEMORY = 4096
 
 
@@ -170,6 +173,11 @@ def _patched_apply(self, grads, trainable_variables=None):
     none_mask = [g is None for g in grads]
     with_snapshots = any(s.check_changes != "off" for s in sessions)
     probe = get_probe(self, variables, none_mask, with_snapshots)
+    if not tf.executing_eagerly():
+        with _lock:
+            kept = _traced.setdefault(self, [])
+            if probe not in kept:
+                kept.append(probe)
     for session in sessions:
         subscribe(probe, session)
         session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)

@@ -127,3 +127,20 @@ def test_summary_printed_at_exit(capsys):
         standard_step(model, opt, x, y)
     out = capsys.readouterr().out
     assert "1 recorded apply step" in out and "net" in out and "no findings" in out
+
+
+def test_watch_model_reenables_a_function_traced_in_an_earlier_watch():
+    model, opt, x, y = _setup()
+    model.compile(opt, "mse")  # attaches the optimizer to the model
+    step = tf.function(lambda: standard_step(model, opt, x, y))
+    with auditor.watch(summary=False) as first:
+        step()
+    step()  # inert
+    with auditor.watch(summary=False) as blind:  # no model: the old trace is not re-enabled
+        step()
+    with auditor.watch(model, summary=False) as second:
+        step()
+        step()
+    assert [r.step for r in first.steps] == [0]
+    assert blind.steps == []
+    assert [r.step for r in second.steps] == [3, 4]

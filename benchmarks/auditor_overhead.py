@@ -1,0 +1,178 @@
+"""Auditor overhead: median step time with ``auditor.watch()`` over without.
+
+One process; for each configuration the baseline, ``check_changes="auto"`` and
+``check_changes="every"`` runs are interleaved round by round, and the ratio of medians is
+printed. Models: a ~5M-parameter MLP and a small CNN; loops: a ``tf.function`` train step and
+``model.fit``; XLA off and on. Every timed step's loss is summed and read back at the end of the
+round, so XLA cannot prune what is timed.
+
+    python benchmarks/auditor_overhead.py            # full sizes
+    python benchmarks/auditor_overhead.py --quick    # fewer rounds and steps
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+import auditor  # noqa: E402
+
+VARIANTS = ("base", "auto", "every")
+
+
+def mlp():
+    """784 -> 2048 -> 1536 -> 10: about 4.8M parameters."""
+    return keras.Sequential([
+        keras.Input((784,)),
+        keras.layers.Dense(2048, activation="relu"),
+        keras.layers.Dense(1536, activation="relu"),
+        keras.layers.Dense(10),
+    ])
+
+
+def cnn():
+    return keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(32, 3, activation="relu"),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(10),
+    ])
+
+
+MODELS = {"mlp-4.8M": (mlp, (784,), 64), "cnn-small": (cnn, (32, 32, 3), 32)}
+
+
+def batch(shape, size, seed=0):
+    rng = np.random.RandomState(seed)
+    return rng.randn(size, *shape).astype("float32"), rng.randint(0, 10, size=(size,)).astype("int32")
+
+
+def build(make, jit):
+    keras.utils.set_random_seed(0)
+    model = make()
+    model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    return model
+
+
+def make_step(model, jit):
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    opt = model.optimizer
+
+    @tf.function(jit_compile=jit)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def time_loop(step, x, y, steps):
+    step(x, y)  # not timed: the first call after (re)entering may drain
+    total = tf.constant(0.0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        total += step(x, y)
+    float(total)  # consume every loss
+    return (time.perf_counter() - start) / steps
+
+
+class BatchTimer(keras.callbacks.Callback):
+    def __init__(self, skip):
+        super().__init__()
+        self.skip = skip
+        self.times = []
+        self.logs = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch >= self.skip:
+            self.logs.append(float(logs["loss"]))  # consume the step's output
+            self.times.append(time.perf_counter() - self._start)
+
+
+def time_fit(model, x, y, steps, skip=3):
+    n = x.shape[0]
+    reps = steps + skip
+    xs, ys = np.concatenate([x] * reps), np.concatenate([y] * reps)
+    timer = BatchTimer(skip)
+    model.fit(xs, ys, batch_size=n, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
+    assert all(np.isfinite(timer.logs))
+    return statistics.median(timer.times)
+
+
+def run_config(model_name, loop, jit, rounds, steps):
+    make, shape, size = MODELS[model_name]
+    x, y = batch(shape, size)
+    models = {v: build(make, jit) for v in VARIANTS}
+    times = {v: [] for v in VARIANTS}
+    if loop == "function":
+        xt, yt = tf.constant(x), tf.constant(y)
+        fns = {v: make_step(models[v], jit) for v in VARIANTS}
+        fns["base"](xt, yt)  # traced outside any watch
+        for v in ("auto", "every"):
+            with auditor.watch(models[v], check_changes=v, summary=False):
+                fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
+        for _ in range(rounds):
+            for v in VARIANTS:
+                if v == "base":
+                    times[v].append(time_loop(fns[v], xt, yt, steps))
+                else:
+                    with auditor.watch(models[v], check_changes=v, summary=False) as audit:
+                        times[v].append(time_loop(fns[v], xt, yt, steps))
+                    assert len(audit.steps) == steps + 1 and not audit.findings, audit.summary()
+    else:
+        time_fit(models["base"], x, y, 1)  # trace the baseline once
+        for _ in range(rounds):
+            for v in VARIANTS:
+                if v == "base":
+                    times[v].append(time_fit(models[v], x, y, steps))
+                else:
+                    with auditor.watch(models[v], check_changes=v, summary=False) as audit:
+                        times[v].append(time_fit(models[v], x, y, steps))
+                    assert len(audit.steps) == steps + 3, len(audit.steps)
+    med = {v: statistics.median(t) for v, t in times.items()}
+    return med
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 10 steps (default 7 of 20)")
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    args = parser.parse_args(argv)
+    rounds, steps = (3, 10) if args.quick else (7, 20)
+    print(f"# auditor overhead: {rounds} interleaved rounds x {steps} steps, medians; "
+          f"TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} CPU cores, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
+    header = f"| {'model':<10} | {'loop':<8} | {'XLA':<3} | {'base ms/step':>12} | {'auto ratio':>10} | {'every ratio':>11} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for model_name in args.models:
+        for loop in ("function", "fit"):
+            for jit in (False, True):
+                med = run_config(model_name, loop, jit, rounds, steps)
+                print(f"| {model_name:<10} | {loop:<8} | {'on' if jit else 'off':<3} | "
+                      f"{med['base'] * 1e3:>12.2f} | {med['auto'] / med['base']:>9.3f}x | "
+                      f"{med['every'] / med['base']:>10.3f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
