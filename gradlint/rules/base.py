@@ -2,19 +2,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Optional
+from typing import Callable, ClassVar, Iterable, Iterator, Optional, Union
 
 import libcst as cst
 
+from gradlint.fixes.edits import Edit, Fix
 from gradlint.semantic import SemanticModel
+
+FixBuilder = Callable[[], Optional[Fix]]
 
 
 @dataclass(frozen=True)
 class Report:
-    """What a rule reports: the node to point at and the message (positions come later)."""
+    """What a rule reports: the node to point at and the message (positions come later).
+
+    ``fix`` is a :class:`~gradlint.fixes.edits.Fix`, or a zero-argument callable that builds one (or
+    returns None when no fix is clearly right). A callable is only called by `gradlint fix`, so
+    `gradlint check` and flake8 never pay for building fixes.
+    """
 
     node: cst.CSTNode
     message: str
+    fix: Union[Fix, FixBuilder, None] = None
+
+    def resolve_fix(self) -> Optional[Fix]:
+        """The fix, building it if it is lazy (exceptions propagate: the fix engine reports them)."""
+        if self.fix is None or isinstance(self.fix, Fix):
+            return self.fix
+        built = self.fix()
+        if built is not None and not isinstance(built, Fix):
+            raise TypeError(f"a fix builder returned {type(built).__name__}, not Fix")
+        return built
 
 
 class Rule:
@@ -41,5 +59,12 @@ class Rule:
     def check(self, model: SemanticModel) -> Iterator[Report]:
         raise NotImplementedError
 
-    def report(self, node: cst.CSTNode, message: str) -> Report:
-        return Report(node, message)
+    def report(self, node: cst.CSTNode, message: str, fix: Union[Fix, FixBuilder, None] = None) -> Report:
+        return Report(node, message, fix)
+
+    def fix(self, edits: Iterable[Edit], description: str, safety: Optional[str] = None) -> Fix:
+        """A :class:`Fix` of this rule; ``safety`` defaults to the rule's ``FIX`` class."""
+        chosen = safety or self.FIX
+        if chosen is None:
+            raise ValueError(f"{self.CODE} declares no FIX class; pass safety= explicitly")
+        return Fix(tuple(edits), chosen, description)  # type: ignore[arg-type]

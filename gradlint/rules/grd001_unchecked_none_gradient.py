@@ -1,10 +1,19 @@
 """GRD001: per-gradient processing that fails on the ``None`` gradients of unconnected variables."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
+import libcst as cst
+
+from gradlint.fixes.edits import Fix, replace
+from gradlint.fixes.tree import ancestors, child_toward, needs_parentheses_in_conditional, parenthesize
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.semantic.records import ElementUse
+from gradlint.semantic.syntax import assigned_names, expression_key, names_in, target_names
+
+_COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
+_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 
 
 class UncheckedNoneGradient(Rule):
@@ -40,8 +49,13 @@ class UncheckedNoneGradient(Rule):
         "                      unconnected_gradients=tf.UnconnectedGradients.ZERO)"
     )
     FIX_SAFETY = (
-        "Safe: the fix wraps the per-gradient expression as `op(g) if g is not None else None`, which "
-        "keeps gradients aligned with their variables and changes nothing for connected variables."
+        "Safe: in a list or dict comprehension the fix wraps the per-gradient expression as "
+        "`op(g) if g is not None else None` (for TF1 pairs only the gradient's item: "
+        "`(op(gv[0]) if gv[0] is not None else None, gv[1])`), which keeps gradients aligned with their "
+        "variables; in a `for` loop it puts the statement with the operation, and the rest of the loop "
+        "body, under `if g is not None:`. Nothing changes for connected variables. Uses in generator "
+        "expressions, set comprehensions, lambdas, `while` loops, one-line loop bodies, comprehension "
+        "filters, or outside any loop over the gradients get no fix: guard them by hand."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -83,4 +97,103 @@ class UncheckedNoneGradient(Rule):
                 use.node,
                 f"gradient from `{source.api}` (line {line}) may be None for an unconnected variable; "
                 f"`{use.operation}` fails on None: {remedy}",
+                fix=lambda use=use: self.none_guard_fix(model, use),
             )
+
+    # ------------------------------------------------------------------ fix
+    def none_guard_fix(self, model: SemanticModel, use: ElementUse) -> Optional[Fix]:
+        """Guard the use with ``key is not None`` inside the comprehension or ``for`` loop that binds the
+        gradient; None when no such place is clearly right."""
+        module = model.module
+        child: cst.CSTNode = use.node
+        for scope in ancestors(module, use.node):
+            if isinstance(scope, _SCOPES):
+                return None
+            if isinstance(scope, _COMPREHENSIONS):
+                key = _guard_key(use.node, _comprehension_names(scope))
+                if key is not None:
+                    return self._comprehension_fix(module, scope, child, use, key)
+            elif isinstance(scope, cst.For) and child is scope.body:
+                key = _guard_key(use.node, frozenset(target_names(scope.target)))
+                if key is not None:
+                    return self._loop_fix(module, scope, use, key)
+            child = scope
+        return None
+
+    def _comprehension_fix(self, module, comprehension, child, use, key: str) -> Optional[Fix]:
+        if isinstance(comprehension, cst.DictComp):
+            element = comprehension.value
+        elif isinstance(comprehension, cst.ListComp):
+            element = comprehension.elt
+        else:  # a generator's consumer (sum, max, ...) may fail on None; a set loses alignment anyway
+            return None
+        if child is not element:
+            return None  # the use is in a filter, an iterable or a dict key
+        if isinstance(element, cst.Tuple):  # a (gradient, variable) pair: guard the item with the use
+            item = child_toward(module, element, use.node)
+            if not isinstance(item, cst.Element):
+                return None
+            element = item.value
+        body = parenthesize(element) if needs_parentheses_in_conditional(element) else element
+        guarded = cst.IfExp(test=_not_none(key), body=body, orelse=cst.Name("None"))
+        return self.fix([replace(element, guarded)], f"keep None gradients as None: `... if {key} is not None else None`")
+
+    def _loop_fix(self, module, loop: cst.For, use, key: str) -> Optional[Fix]:
+        block = loop.body
+        if not isinstance(block, cst.IndentedBlock):
+            return None  # `for g in grads: f(g)` on one line
+        statement = child_toward(module, block, use.node)
+        statements = list(block.body)
+        index = next((i for i, s in enumerate(statements) if s is statement), None)
+        if index is None:
+            return None
+        if not isinstance(statement, cst.SimpleStatementLine) and \
+                names_in(cst.parse_expression(key)) & assigned_names(statement):
+            return None  # the gradient is rebound inside the statement, before the use
+        moved = [statement.with_changes(leading_lines=()), *statements[index + 1:]]
+        guard = cst.If(test=_not_none(key), body=cst.IndentedBlock(body=moved),
+                       leading_lines=statement.leading_lines)
+        new_block = block.with_changes(body=[*statements[:index], guard])
+        return self.fix([replace(block, new_block)], f"skip None gradients: `if {key} is not None:`")
+
+
+def _comprehension_names(node) -> frozenset[str]:
+    names: set[str] = set()
+    for_in = node.for_in
+    while for_in is not None:
+        names.update(target_names(for_in.target))
+        for_in = for_in.inner_for_in
+    return frozenset(names)
+
+
+def _guard_key(node: cst.CSTNode, bound: frozenset[str]) -> Optional[str]:
+    """The one gradient expression (``g``, ``gv[0]``, ``grads[i]``) in ``node`` built from ``bound`` names;
+    None when there is none, or several, or one inside a nested scope."""
+    keys: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (*_SCOPES, *_COMPREHENSIONS)) and current is not node:
+            if names_in(current) & bound:
+                return None
+            continue
+        if isinstance(current, cst.Subscript):
+            key = expression_key(current)
+            if key is not None and names_in(current) & bound:
+                keys.add(key)
+                continue
+        if isinstance(current, cst.Name):
+            if current.value in bound:
+                keys.add(current.value)
+            continue
+        if isinstance(current, cst.Attribute):
+            stack.append(current.value)
+        elif isinstance(current, cst.Arg):
+            stack.append(current.value)
+        else:
+            stack.extend(current.children)
+    return keys.pop() if len(keys) == 1 else None
+
+
+def _not_none(key: str) -> cst.BaseExpression:
+    return cst.parse_expression(f"{key} is not None")

@@ -1,0 +1,288 @@
+"""Apply fixes to one file's text: lint -> pick fixes -> apply non-overlapping edits -> re-parse -> repeat.
+
+Each pass parses the current text, builds the semantic model, runs the selected rules and collects the
+fixes of findings that are not suppressed by ``# noqa`` and whose safety class is allowed. Fixes are
+taken in source order; a fix whose edits overlap an already taken fix waits for the next pass (it is
+re-computed on the new tree, where it may no longer be needed). The pass's result must parse with
+CPython's parser; otherwise the file is left unchanged and reported. Passes stop when nothing more is
+fixable, or after ``max_passes``.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import libcst as cst
+
+from gradlint import source as sources
+from gradlint.engine import lint_source
+from gradlint.fixes.edits import EditError, Fix, apply_edits, subtree_ids
+from gradlint.noqa import is_suppressed
+from gradlint.prefilter import might_have_gradient_code
+from gradlint.rules import Rule
+from gradlint.semantic import build_model
+from gradlint.violation import FileError, Violation
+
+DEFAULT_MAX_PASSES = 10
+
+
+@dataclass
+class FixResult:
+    """What fixing one file's text did. ``fixed`` equals ``original`` when nothing changed or on error."""
+
+    path: str
+    original: str
+    fixed: str
+    applied: Counter = field(default_factory=Counter)          # code -> number of fixes applied
+    remaining: list[Violation] = field(default_factory=list)   # findings left in ``fixed``
+    unsafe_available: Counter = field(default_factory=Counter)  # code -> fixes left that need --unsafe-fixes
+    errors: list[FileError] = field(default_factory=list)
+    passes: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return self.fixed != self.original
+
+    @property
+    def fixed_count(self) -> int:
+        return sum(self.applied.values())
+
+
+def fix_file(
+    path: str,
+    rules: Sequence[type[Rule]],
+    *,
+    unsafe: bool = False,
+    target_keras: int = 3,
+    write: bool = True,
+    max_passes: int = DEFAULT_MAX_PASSES,
+) -> FixResult:
+    """Fix one file; with ``write`` the file is rewritten (atomically) when something changed.
+
+    A file that cannot be read, decoded, parsed or written is reported in ``errors`` and left untouched.
+    """
+    from gradlint.fixes.writer import WriteError, write_fixed
+
+    try:
+        data = sources.read(path)
+        text = sources.decode(data)
+    except sources.SourceError as exc:
+        return FixResult(path, "", "", errors=[FileError(path, str(exc))])
+    result = fix_text(text, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
+    if write and result.changed and not result.errors:
+        try:
+            write_fixed(path, result.fixed, data)
+        except WriteError as exc:
+            result.errors.append(FileError(path, str(exc)))
+            result.fixed = result.original
+            result.remaining = lint_source(text, path, rules, target_keras=target_keras).violations
+            result.applied = Counter()
+    return result
+
+
+@dataclass
+class _Candidate:
+    code: str
+    line: int
+    column: int
+    fix: Fix
+
+
+def fix_text(
+    text: str,
+    path: str,
+    rules: Sequence[type[Rule]],
+    *,
+    unsafe: bool = False,
+    target_keras: int = 3,
+    max_passes: int = DEFAULT_MAX_PASSES,
+    transform: Optional[Callable[[list[Fix]], list[Fix]]] = None,
+) -> FixResult:
+    """Fix ``text`` (decoded source of ``path``) and return the result; never raises for bad input.
+
+    ``transform`` (for tests and tools) may rewrite the list of fixes chosen in a pass before they are
+    applied, e.g. to inject a broken edit and check that it is refused.
+    """
+    result = FixResult(path, text, text)
+    if not rules:
+        return result
+    current = text
+    applied: Counter = Counter()
+    for number in range(max_passes):
+        analysis = _analyse(current, path, rules, target_keras, unsafe)
+        if analysis.errors:
+            if current is text:
+                result.errors = analysis.errors
+            else:  # cannot happen unless a fix produced code libcst rejects but CPython accepts
+                result.errors = [FileError(path, "fixed code could not be re-analysed ("
+                                           + "; ".join(e.message for e in analysis.errors)
+                                           + "); file left unchanged")]
+            return result
+        result.passes = number + 1
+        if number == 0:
+            result.remaining = analysis.violations  # what is left if this file cannot be fixed
+        chosen = _choose(analysis.candidates)
+        if not chosen:
+            result.remaining = analysis.violations
+            result.unsafe_available = analysis.unsafe_available
+            break
+        fixes = [c.fix for c in chosen]
+        if transform is not None:
+            fixes = transform(fixes)
+        new_text, error = _apply(analysis.module, fixes, chosen, path)
+        if error is not None:
+            result.errors = [error]
+            return result
+        current = _keep_newline_style(text, new_text)
+        for candidate in chosen:
+            applied[candidate.code] += 1
+    else:  # bound reached: report what is left in the last text
+        final = lint_source(current, path, rules, target_keras=target_keras)
+        result.remaining = final.violations
+        result.errors = final.errors
+    result.fixed = current
+    result.applied = applied
+    return result
+
+
+@dataclass
+class _Analysis:
+    module: Optional[cst.Module] = None
+    violations: list[Violation] = field(default_factory=list)
+    candidates: list[_Candidate] = field(default_factory=list)
+    unsafe_available: Counter = field(default_factory=Counter)
+    errors: list[FileError] = field(default_factory=list)
+
+
+def _analyse(text: str, path: str, rules: Sequence[type[Rule]], target_keras: int, unsafe: bool) -> _Analysis:
+    """The engine's lint (same prefilter, parse, model, noqa), keeping each report's fix."""
+    analysis = _Analysis()
+    if not might_have_gradient_code(text):
+        return analysis
+    try:
+        module = cst.parse_module(text)
+    except Exception:
+        # the engine words syntax errors like CPython does; reuse it for the message
+        analysis.errors = lint_source(text, path, rules, target_keras=target_keras).errors or [
+            FileError(path, "cannot parse")]
+        return analysis
+    analysis.module = module
+    try:
+        model = build_model(module, target_keras=target_keras)
+    except RecursionError:
+        analysis.errors = [FileError(path, "code nested too deeply to analyse")]
+        return analysis
+    except Exception as exc:
+        analysis.errors = [FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}")]
+        return analysis
+    lines = text.splitlines()
+    for rule in rules:
+        try:
+            reports = list(rule().check(model))
+        except Exception as exc:
+            analysis.errors.append(
+                FileError(path, f"internal error in rule {rule.CODE}: {type(exc).__name__}: {exc}"))
+            continue
+        for report in reports:
+            position = model.position(report.node)
+            line = position.start.line
+            if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
+                continue
+            analysis.violations.append(Violation(
+                path, line, position.start.column, rule.CODE, report.message,
+                position.end.line, position.end.column,
+            ))
+            try:
+                fix = report.resolve_fix()
+            except Exception as exc:  # a fix builder's bug: keep the finding, report the bug
+                analysis.errors.append(FileError(
+                    path, f"internal error building the {rule.CODE} fix at line {line}: "
+                          f"{type(exc).__name__}: {exc}"))
+                continue
+            if fix is None:
+                continue
+            if fix.safety == "unsafe" and not unsafe:
+                analysis.unsafe_available[rule.CODE] += 1
+                continue
+            analysis.candidates.append(_Candidate(rule.CODE, line, position.start.column, fix))
+    analysis.violations.sort()
+    return analysis
+
+
+def _choose(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Fixes in source order whose edits do not overlap each other (nor themselves)."""
+    chosen: list[_Candidate] = []
+    covered: set[int] = set()   # every node inside a taken edit
+    targets: set[int] = set()   # the nodes taken edits replace
+    for candidate in sorted(candidates, key=lambda c: (c.line, c.column, c.code)):
+        own_targets = [id(edit.node) for edit in candidate.fix.edits]
+        own_covered: set[int] = set()
+        overlapping = len(set(own_targets)) != len(own_targets)
+        for edit in candidate.fix.edits:
+            inside = subtree_ids(edit.node)
+            if own_covered & inside:
+                overlapping = True
+            own_covered |= inside
+        if overlapping:
+            continue  # a malformed fix: never applied
+        if targets & own_covered or covered & set(own_targets):
+            continue  # overlaps a fix taken in this pass: try again next pass
+        chosen.append(candidate)
+        covered |= own_covered
+        targets.update(own_targets)
+    return chosen
+
+
+def _apply(module: cst.Module, fixes: list[Fix], chosen: list[_Candidate], path: str):
+    """Apply the fixes of one pass; (new text, None) or (None, FileError) when the result is refused."""
+    edits = [edit for fix in fixes for edit in fix.edits]
+    try:
+        new_module = apply_edits(module, edits)
+        new_text = new_module.code
+    except EditError as exc:
+        return None, FileError(path, f"a fix could not be applied ({_codes(chosen)}): {exc}; file left unchanged")
+    problem = _syntax_problem(new_text)
+    if problem is None:
+        return new_text, None
+    culprits = []
+    for fix, candidate in zip(fixes, chosen):
+        try:
+            alone = apply_edits(module, fix.edits).code
+        except EditError:
+            alone = None
+        if alone is None or _syntax_problem(alone) is not None:
+            culprits.append(f"{candidate.code} at line {candidate.line}")
+    which = ", ".join(culprits) or _codes(chosen)
+    return None, FileError(path, f"refused a fix that produces code that does not parse ({which}: {problem}); "
+                                 "file left unchanged")
+
+
+def _syntax_problem(text: str) -> Optional[str]:
+    try:
+        ast.parse(text)
+    except SyntaxError as exc:
+        return f"{exc.msg} at line {exc.lineno}"
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _codes(chosen: list[_Candidate]) -> str:
+    return ", ".join(sorted({c.code for c in chosen}))
+
+
+_LONE_LF = re.compile(r"(?<!\r)\n")
+
+
+def _keep_newline_style(original: str, fixed: str) -> str:
+    """libcst writes new lines with the module's newline; if anything still added a bare ``\\n`` to a
+    file that uses only ``\\r\\n``, convert it."""
+    if "\r\n" in original and not _LONE_LF.search(original) and _LONE_LF.search(fixed):
+        return _LONE_LF.sub("\r\n", fixed)
+    return fixed
+
+
+__all__ = ["DEFAULT_MAX_PASSES", "FixResult", "fix_file", "fix_text"]
