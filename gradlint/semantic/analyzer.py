@@ -1,108 +1,57 @@
 """The one traversal: walks a module in execution order and records what rules need.
 
-An abstract interpreter over libcst nodes. Statements run in order; expressions evaluate to
-abstract values (``values.py``); function bodies run after the code that defines them, with their
-parameters seeded from calls in the same file. Every node is visited once per analysis of its
-scope (a function may be re-analysed a bounded number of times when a later call seeds it).
+An abstract interpreter over libcst nodes. Statements run in order (this module); expressions
+evaluate to abstract values (``expressions.py``); calls into TensorFlow / Keras get their meaning in
+``calls.py``. Function bodies run after the code that defines them, with their parameters seeded from
+calls in the same file; a function seeded again later is re-analysed a bounded number of times, and
+its records replace the earlier ones (records are keyed by node).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Optional
 
 import libcst as cst
 
 from gradlint.semantic import tfapi
+from gradlint.semantic.calls import CallSemantics
+from gradlint.semantic.env import EMPTY, Env, merge
+from gradlint.semantic.expressions import ExpressionEvaluator
 from gradlint.semantic.imports import ImportMap
-from gradlint.semantic.records import (
-    AttributeAssignment,
-    CompileCall,
-    ElementUse,
-    GradientSource,
-    LoopInfo,
-    OptimizerCall,
-    OptimizerInfo,
-    TapeInfo,
-)
+from gradlint.semantic.records import AttributeAssignment, LoopInfo, TapeInfo
 from gradlint.semantic.syntax import (
-    call_argument,
-    dotted_name,
-    expression_key,
+    all_params,
     guard_keys,
-    is_none,
-    literal_true,
-    names_in,
+    is_staticmethod,
+    parameter_names,
     target_names,
     terminal_name,
     terminates,
 )
 from gradlint.semantic.values import (
-    NONE,
     FunctionValue,
     GradElem,
-    LambdaValue,
-    ListDisplay,
-    NoneValue,
+    KerasObject,
     OptimizerValue,
     Seq,
     TapeValue,
     TupleValue,
     Value,
-    VarList,
     iterate,
-    materialize,
 )
 
 _MAX_FUNCTION_PASSES = 3
-_INTOLERANT_BUILTINS = frozenset({
-    "builtins.float", "builtins.int", "builtins.abs", "builtins.round", "builtins.len",
-    "builtins.sum", "builtins.max", "builtins.min",
-})
-_ORDERING = (cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual)
-_TAPE_METHODS = frozenset({"gradient", "jacobian", "batch_jacobian"})
 
 
-class Env:
-    """A scope's bindings plus the guards that hold at the current point of the walk."""
+class ClassValue(Value):
+    """A class defined in this file; ``keras_class`` names its Keras base, if any."""
 
-    def __init__(self, kind: str, parent: Optional["Env"] = None, class_env: Optional["Env"] = None,
-                 self_name: Optional[str] = None) -> None:
-        self.kind = kind
-        self.parent = parent
-        self.class_env = class_env
-        self.self_name = self_name
-        self.names: dict[str, Optional[Value]] = {}
-        self.guarded: frozenset[str] = frozenset()
-
-    def owner_of(self, name: str) -> Optional["Env"]:
-        env: Optional[Env] = self
-        while env is not None:
-            if name in env.names:
-                return env
-            env = env.parent
-        return None
-
-    def lookup(self, name: str) -> Optional[Value]:
-        owner = self.owner_of(name)
-        return owner.names[name] if owner is not None else None
-
-    def is_guarded(self, key: str) -> bool:
-        env: Optional[Env] = self
-        while env is not None and env.kind == "comprehension":
-            if key in env.guarded:
-                return True
-            env = env.parent
-        return env is not None and key in env.guarded
-
-    def function_env(self) -> "Env":
-        env = self
-        while env.kind == "comprehension" and env.parent is not None:
-            env = env.parent
-        return env
+    def __init__(self, node: cst.ClassDef, keras_class: Optional[str]) -> None:
+        self.node = node
+        self.keras_class = keras_class
 
 
-class Analyzer:
+class Analyzer(ExpressionEvaluator, CallSemantics):
     """Builds the facts of a :class:`~gradlint.semantic.model.SemanticModel`."""
 
     def __init__(self, module: cst.Module, model) -> None:
@@ -111,13 +60,19 @@ class Analyzer:
         self.imports: ImportMap = model.imports
         self.module_env = Env("module")
         self.loops: list[LoopInfo] = []
+        self.branches: list[tuple[int, int]] = []
         self.active_tapes: list[TapeInfo] = []
+        self.multi_replica_scopes: list[cst.CSTNode] = []
+        self.provenance_stack: list[set] = []
+        self.pending_clips: list = []
         self.pending: list[FunctionValue] = []
         self.seeds: dict[int, dict[str, Value]] = {}
         self.passes: dict[int, int] = {}
         self.queued: set[int] = set()
+        self.replica_functions: set[int] = set()
+        self.in_replica_function = False
         self.envs: list[Env] = []  # keeps scope objects alive so their ids stay unique
-        self.expecting_error = 0  # depth of `with pytest.raises(...)` blocks: code there fails on purpose
+        self.expecting_error = 0   # depth of `with pytest.raises(...)` blocks: code there fails on purpose
 
     # ----------------------------------------------------------------- driver
     def run(self) -> None:
@@ -131,19 +86,24 @@ class Analyzer:
         key = id(function.node)
         self.passes[key] = self.passes.get(key, 0) + 1
         node = function.node
-        params = _parameter_names(node.params)
-        self_name = params[0] if function.class_env is not None and params and not _is_static(node) else None
-        env = Env("function", parent=function.env, class_env=function.class_env, self_name=self_name)
+        params = parameter_names(node.params)
+        class_env = function.class_env
+        self_name = params[0] if class_env is not None and params and not is_staticmethod(node) else None
+        env = Env("function", parent=function.env, class_env=class_env, self_name=self_name)
         self.envs.append(env)
         seeds = self.seeds.get(key, {})
         for name in params:
             env.names[name] = seeds.get(name)
-        saved_loops, saved_tapes = self.loops, self.active_tapes
-        self.loops, self.active_tapes = [], []
+        if self_name is not None and class_env is not None and class_env.keras_class:
+            env.names[self_name] = KerasObject(class_env.keras_class)
+        saved = (self.loops, self.branches, self.active_tapes, self.multi_replica_scopes, self.in_replica_function)
+        self.loops, self.branches, self.active_tapes, self.multi_replica_scopes = [], [], [], []
+        self.in_replica_function = key in self.replica_functions
         try:
             self.exec_block(node.body.body, env)
         finally:
-            self.loops, self.active_tapes = saved_loops, saved_tapes
+            (self.loops, self.branches, self.active_tapes, self.multi_replica_scopes,
+             self.in_replica_function) = saved
 
     def schedule(self, function: FunctionValue) -> None:
         key = id(function.node)
@@ -152,12 +112,21 @@ class Analyzer:
         self.queued.add(key)
         self.pending.append(function)
 
+    @property
+    def tapes_key(self) -> frozenset:
+        return frozenset(id(t) for t in self.active_tapes)
+
+    @property
+    def expects_error(self) -> bool:
+        return self.expecting_error > 0
+
     # ------------------------------------------------------------- statements
     def exec_block(self, statements, env: Env) -> None:
-        saved = env.guarded
+        saved_guards, depth = env.guarded, len(self.branches)
         for statement in statements:
             self.exec_statement(statement, env)
-        env.guarded = saved
+        env.guarded = saved_guards
+        del self.branches[depth:]
 
     def exec_suite(self, suite: cst.BaseSuite, env: Env) -> None:
         self.exec_block(suite.body, env)
@@ -190,10 +159,12 @@ class Analyzer:
                 self.exec_suite(node.finalbody.body, env)
         elif isinstance(node, cst.Match):
             self.eval(node.subject, env)
-            for case in node.cases:
+            for index, case in enumerate(node.cases):
+                self.branches.append((id(node), index))
                 if case.guard is not None:
                     self.eval(case.guard, env)
                 self.exec_suite(case.body, env)
+                self.branches.pop()
         elif isinstance(node, cst.SimpleStatementSuite):
             for small in node.body:
                 self.exec_small(small, env)
@@ -204,16 +175,18 @@ class Analyzer:
         if isinstance(node, cst.Expr):
             self.eval(node.value, env)
         elif isinstance(node, cst.Assign):
-            value = self.eval(node.value, env)
-            for target in node.targets:
-                self.bind(target.target, value, env)
+            self.exec_assign(node, env)
         elif isinstance(node, cst.AnnAssign):
             if node.value is not None:
-                self.bind(node.target, self.eval(node.value, env), env)
+                value, provenance = self.eval_tracked(node.value, env)
+                self.bind(node.target, value, env, provenance)
         elif isinstance(node, cst.AugAssign):
-            target = self.eval(node.target, env)
-            value = self.eval(node.value, env)
-            self.note_arithmetic(node, node.operator, (target, value), env)
+            target, target_provenance = self.eval_tracked(node.target, env)
+            value, provenance = self.eval_tracked(node.value, env)
+            result = self.note_arithmetic(node, node.operator, (target, value), env)
+            if isinstance(node.target, cst.Name):
+                keep = target if result is None and not isinstance(target, GradElem) else result
+                self.bind(node.target, keep, env, merge(target_provenance, provenance))
         elif isinstance(node, cst.Return):
             if node.value is not None:
                 self.eval(node.value, env)
@@ -229,24 +202,49 @@ class Analyzer:
         else:  # Raise, Del, ...
             self.visit_children(node, env)
 
+    def exec_assign(self, node: cst.Assign, env: Env) -> None:
+        self.pending_clips = []
+        value, provenance = self.eval_tracked(node.value, env)
+        first_target = node.targets[0].target
+        if isinstance(value, TupleValue) and value.global_clip is not None and isinstance(first_target, cst.Name):
+            value = replace(value, assigned_in=node)  # `grads = tf.clip_by_global_norm(...)`: not unpacked
+        if isinstance(value, Seq) and value.is_iterator and value.created_by is not None:
+            value.assigned_in = node
+        named = not (isinstance(first_target, cst.Name) and first_target.value == "_")
+        if isinstance(first_target, (cst.Tuple, cst.List)) and first_target.elements:
+            head = first_target.elements[0].value
+            named = not (isinstance(head, cst.Name) and head.value == "_")
+        for clip in self.pending_clips:
+            clip.result_named = named
+        self.pending_clips = []
+        for target in node.targets:
+            self.bind(target.target, value, env, provenance)
+
     def exec_if(self, node: cst.If, env: Env) -> None:
         self.eval(node.test, env)
         saved = env.guarded
         env.guarded = saved | guard_keys(node.test, True)
+        self.branches.append((id(node), 0))
         self.exec_suite(node.body, env)
+        self.branches.pop()
         env.guarded = saved | guard_keys(node.test, False)
+        self.branches.append((id(node), 1))
         if isinstance(node.orelse, cst.If):
             self.exec_if(node.orelse, env)
         elif isinstance(node.orelse, cst.Else):
             self.exec_suite(node.orelse.body, env)
+        self.branches.pop()
         env.guarded = saved
         if terminates(node.body):
+            # the rest of the enclosing block runs only when the test was false: an implicit `else`
             env.guarded = saved | guard_keys(node.test, False)
+            self.branches.append((id(node), 1))
 
     def exec_for(self, node: cst.For, env: Env) -> None:
-        iterable = self.eval(node.iter, env)
+        iterable, provenance = self.eval_tracked(node.iter, env)
+        self.consume(iterable, node)
         names = frozenset(target_names(node.target))
-        self.bind(node.target, iterate(iterable), env)
+        self.bind(node.target, iterate(iterable), env, provenance)
         loop = LoopInfo(node, names, self.is_over_variables(node.iter, iterable, env))
         self.loops.append(loop)
         try:
@@ -269,24 +267,32 @@ class Analyzer:
 
     def exec_with(self, node: cst.With, env: Env) -> None:
         opened: list[TapeInfo] = []
+        paused: list[TapeInfo] = []
+        scopes = 0
         raises = any(self.is_raises_context(item.item) for item in node.items)
         for item in node.items:
-            value = self.eval(item.item, env)
+            value, provenance = self.eval_tracked(item.item, env)
             if isinstance(value, TapeValue):
                 if value.tape.with_node is None:
                     value.tape.with_node = node
                 opened.append(value.tape)
+            paused.extend(self.stopped_tapes(item.item, env))
+            if self.is_multi_replica_scope(item.item, env):
+                self.multi_replica_scopes.append(node)
+                scopes += 1
             if item.asname is not None:
                 if isinstance(value, TapeValue) and isinstance(item.asname.name, cst.Name):
                     value.tape.name = value.tape.name or item.asname.name.value
-                self.bind(item.asname.name, value, env)
-        self.active_tapes.extend(opened)
+                self.bind(item.asname.name, value, env, provenance)
+        saved_tapes = list(self.active_tapes)
+        self.active_tapes = [t for t in self.active_tapes if t not in paused] + opened
         self.expecting_error += raises
         try:
             self.exec_suite(node.body, env)
         finally:
             self.expecting_error -= raises
-            del self.active_tapes[len(self.active_tapes) - len(opened):]
+            self.active_tapes = saved_tapes
+            del self.multi_replica_scopes[len(self.multi_replica_scopes) - scopes:]
 
     def is_raises_context(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
@@ -296,31 +302,45 @@ class Analyzer:
             return True
         return name == "raises" and self.imports.resolve(expr.func) == "pytest.raises"
 
+    def stopped_tapes(self, expr: cst.BaseExpression, env: Env) -> list[TapeInfo]:
+        """``with tape.stop_recording():`` pauses that tape."""
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) \
+                and expr.func.attr.value == "stop_recording":
+            value = self.eval_quiet(expr.func.value, env)
+            if isinstance(value, TapeValue):
+                return [value.tape]
+        return []
+
     def exec_function_def(self, node: cst.FunctionDef, env: Env) -> None:
         for decorator in node.decorators:
             self.eval(decorator.decorator, env)
-        for param in _all_params(node.params):
+        for param in all_params(node.params):
             if param.default is not None:
                 self.eval(param.default, env)
-        function = FunctionValue(node, env, env if env.kind == "class" else None)
         if env.kind == "class":
-            env.names[node.name.value] = function
-            # methods see the module/enclosing scope, not the class body, as Python does
-            function.env = env.parent
-            function.class_env = env
+            # methods see the enclosing scope, not the class body, as in Python
+            function = FunctionValue(node, env.parent, env)
         else:
-            env.names[node.name.value] = function
+            function = FunctionValue(node, env, None)
+        env.names[node.name.value] = function
         self.schedule(function)
 
     def exec_class_def(self, node: cst.ClassDef, env: Env) -> None:
         for decorator in node.decorators:
             self.eval(decorator.decorator, env)
+        keras_class = None
         for base in node.bases:
-            self.eval(base.value, env)
+            value = self.eval(base.value, env)
+            qualified = self.imports.resolve(base.value)
+            if isinstance(value, ClassValue) and value.keras_class:
+                keras_class = value.keras_class
+            elif qualified is not None and tfapi.keras_object_class(qualified):
+                keras_class = tfapi.keras_object_class(qualified)
         for keyword in node.keywords:
             self.eval(keyword.value, env)
         class_env = Env("class", parent=env)
-        env.names[node.name.value] = None
+        class_env.keras_class = keras_class
+        env.names[node.name.value] = ClassValue(node, keras_class)
         self.exec_suite(node.body, class_env)
 
     def visit_children(self, node: cst.CSTNode, env: Env) -> None:
@@ -335,19 +355,23 @@ class Analyzer:
                 self.visit_children(child, env)
 
     # ---------------------------------------------------------------- binding
-    def bind(self, target: cst.CSTNode, value: Optional[Value], env: Env) -> None:
+    def bind(self, target: cst.CSTNode, value: Optional[Value], env: Env, provenance=EMPTY) -> None:
         if isinstance(target, cst.Name):
             name = target.value
             env.names[name] = value
+            env.provenance[name] = provenance
+            env.bound_tapes[name] = self.tapes_key
             if env.guarded:
                 env.guarded = frozenset(k for k in env.guarded if k != name and not k.startswith(name + "["))
             if isinstance(value, OptimizerValue):
                 value.info.keys.add((id(env.function_env()), name))
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = target.elements
+            if isinstance(value, Seq):
+                self.consume(value, target)
             for index, element in enumerate(elements):
                 if isinstance(element, cst.StarredElement):
-                    self.bind(element.value, value if isinstance(value, Seq) else None, env)
+                    self.bind(element.value, value if isinstance(value, Seq) else None, env, provenance)
                     continue
                 if isinstance(value, TupleValue) and len(value.items) == len(elements):
                     item = value.items[index]
@@ -355,28 +379,36 @@ class Analyzer:
                     item = value.element
                 else:
                     item = None
-                self.bind(element.value, item, env)
+                self.bind(element.value, item, env, provenance)
         elif isinstance(target, cst.Attribute):
-            self.eval(target.value, env)
-            key = self.binding_key(target, env)
-            receiver = self.eval_quiet(target.value, env)
-            info = receiver.info if isinstance(receiver, OptimizerValue) else None
-            self.model.attribute_assignments.append(
-                AttributeAssignment(target, target.attr.value, self.binding_key(target.value, env), info,
-                                    expects_error=self.expecting_error > 0)
-            )
-            if key is not None and key[0] == "self":
-                class_env = env.function_env().class_env
-                if class_env is not None:
-                    class_env.names[key[2]] = value
-                    if isinstance(value, OptimizerValue):
-                        value.info.keys.add(key)
+            self.bind_attribute(target, value, env, provenance)
         elif isinstance(target, cst.Subscript):
-            self.eval(target.value, env)
+            base = self.eval(target.value, env)
             for element in target.slice:
                 self.visit_children(element, env)
+            if isinstance(base, Seq) and isinstance(value, GradElem):
+                base.element = value  # `grads[i] = tf.clip_by_norm(g, 1.0)` changes the list in place
         elif isinstance(target, cst.StarredElement):
-            self.bind(target.value, value, env)
+            self.bind(target.value, value, env, provenance)
+
+    def bind_attribute(self, target: cst.Attribute, value: Optional[Value], env: Env, provenance) -> None:
+        self.eval(target.value, env)
+        key = self.binding_key(target, env)
+        receiver = self.eval_quiet(target.value, env)
+        info = receiver.info if isinstance(receiver, OptimizerValue) else None
+        keras = receiver.class_name if isinstance(receiver, KerasObject) else None
+        self.model.attribute_assignments.append(AttributeAssignment(
+            target, target.attr.value, self.binding_key(target.value, env), info,
+            expects_error=self.expects_error, receiver_keras=keras,
+        ))
+        if key is not None and key[0] == "self":
+            class_env = env.function_env().class_env
+            if class_env is not None:
+                class_env.names[key[2]] = value
+                class_env.provenance[key[2]] = provenance
+                class_env.bound_tapes[key[2]] = self.tapes_key
+                if isinstance(value, OptimizerValue):
+                    value.info.keys.add(key)
 
     def binding_key(self, expr: cst.CSTNode, env: Env) -> Optional[tuple]:
         """Identity of the storage an expression names: a scope's variable or ``self.attr``."""
@@ -394,670 +426,3 @@ class Analyzer:
         ):
             return ("self", id(function_env.class_env), "self." + expr.attr.value)
         return None
-
-    # ------------------------------------------------------------ expressions
-    def eval_quiet(self, expr: cst.BaseExpression, env: Env) -> Optional[Value]:
-        """Value of a name / ``self.attr`` without visiting (already visited) subexpressions."""
-        if isinstance(expr, cst.Name):
-            return env.lookup(expr.value)
-        key = self.binding_key(expr, env)
-        if key is not None and key[0] == "self":
-            return _class_attribute(env, key[2])
-        return None
-
-    def eval(self, node: cst.BaseExpression, env: Env, *, as_callee: bool = False) -> Optional[Value]:
-        if isinstance(node, cst.Name):
-            return self.eval_name(node, env)
-        if isinstance(node, cst.Call):
-            return self.eval_call(node, env)
-        if isinstance(node, cst.Attribute):
-            return self.eval_attribute(node, env, as_callee)
-        if isinstance(node, cst.Subscript):
-            return self.eval_subscript(node, env)
-        if isinstance(node, cst.BinaryOperation):
-            left = self.eval(node.left, env)
-            right = self.eval(node.right, env)
-            return self.note_arithmetic(node, node.operator, (left, right), env)
-        if isinstance(node, cst.UnaryOperation):
-            operand = self.eval(node.expression, env)
-            if isinstance(node.operator, cst.Not):
-                return None
-            return self.note_arithmetic(node, node.operator, (operand,), env)
-        if isinstance(node, cst.BooleanOperation):
-            self.eval(node.left, env)
-            saved = env.guarded
-            env.guarded = saved | guard_keys(node.left, isinstance(node.operator, cst.And))
-            self.eval(node.right, env)
-            env.guarded = saved
-            return None
-        if isinstance(node, cst.Comparison):
-            values = [self.eval(node.left, env)]
-            for comparison in node.comparisons:
-                values.append(self.eval(comparison.comparator, env))
-            if any(isinstance(c.operator, _ORDERING) for c in node.comparisons):
-                self.note_element_use(node, "comparison", values, env)
-            return None
-        if isinstance(node, cst.IfExp):
-            return self.eval_if_exp(node, env)
-        if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
-            return self.eval_display(node, env)
-        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)):
-            return self.eval_comprehension(node, env)
-        if isinstance(node, cst.Lambda):
-            return LambdaValue(node, env)
-        if isinstance(node, cst.NamedExpr):
-            value = self.eval(node.value, env)
-            self.bind(node.target, value, env)
-            return value
-        if isinstance(node, (cst.SimpleString, cst.Integer, cst.Float, cst.Imaginary, cst.Ellipsis)):
-            return None
-        self.visit_children(node, env)
-        return None
-
-    def eval_name(self, node: cst.Name, env: Env) -> Optional[Value]:
-        if node.value == "None":
-            return NONE
-        value = env.lookup(node.value)
-        if isinstance(value, GradElem) and value.may_be_none and env.is_guarded(node.value):
-            return value.checked()
-        return value
-
-    def eval_attribute(self, node: cst.Attribute, env: Env, as_callee: bool) -> Optional[Value]:
-        base = self.eval(node.value, env)
-        attr = node.attr.value
-        if attr in tfapi.VARIABLE_COLLECTION_ATTRS and not as_callee:
-            owner = dotted_name(node.value) or self.module.code_for_node(node.value)
-            return VarList(f"{owner}.{tfapi.VARIABLE_COLLECTION_ATTRS[attr]}")
-        if isinstance(base, GradElem) and not as_callee:
-            self.note_element_use(node, f".{attr}", (base,), env, receiver_node=node.value)
-            return None
-        key = self.binding_key(node, env)
-        if key is not None and key[0] == "self":
-            return _class_attribute(env, key[2])
-        return None
-
-    def eval_subscript(self, node: cst.Subscript, env: Env) -> Optional[Value]:
-        base = self.eval(node.value, env)
-        index_node: Optional[cst.BaseExpression] = None
-        is_slice = False
-        for element in node.slice:
-            if isinstance(element.slice, cst.Index):
-                index_node = element.slice.value
-                self.eval(index_node, env)
-            else:
-                is_slice = True
-                self.visit_children(element.slice, env)
-        if is_slice:
-            return base if isinstance(base, Seq) else None
-        result: Optional[Value] = None
-        if isinstance(base, TupleValue) and isinstance(index_node, cst.Integer):
-            position = int(index_node.value, 0)
-            result = base.items[position] if position < len(base.items) else None
-        elif isinstance(base, TupleValue) and _negative_integer(index_node) is not None:
-            position = _negative_integer(index_node)
-            result = base.items[position] if -position <= len(base.items) else None
-        elif isinstance(base, Seq):
-            result = base.element
-        if isinstance(result, GradElem) and result.may_be_none:
-            key = expression_key(node)
-            if key is not None and env.is_guarded(key):
-                return result.checked()
-        return result
-
-    def eval_if_exp(self, node: cst.IfExp, env: Env) -> Optional[Value]:
-        self.eval(node.test, env)
-        saved = env.guarded
-        env.guarded = saved | guard_keys(node.test, True)
-        body = self.eval(node.body, env)
-        env.guarded = saved | guard_keys(node.test, False)
-        orelse = self.eval(node.orelse, env)
-        env.guarded = saved
-        grads = [v for v in (body, orelse) if isinstance(v, GradElem)]
-        if grads:
-            may_be_none = any(v.may_be_none for v in grads) or any(isinstance(v, NoneValue) for v in (body, orelse))
-            return replace(grads[0], may_be_none=may_be_none)
-        if orelse is None or orelse is body or isinstance(orelse, NoneValue):
-            return body
-        return orelse if body is None or isinstance(body, NoneValue) else None
-
-    def eval_display(self, node: cst.Tuple | cst.List | cst.Set, env: Env) -> Optional[Value]:
-        items = [self.eval(element.value, env) for element in node.elements]
-        if isinstance(node, cst.Tuple):
-            return TupleValue(tuple(items))
-        single_pair = None
-        if isinstance(node, cst.List) and len(node.elements) == 1:
-            only = node.elements[0].value
-            if isinstance(only, cst.Tuple) and len(only.elements) == 2:
-                single_pair = (only.elements[0].value, only.elements[1].value)
-        carried = next((v for v in items if isinstance(v, (GradElem, TupleValue, VarList))), None)
-        if isinstance(carried, GradElem) or (
-            isinstance(carried, TupleValue) and any(isinstance(i, GradElem) for i in carried.items)
-        ):
-            return Seq(carried, single_pair=single_pair)
-        if single_pair is not None:
-            return Seq(items[0], single_pair=single_pair)
-        if isinstance(node, cst.List):
-            return ListDisplay(self.module.code_for_node(node), tuple(e.value for e in node.elements))
-        return None
-
-    def eval_comprehension(self, node, env: Env) -> Optional[Value]:
-        comp_env = Env("comprehension", parent=env)
-        comp_env.guarded = frozenset()
-        for_in: Optional[cst.CompFor] = node.for_in
-        first_iterable: Optional[Value] = None
-        outermost = True
-        while for_in is not None:
-            iterable = self.eval(for_in.iter, env if outermost else comp_env)
-            if outermost:
-                first_iterable, outermost = iterable, False
-            self.bind(for_in.target, iterate(iterable), comp_env)
-            for condition in for_in.ifs:
-                self.eval(condition.test, comp_env)
-                comp_env.guarded = comp_env.guarded | guard_keys(condition.test, True)
-            for_in = for_in.inner_for_in
-        if isinstance(node, cst.DictComp):
-            self.eval(node.key, comp_env)
-            element = self.eval(node.value, comp_env)
-            return None
-        element = self.eval(node.elt, comp_env)
-        if isinstance(element, (GradElem, TupleValue)):
-            vars_text = first_iterable.vars_text if isinstance(first_iterable, Seq) else None
-            return Seq(element, is_iterator=isinstance(node, cst.GeneratorExp), vars_text=vars_text)
-        return None
-
-    # ------------------------------------------------------------------ calls
-    def eval_call(self, node: cst.Call, env: Env) -> Optional[Value]:
-        func = node.func
-        qualified = self.imports.resolve(func, _Shadowing(env))
-        receiver: Optional[Value] = None
-        method: Optional[str] = None
-        callee: Optional[Value] = None
-        if isinstance(func, cst.Attribute):
-            method = func.attr.value
-            receiver = self.eval(func.value, env)
-            if isinstance(receiver, GradElem):
-                self.note_element_use(node, f".{method}()", (receiver,), env, receiver_node=func.value)
-            callee = self.eval_quiet(func, env)
-        else:
-            callee = self.eval(func, env, as_callee=True)
-
-        positional: list[Optional[Value]] = []
-        keywords: dict[str, Optional[Value]] = {}
-        for arg in node.args:
-            value = self.eval(arg.value, env)
-            if arg.keyword is not None:
-                keywords[arg.keyword.value] = value
-            elif not arg.star:
-                positional.append(value)
-        arguments = positional + list(keywords.values())
-
-        if qualified is not None:
-            result = self.eval_api_call(node, qualified, positional, keywords, env)
-            if result is not _NOT_HANDLED:
-                return result
-            if _none_intolerant(qualified):
-                self.note_element_use(node, _short(qualified), arguments, env)
-            if any(isinstance(v, GradElem) for v in arguments):
-                return _derived(arguments)
-            return None
-
-        if method is not None:
-            handled = self.eval_method_call(node, func, method, receiver, positional, keywords, env)
-            if handled is not _NOT_HANDLED:
-                return handled
-            if isinstance(receiver, GradElem):
-                return _derived((receiver,))
-            return None
-
-        if isinstance(callee, FunctionValue):
-            self.seed_function(callee, node, positional, keywords, skip_self=False)
-        elif isinstance(callee, LambdaValue):
-            return self.apply_lambda(callee, positional)
-        return None
-
-    def eval_api_call(self, node: cst.Call, qualified: str, positional, keywords, env: Env):
-        if qualified == tfapi.GRADIENT_TAPE or tfapi.is_internal_tape(qualified):
-            persistent = literal_true(call_argument(node, 0, "persistent"))
-            tape = TapeInfo(node, None, persistent)
-            self.model.tapes.append(tape)
-            return TapeValue(tape)
-        if qualified in tfapi.GRADIENT_FUNCTIONS:
-            source = self.new_source(node, "tf.gradients", None,
-                                     call_argument(node, 0, "ys"), call_argument(node, 1, "xs"))
-            return Seq(GradElem(source, source.may_be_none))
-        if qualified == tfapi.CLIP_BY_GLOBAL_NORM:
-            grads = positional[0] if positional else keywords.get("t_list")
-            clipped = materialize(grads) if isinstance(grads, Seq) else None
-            return TupleValue((clipped, None))
-        kind = tfapi.optimizer_kind(qualified)
-        if kind is not None:
-            info = OptimizerInfo(node, qualified, kind, stateless=tfapi.is_stateless_tf1_optimizer(qualified),
-                                 loops=tuple(self.loops))
-            self.model.optimizers.append(info)
-            return OptimizerValue(info)
-        if qualified in tfapi.VARIABLE_COLLECTION_CALLS:
-            return VarList(self.module.code_for_node(node))
-        if qualified.startswith("builtins."):
-            return self.eval_builtin(node, qualified[9:], positional, keywords, env)
-        return _NOT_HANDLED
-
-    def eval_builtin(self, node: cst.Call, name: str, positional, keywords, env: Env):
-        if name == "zip":
-            if not positional:
-                return Seq(None, is_iterator=True)
-            vars_text = None
-            if len(positional) == 2 and len(node.args) == 2:
-                reversed_order = _is_gradients(positional[1]) and not _is_gradients(positional[0])
-                index = 0 if reversed_order else 1
-                vars_text = self.variables_text(node.args[index].value, positional[index])
-            single_pair = None
-            if len(node.args) == 2 and all(_single_item_list(a.value) for a in node.args):
-                single_pair = (node.args[0].value.elements[0].value, node.args[1].value.elements[0].value)
-            return Seq(TupleValue(tuple(iterate(v) for v in positional)), is_iterator=True,
-                       vars_text=vars_text, single_pair=single_pair)
-        if name in ("list", "tuple", "sorted"):
-            return materialize(positional[0]) if positional else None
-        if name == "reversed":
-            return positional[0] if positional else None
-        if name == "enumerate":
-            if not positional:
-                return None
-            return Seq(TupleValue((None, iterate(positional[0]))), is_iterator=True)
-        if name == "filter":
-            if len(positional) == 2 and isinstance(positional[1], Seq):
-                predicate = node.args[0].value
-                element = positional[1].element
-                if isinstance(element, GradElem) and (is_none(predicate) or self.lambda_guards(predicate)):
-                    element = element.checked()
-                return replace(positional[1], element=element, is_iterator=True)
-            return None
-        if name == "map":
-            if len(positional) >= 2 and isinstance(positional[0], LambdaValue):
-                result = self.apply_lambda(positional[0], [iterate(v) for v in positional[1:]])
-                return Seq(result, is_iterator=True) if result is not None else None
-            return None
-        if name in _INTOLERANT_BUILTINS or "builtins." + name in _INTOLERANT_BUILTINS:
-            self.note_element_use(node, f"{name}()", positional, env)
-        return None
-
-    def eval_method_call(self, node: cst.Call, func: cst.Attribute, method: str, receiver, positional,
-                         keywords, env: Env):
-        if method in _TAPE_METHODS or method == "watch":
-            tape = self.tape_for(func.value, receiver, env)
-            if tape is None:
-                return _NOT_HANDLED
-            if method == "watch":
-                watched = node.args[0].value if node.args else None
-                elements = [e.value for e in watched.elements] if isinstance(watched, (cst.List, cst.Tuple)) \
-                    else [watched] if watched is not None else []
-                tape.watched.update(k for k in map(expression_key, elements) if k is not None)
-                return None
-            source = self.new_source(node, f"tape.{method}", tape,
-                                     call_argument(node, 0, "target"), call_argument(node, 1, "sources"))
-            if method == "batch_jacobian":
-                return None
-            return Seq(GradElem(source, source.may_be_none))
-        if method == "compute_gradients":
-            info = self.optimizer_for(func.value, receiver, env, force=True)
-            var_list = call_argument(node, 1, "var_list")
-            source = self.new_source(node, "compute_gradients", None, call_argument(node, 0, "loss"), var_list)
-            vars_text = self.variables_text(var_list, None) if var_list is not None else "<all trainable>"
-            del info
-            return Seq(TupleValue((GradElem(source, source.may_be_none), None)), vars_text=vars_text)
-        if method in ("apply_gradients", "apply", "minimize", "build"):
-            force = method == "apply_gradients" or _looks_like(func.value, "opt")
-            info = self.optimizer_for(func.value, receiver, env, force=force)
-            if info is None:
-                return _NOT_HANDLED
-            self.record_optimizer_call(node, method, info, positional, keywords, env)
-            return None
-        if method == "compile":
-            by_keyword = call_argument(node, None, "optimizer")
-            optimizer_node = by_keyword if by_keyword is not None else call_argument(node, 0, None)
-            if optimizer_node is not None and not isinstance(optimizer_node, (cst.SimpleString, cst.Call)):
-                value = self.eval_quiet(optimizer_node, env)
-                info = self.optimizer_for(optimizer_node, value, env, force=by_keyword is not None)
-                if info is not None:
-                    self.model.compile_calls.append(CompileCall(
-                        node, self.module.code_for_node(func.value), func.value, info, tuple(self.loops),
-                        expects_error=self.expecting_error > 0))
-            return None
-        callee = self.method_function(func, env)
-        if callee is not None:
-            self.seed_function(callee, node, positional, keywords, skip_self=True)
-            return None
-        return _NOT_HANDLED
-
-    # --------------------------------------------------------------- helpers
-    def new_source(self, node: cst.Call, api: str, tape: Optional[TapeInfo], target, sources) -> GradientSource:
-        unconnected = call_argument(node, None, "unconnected_gradients")
-        may_be_none = (
-            not _is_zero_unconnected(unconnected)
-            and not _all_watched(tape, sources)
-            and (api == "compute_gradients" and sources is None or self.may_include_unconnected(sources))
-        )
-        source = GradientSource(
-            node, api, may_be_none, tape=tape, target=target, sources=sources,
-            inside_own_tape=tape is not None and tape in self.active_tapes, loops=tuple(self.loops),
-        )
-        self.model.gradient_sources.append(source)
-        return source
-
-    def may_include_unconnected(self, sources: Optional[cst.BaseExpression]) -> bool:
-        """Can the differentiated sources contain variables the target does not use?
-
-        Variable collections (``model.trainable_variables``, ``tf.trainable_variables()``, names such as
-        ``params`` / ``var_list``) and explicit lists of several variables can. A single tensor the user
-        picked (``tape.gradient(y, x)``, ``tf.gradients(loss, [logits])``) is a deliberate derivative.
-        """
-        if sources is None:
-            return False
-        stack = [sources]
-        while stack:
-            current = stack.pop()
-            if isinstance(current, cst.Attribute) and current.attr.value in tfapi.VARIABLE_COLLECTION_ATTRS:
-                return True
-            if isinstance(current, (cst.List, cst.Tuple)):
-                if len(current.elements) >= 2 or any(isinstance(e, cst.StarredElement) for e in current.elements):
-                    return True
-                continue  # one tensor listed explicitly
-            elif isinstance(current, cst.BinaryOperation):
-                stack.extend((current.left, current.right))
-            elif isinstance(current, cst.Call):
-                name = self.imports.resolve(current.func)
-                if name in tfapi.VARIABLE_COLLECTION_CALLS or name in ("builtins.list", "builtins.tuple"):
-                    return True
-            elif isinstance(current, (cst.Name, cst.Attribute)):
-                return _collection_like_name(terminal_name(current) or "")
-        return False
-
-    def tape_for(self, expr: cst.BaseExpression, value: Optional[Value], env: Env) -> Optional[TapeInfo]:
-        """The tape an expression holds; a name containing 'tape' used as one becomes an implicit tape."""
-        if isinstance(value, TapeValue):
-            return value.tape
-        if not _looks_like(expr, "tape"):
-            return None
-        tape = TapeInfo(expr, terminal_name(expr), persistent=False, implicit=True)
-        if isinstance(expr, cst.Name):
-            owner = env.owner_of(expr.value) or env.function_env()
-            owner.names[expr.value] = TapeValue(tape)
-        return tape
-
-    def optimizer_for(self, expr: cst.BaseExpression, value: Optional[Value], env: Env, force: bool):
-        """The optimizer an expression holds; names used as optimizers become implicit optimizers."""
-        if isinstance(value, OptimizerValue):
-            return value.info
-        if not force:
-            return None
-        key = self.binding_key(expr, env)
-        if key is None:
-            return None
-        info = self.model.optimizer_by_key.get(key)
-        if info is None:
-            info = OptimizerInfo(expr, None, None, implicit=True)
-            info.keys.add(key)
-            self.model.optimizers.append(info)
-        self.model.optimizer_by_key[key] = info
-        if key[0] == "self":
-            class_env = env.function_env().class_env
-            if class_env is not None:
-                class_env.names[key[2]] = OptimizerValue(info)
-        elif isinstance(expr, cst.Name):
-            owner = env.owner_of(expr.value) or self.module_env
-            owner.names[expr.value] = OptimizerValue(info)
-        return info
-
-    def record_optimizer_call(self, node: cst.Call, method: str, info: OptimizerInfo, positional, keywords,
-                              env: Env) -> None:
-        for key in info.keys:
-            self.model.optimizer_by_key.setdefault(key, info)
-        vars_text: Optional[str] = None
-        single_pair = None
-        if method == "apply_gradients":
-            pairs = positional[0] if positional else keywords.get("grads_and_vars")
-            if isinstance(pairs, Seq):
-                vars_text = pairs.vars_text
-                single_pair = pairs.single_pair
-        elif method == "apply":
-            grads_node = call_argument(node, 0, "grads")
-            vars_node = call_argument(node, 1, "trainable_variables")
-            if vars_node is not None:
-                vars_text = self.variables_text(vars_node, self.eval_quiet(vars_node, env))
-                if _single_item_list(grads_node) and _single_item_list(vars_node):
-                    single_pair = (grads_node.elements[0].value, vars_node.elements[0].value)
-        elif method == "minimize":
-            position = None if info.kind == tfapi.KIND_TF1 else 1
-            vars_node = call_argument(node, position, "var_list")
-            if vars_node is None:
-                vars_text = "<all trainable>"
-            else:
-                vars_text = self.variables_text(vars_node, self.eval_quiet(vars_node, env))
-                if _single_item_list(vars_node):
-                    single_pair = (node.args[0].value, vars_node.elements[0].value)
-        elif method == "build":
-            vars_node = call_argument(node, 0, "var_list")
-            if vars_node is not None:
-                vars_text = self.variables_text(vars_node, self.eval_quiet(vars_node, env))
-        self.model.optimizer_calls.append(OptimizerCall(
-            node, method, info, vars_text, single_pair, tuple(self.loops), id(env.function_env()),
-            expects_error=self.expecting_error > 0))
-
-    def variables_text(self, node: Optional[cst.BaseExpression], value: Optional[Value]) -> Optional[str]:
-        """Canonical text of a variable-list expression, or None when it cannot be compared."""
-        if node is None:
-            return None
-        if isinstance(value, (VarList, ListDisplay)):
-            return _normalize(value.text)
-        if isinstance(node, cst.Attribute) and node.attr.value in tfapi.VARIABLE_COLLECTION_ATTRS:
-            owner = dotted_name(node.value) or self.module.code_for_node(node.value)
-            return f"{owner}.{tfapi.VARIABLE_COLLECTION_ATTRS[node.attr.value]}"
-        if isinstance(node, (cst.List, cst.Tuple, cst.BinaryOperation, cst.Call)):
-            return _normalize(self.module.code_for_node(node))
-        return None
-
-    def is_over_variables(self, expr: cst.BaseExpression, value: Optional[Value], env: Env) -> bool:
-        """Does a loop header iterate over gradients or variables (rather than batches/epochs)?"""
-        if isinstance(value, (VarList,)) or (isinstance(value, Seq) and (
-                value.gradient is not None or isinstance(value.element, TupleValue) and value.vars_text)):
-            return True
-        stack = [expr]
-        while stack:
-            current = stack.pop()
-            if isinstance(current, cst.Attribute) and current.attr.value in tfapi.VARIABLE_COLLECTION_ATTRS:
-                return True
-            if isinstance(current, cst.Name):
-                bound = env.lookup(current.value)
-                if isinstance(bound, VarList) or (isinstance(bound, Seq) and bound.gradient is not None):
-                    return True
-            stack.extend(current.children)
-        return False
-
-    def note_element_use(self, node: cst.CSTNode, operation: str, values, env: Env, receiver_node=None) -> None:
-        for value in values:
-            if isinstance(value, GradElem) and value.may_be_none:
-                self.model.element_uses.append(ElementUse(node, operation, value.source, guarded=False,
-                                                          expects_error=self.expecting_error > 0))
-                return
-
-    def note_arithmetic(self, node: cst.CSTNode, operator: cst.CSTNode, values, env: Env) -> Optional[Value]:
-        if isinstance(operator, (cst.Add, cst.AddAssign)) and all(
-                isinstance(v, (VarList, ListDisplay)) for v in values if v is not None) and len(values) == 2 \
-                and all(v is not None for v in values):
-            return VarList(_normalize(self.module.code_for_node(node)))
-        if any(isinstance(v, GradElem) for v in values):
-            self.note_element_use(node, _operator_symbol(operator), values, env)
-            return _derived(values)
-        return next((v for v in values if isinstance(v, Seq)), None)
-
-    def lambda_guards(self, predicate: cst.BaseExpression) -> bool:
-        if not isinstance(predicate, cst.Lambda):
-            return False
-        params = _parameter_names(predicate.params)
-        return bool(params) and params[0] in guard_keys(predicate.body, True)
-
-    def apply_lambda(self, function: LambdaValue, arguments) -> Optional[Value]:
-        env = Env("comprehension", parent=function.env if isinstance(function.env, Env) else self.module_env)
-        for name, value in zip(_parameter_names(function.node.params), arguments):
-            env.names[name] = value
-        return self.eval(function.node.body, env)
-
-    def method_function(self, func: cst.Attribute, env: Env) -> Optional[FunctionValue]:
-        function_env = env.function_env()
-        if (isinstance(func.value, cst.Name) and function_env.self_name == func.value.value
-                and function_env.class_env is not None):
-            candidate = function_env.class_env.names.get(func.attr.value)
-            if isinstance(candidate, FunctionValue):
-                return candidate
-        return None
-
-    def seed_function(self, function: FunctionValue, node: cst.Call, positional, keywords, skip_self: bool) -> None:
-        params = _parameter_names(function.node.params)
-        if skip_self and params:
-            params = params[1:]
-        seeds = self.seeds.setdefault(id(function.node), {})
-        changed = False
-        for name, value in list(zip(params, positional)) + [(k, v) for k, v in keywords.items() if k in params]:
-            if value is not None and not isinstance(value, (NoneValue, FunctionValue, LambdaValue)) \
-                    and seeds.get(name) is None:
-                seeds[name] = value
-                changed = True
-        if changed and self.passes.get(id(function.node), 0) > 0:
-            self.schedule(function)
-
-
-class _NotHandled:
-    pass
-
-
-_NOT_HANDLED = _NotHandled()
-
-
-def _derived(values) -> Optional[GradElem]:
-    for value in values:
-        if isinstance(value, GradElem):
-            return GradElem(value.source, may_be_none=False, derived=True)
-    return None
-
-
-def _is_gradients(value: Optional[Value]) -> bool:
-    return isinstance(value, Seq) and value.gradient is not None
-
-
-def _none_intolerant(qualified: str) -> bool:
-    if qualified in tfapi.NONE_TOLERANT_CALLS:
-        return False
-    if qualified in _INTOLERANT_BUILTINS:
-        return True
-    return qualified.startswith(tfapi.NONE_INTOLERANT_NAMESPACES)
-
-
-def _short(qualified: str) -> str:
-    for long, short in (("tensorflow.", "tf."), ("numpy.", "np.")):
-        if qualified.startswith(long):
-            return short + qualified[len(long):]
-    return qualified
-
-
-def _operator_symbol(operator: cst.CSTNode) -> str:
-    return getattr(operator, "_get_token", lambda: None)() or type(operator).__name__
-
-
-_COLLECTION_NAME = re.compile(r"var|param|weight|trainable|s$", re.IGNORECASE)
-
-
-def _collection_like_name(name: str) -> bool:
-    """``params``, ``var_list``, ``tvars``, ``weights``: names that usually hold several variables."""
-    return _COLLECTION_NAME.search(name) is not None
-
-
-def _all_watched(tape: Optional[TapeInfo], sources: Optional[cst.BaseExpression]) -> bool:
-    """Sources that are exactly tensors the user watched on this tape (inputs, not model variables)."""
-    if tape is None or sources is None or not tape.watched:
-        return False
-    elements = [e.value for e in sources.elements] if isinstance(sources, (cst.List, cst.Tuple)) else [sources]
-    return bool(elements) and all(expression_key(e) in tape.watched for e in elements)
-
-
-def _is_zero_unconnected(expr: Optional[cst.BaseExpression]) -> bool:
-    if expr is None:
-        return False
-    if isinstance(expr, cst.SimpleString):
-        return expr.evaluated_value.lower() == "zero"
-    name = dotted_name(expr)
-    return name is not None and name.upper().endswith(".ZERO")
-
-
-def _single_item_list(expr: Optional[cst.BaseExpression]) -> bool:
-    return isinstance(expr, (cst.List, cst.Tuple)) and len(expr.elements) == 1 \
-        and not isinstance(expr.elements[0], cst.StarredElement)
-
-
-def _negative_integer(expr) -> Optional[int]:
-    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus) \
-            and isinstance(expr.expression, cst.Integer):
-        return -int(expr.expression.value, 0)
-    return None
-
-
-def _looks_like(expr: cst.BaseExpression, word: str) -> bool:
-    name = terminal_name(expr)
-    return name is not None and word in name.lower()
-
-
-_ALIAS_ATTRS = re.compile(r"\.(trainable_weights|non_trainable_weights|weights)\b")
-
-
-def _normalize(text: str) -> str:
-    """Whitespace-free text with attribute aliases unified (``weights`` -> ``variables``)."""
-    normalized = "".join(text.split())
-    return _ALIAS_ATTRS.sub(lambda m: "." + tfapi.VARIABLE_COLLECTION_ATTRS[m.group(1)], normalized)
-
-
-def _all_params(params: cst.Parameters):
-    yield from params.posonly_params
-    yield from params.params
-    if isinstance(params.star_arg, cst.Param):
-        yield params.star_arg
-    yield from params.kwonly_params
-    if params.star_kwarg is not None:
-        yield params.star_kwarg
-
-
-def _parameter_names(params: cst.Parameters) -> list[str]:
-    return [p.name.value for p in (*params.posonly_params, *params.params)] + \
-        [p.name.value for p in params.kwonly_params]
-
-
-def _is_static(node: cst.FunctionDef) -> bool:
-    return any(dotted_name(d.decorator) in ("staticmethod",) for d in node.decorators)
-
-
-def _class_attribute(env: Env, dotted_self_attr: str) -> Optional[Value]:
-    """Value of ``self.x``: assigned through ``self`` in a method, else a class-body attribute ``x``."""
-    class_env = env.function_env().class_env
-    if class_env is None:
-        return None
-    if dotted_self_attr in class_env.names:
-        return class_env.names[dotted_self_attr]
-    value = class_env.names.get(dotted_self_attr[5:])
-    return None if isinstance(value, FunctionValue) else value
-
-
-class _Shadowing:
-    """``name in _Shadowing(env)``: is ``name`` bound in a function/class scope (hiding an import)?"""
-
-    __slots__ = ("env",)
-
-    def __init__(self, env: Env) -> None:
-        self.env = env
-
-    def __contains__(self, name: str) -> bool:
-        current: Optional[Env] = self.env
-        while current is not None and current.kind != "module":
-            if name in current.names:
-                return True
-            current = current.parent
-        return False
-
-
-__all__ = ["Analyzer", "Env", "names_in"]

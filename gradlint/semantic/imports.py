@@ -19,6 +19,7 @@ class ImportMap:
 
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
+        self.uses_tf1_or_legacy_keras = False  # tf.compat.v1 / tf_keras in use: TF1-style variable names
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -59,7 +60,10 @@ class ImportMap:
             if head in _BUILTINS and not rest:
                 return f"builtins.{head}"
             return None
-        return canonical(f"{base}.{rest}" if rest else base)
+        full = f"{base}.{rest}" if rest else base
+        if "compat.v1" in full or full.startswith(("tf_keras", "tensorflow.python.keras")):
+            self.uses_tf1_or_legacy_keras = True
+        return canonical(full)
 
     @property
     def imports_tensorflow(self) -> bool:

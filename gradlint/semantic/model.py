@@ -9,12 +9,19 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from gradlint.semantic.imports import ImportMap
 from gradlint.semantic.records import (
     AttributeAssignment,
+    ClipCall,
     CompileCall,
     ElementUse,
+    GlobalClipMisuse,
     GradientSource,
+    IteratorReuse,
+    LossScaleCall,
+    MethodCall,
     OptimizerCall,
     OptimizerInfo,
+    PairingMismatch,
     TapeInfo,
+    VariableNameFilter,
 )
 
 R = TypeVar("R")
@@ -50,7 +57,16 @@ class SemanticModel:
         self.optimizer_calls: RecordSet[OptimizerCall] = RecordSet()
         self.compile_calls: RecordSet[CompileCall] = RecordSet()
         self.attribute_assignments: RecordSet[AttributeAssignment] = RecordSet()
+        self.method_calls: RecordSet[MethodCall] = RecordSet()
+        self.clip_calls: RecordSet[ClipCall] = RecordSet()
+        self.global_clip_misuses: RecordSet[GlobalClipMisuse] = RecordSet()
+        self.pairing_mismatches: RecordSet[PairingMismatch] = RecordSet()
+        self.iterator_reuses: RecordSet[IteratorReuse] = RecordSet()
+        self.name_filters: RecordSet[VariableNameFilter] = RecordSet()
+        self.loss_scale_calls: RecordSet[LossScaleCall] = RecordSet()
+        self.regularizers: list[cst.CSTNode] = []  # `*_regularizer=` arguments and `add_loss` calls
         self.optimizer_by_key: dict[tuple, OptimizerInfo] = {}
+        self.nodes: dict[int, cst.CSTNode] = {}  # nodes named by id in provenance entries
         self._positions: Optional[dict] = None
 
     # Positions cost ~140 ms per 1,000 lines, so they are computed only when a rule reports.

@@ -40,6 +40,7 @@ class TapeInfo:
     with_node: Optional[cst.With] = None
     implicit: bool = False  # a name used as a tape whose construction is not in this file
     watched: set = field(default_factory=set)  # keys of expressions passed to `tape.watch`
+    loops: tuple = ()  # loops enclosing the tape's construction
 
 
 @dataclass(eq=False)
@@ -54,6 +55,16 @@ class GradientSource:
     sources: Optional[cst.BaseExpression] = None
     inside_own_tape: bool = False
     loops: tuple[LoopInfo, ...] = ()
+    branches: tuple[tuple[int, int], ...] = ()   # (if-node id, branch) on the path to this call
+    scope: object = None
+    sources_text: Optional[str] = None            # canonical text of the differentiated variables
+    sources_owner: Optional[str] = None           # `model` for `model.trainable_variables`
+    sources_names: frozenset = frozenset()        # names listed explicitly as sources
+    target_provenance: frozenset = frozenset()    # see analyzer.Provenance entries
+    target_bound_tapes: Optional[frozenset] = None  # tapes recording when a Name target was bound
+    target_is_computation: bool = False           # target is an op evaluated at the call itself
+    tapes_active: frozenset = frozenset()         # tapes recording at the call
+    in_replica_function: bool = False
 
 
 @dataclass(eq=False)
@@ -78,6 +89,12 @@ class OptimizerInfo:
     implicit: bool = False
     loops: tuple[LoopInfo, ...] = ()
     keys: set = field(default_factory=set)
+    clip_arguments: tuple[str, ...] = ()        # clipnorm / global_clipnorm / clipvalue passed to it
+    multi_replica_scope: Optional[cst.CSTNode] = None  # `with strategy.scope():` it was created in
+
+    @property
+    def legacy(self) -> bool:
+        return bool(self.class_name) and ".legacy." in self.class_name
 
 
 @dataclass(eq=False)
@@ -92,6 +109,7 @@ class OptimizerCall:
     loops: tuple[LoopInfo, ...]
     scope: object
     expects_error: bool = False
+    gradient: object = None  # the GradElem applied (apply_gradients / apply), where known
 
 
 @dataclass(eq=False)
@@ -104,6 +122,7 @@ class CompileCall:
     optimizer: OptimizerInfo
     loops: tuple[LoopInfo, ...]
     expects_error: bool = False
+    multi_replica_scope: Optional[cst.CSTNode] = None
 
 
 @dataclass(eq=False)
@@ -115,3 +134,73 @@ class AttributeAssignment:
     receiver_key: Optional[tuple]
     receiver_info: Optional[OptimizerInfo]
     expects_error: bool = False
+    receiver_keras: Optional[str] = None  # class of a Keras model/layer receiver (incl. `self` in a subclass)
+
+
+@dataclass(eq=False)
+class MethodCall:
+    """Any other method called on an optimizer: ``opt.get_gradients(...)``, ``opt.variables()``."""
+
+    node: cst.Call = field(repr=False)
+    method: str
+    optimizer: OptimizerInfo
+    scope: object
+    expects_error: bool = False
+
+
+@dataclass(eq=False)
+class ClipCall:
+    """Gradients clipped: ``tf.clip_by_global_norm`` or a per-gradient ``clip_by_norm``/``clip_by_value``."""
+
+    node: cst.Call = field(repr=False)
+    input_lineage: Optional[int]
+    input_scaled: bool
+    result_named: bool  # the clipped list was bound to a name other than `_`
+    scope: object
+
+
+@dataclass(eq=False)
+class GlobalClipMisuse:
+    """``grads = tf.clip_by_global_norm(...)`` (not unpacked) later used as a gradient list."""
+
+    node: cst.Assign = field(repr=False)
+    use: cst.CSTNode = field(repr=False)
+
+
+@dataclass(eq=False)
+class PairingMismatch:
+    """Gradients taken for one variable list paired with another."""
+
+    node: cst.Call = field(repr=False)
+    sources_text: str
+    vars_text: str
+    source: GradientSource
+
+
+@dataclass(eq=False)
+class IteratorReuse:
+    """A zip/map iterator consumed before (or by an earlier) ``apply_gradients``."""
+
+    node: cst.Call = field(repr=False)
+    created_by: Optional[cst.Call] = field(repr=False)
+    assigned_in: Optional[cst.Assign] = field(repr=False)
+    consumed_by: cst.CSTNode = field(repr=False)
+
+
+@dataclass(eq=False)
+class VariableNameFilter:
+    """``v.name == 'dense/kernel:0'`` and similar TF1-style name filters."""
+
+    node: cst.CSTNode = field(repr=False)
+    literal: str
+    expects_error: bool = False
+
+
+@dataclass(eq=False)
+class LossScaleCall:
+    """``opt.get_scaled_loss`` / ``opt.get_unscaled_gradients`` / ``opt.scale_loss``."""
+
+    node: cst.Call = field(repr=False)
+    method: str
+    optimizer: Optional[OptimizerInfo]
+    scope: object

@@ -166,3 +166,52 @@ def expression_key(expr: cst.CSTNode) -> Optional[str]:
         if isinstance(value, cst.UnaryOperation) and isinstance(value.expression, cst.Integer):
             return f"{base}[-{value.expression.value}]"
     return None
+
+
+def single_item_list(expr: Optional[cst.BaseExpression]) -> bool:
+    """``[x]`` or ``(x,)``."""
+    return isinstance(expr, (cst.List, cst.Tuple)) and len(expr.elements) == 1 \
+        and not isinstance(expr.elements[0], cst.StarredElement)
+
+
+def negative_integer(expr) -> Optional[int]:
+    if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, cst.Minus) \
+            and isinstance(expr.expression, cst.Integer):
+        return -int(expr.expression.value, 0)
+    return None
+
+
+def looks_like(expr: cst.BaseExpression, word: str) -> bool:
+    """Does the last identifier of ``expr`` contain ``word`` (``self.d_optimizer`` looks like ``opt``)?"""
+    name = terminal_name(expr)
+    return name is not None and word in name.lower()
+
+
+def all_params(params: cst.Parameters) -> Iterator[cst.Param]:
+    yield from params.posonly_params
+    yield from params.params
+    if isinstance(params.star_arg, cst.Param):
+        yield params.star_arg
+    yield from params.kwonly_params
+    if params.star_kwarg is not None:
+        yield params.star_kwarg
+
+
+def parameter_names(params: cst.Parameters) -> list[str]:
+    """Names that positional and keyword arguments bind, in order."""
+    return [p.name.value for p in (*params.posonly_params, *params.params)] + \
+        [p.name.value for p in params.kwonly_params]
+
+
+def is_staticmethod(node: cst.FunctionDef) -> bool:
+    return any(dotted_name(d.decorator) == "staticmethod" for d in node.decorators)
+
+
+def string_literals(expr: cst.CSTNode) -> list[str]:
+    """Values of a string literal, or of the string literals in a list/tuple/set display."""
+    if isinstance(expr, cst.SimpleString):
+        value = expr.evaluated_value
+        return [value] if isinstance(value, str) else []
+    if isinstance(expr, (cst.List, cst.Tuple, cst.Set)):
+        return [v for e in expr.elements for v in string_literals(e.value)]
+    return []

@@ -1,6 +1,8 @@
 """Canonical names of the TensorFlow / Keras APIs the semantic model recognises."""
 from __future__ import annotations
 
+import re
+
 # Rewrites applied until none matches, so every spelling of one API reaches one canonical name.
 _PREFIX_REWRITES = (
     ("tensorflow.compat.v1.", "tensorflow."),
@@ -109,3 +111,92 @@ VARIABLE_COLLECTION_CALLS = frozenset({
 })
 
 OPTIMIZER_METHODS_APPLY = frozenset({"apply_gradients", "apply", "minimize"})
+
+STOP_GRADIENT = frozenset({"tensorflow.stop_gradient", "keras.ops.stop_gradient"})
+REDUCE_MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "keras.ops.mean"})
+AVERAGE_LOSS = frozenset({"tensorflow.nn.compute_average_loss"})
+
+# Calls whose result has no gradient: they break the path from variables to the target.
+GRADIENT_BREAKING_CALLS = {
+    "tensorflow.argmax": "tf.argmax", "tensorflow.math.argmax": "tf.math.argmax",
+    "tensorflow.argmin": "tf.argmin", "tensorflow.math.argmin": "tf.math.argmin",
+    "tensorflow.round": "tf.round", "tensorflow.math.round": "tf.math.round",
+    "tensorflow.py_function": "tf.py_function", "tensorflow.numpy_function": "tf.numpy_function",
+    "tensorflow.py_func": "tf.py_func",
+    "tensorflow.equal": "tf.equal", "tensorflow.math.equal": "tf.math.equal",
+    "tensorflow.not_equal": "tf.not_equal", "tensorflow.math.not_equal": "tf.math.not_equal",
+    "tensorflow.greater": "tf.greater", "tensorflow.math.greater": "tf.math.greater",
+    "tensorflow.greater_equal": "tf.greater_equal", "tensorflow.math.greater_equal": "tf.math.greater_equal",
+    "tensorflow.less": "tf.less", "tensorflow.math.less": "tf.math.less",
+    "tensorflow.less_equal": "tf.less_equal", "tensorflow.math.less_equal": "tf.math.less_equal",
+    "builtins.float": "float()", "builtins.int": "int()", "builtins.round": "round()",
+}
+CAST_CALLS = frozenset({"tensorflow.cast", "tensorflow.dtypes.cast", "keras.ops.cast"})
+NON_DIFFERENTIABLE_DTYPE = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")
+
+# Arguments that carry no gradient to the result (conditions, masks, indices); positions and keywords.
+NON_DIFFERENTIABLE_ARGS = {
+    "tensorflow.where": ((0,), ("condition",)),
+    "tensorflow.boolean_mask": ((1,), ("mask",)),
+    "tensorflow.gather": ((1,), ("indices",)),
+    "tensorflow.gather_nd": ((1,), ("indices",)),
+    "tensorflow.scatter_nd": ((0, 2), ("indices", "shape")),
+    "tensorflow.tensor_scatter_nd_update": ((1,), ("indices",)),
+    "tensorflow.nn.embedding_lookup": ((1,), ("ids",)),
+    "tensorflow.reshape": ((1,), ("shape",)),
+    "tensorflow.tile": ((1,), ("multiples",)),
+    "tensorflow.slice": ((1, 2), ("begin", "size")),
+}
+# Calls whose output does not depend differentiably on any argument (shapes, one-hot encodings, masks).
+CONSTANT_OUTPUT_CALLS = frozenset({
+    "tensorflow.shape", "tensorflow.size", "tensorflow.rank", "tensorflow.one_hot", "tensorflow.sequence_mask",
+    "tensorflow.zeros_like", "tensorflow.ones_like", "tensorflow.random.normal", "tensorflow.random.uniform",
+    "builtins.len", "builtins.isinstance", "builtins.range",
+})
+
+KERAS_MODEL_CLASSES = frozenset({"Model", "Sequential", "Functional"})
+
+
+def keras_object_class(name: str) -> str | None:
+    """The class a Keras model/layer constructor builds (`keras.layers.Dense` -> `Dense`), else None."""
+    for prefix in ("keras.", "tf_keras."):
+        if not name.startswith(prefix):
+            continue
+        rest = name[len(prefix):]
+        module, _, cls = rest.rpartition(".")
+        if module in ("", "models") and cls in KERAS_MODEL_CLASSES:
+            return cls
+        if module in ("models",) and cls in ("load_model", "clone_model"):
+            return "Model"
+        if module == "layers" and cls[:1].isupper():
+            return cls
+        if module.startswith("applications") and cls[:1].isupper():
+            return cls
+    return None
+
+
+MULTI_REPLICA_STRATEGIES = frozenset({
+    "MirroredStrategy", "MultiWorkerMirroredStrategy", "TPUStrategy", "CentralStorageStrategy",
+    "ParameterServerStrategy",
+})
+SINGLE_REPLICA_STRATEGIES = frozenset({"OneDeviceStrategy"})
+
+
+def strategy_class(name: str) -> str | None:
+    """``MirroredStrategy`` for `tf.distribute.MirroredStrategy` (any spelling), ``get_strategy`` too."""
+    if not name.startswith("tensorflow.distribute."):
+        return None
+    cls = name.rpartition(".")[2]
+    if cls.endswith("Strategy") or cls == "get_strategy":
+        return cls
+    return None
+
+
+OPTIMIZER_CLIP_ARGUMENTS = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+def normalize_variables(text: str) -> str:
+    """Whitespace-free text with attribute aliases unified (``weights`` -> ``variables``)."""
+    normalized = "".join(text.split())
+    return re.sub(r"\.(trainable_weights|non_trainable_weights|weights)\b",
+                  lambda m: "." + VARIABLE_COLLECTION_ATTRS[m.group(1)], normalized)

@@ -4,6 +4,7 @@ Only what gradient rules need is modelled; everything else evaluates to ``None``
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Optional
 
@@ -17,6 +18,14 @@ class Value:
     """Base of all abstract values."""
 
 
+_lineages = itertools.count(1)
+
+
+def new_lineage() -> int:
+    """A fresh identity for a list of gradients (raw, clipped, scaled... are different lineages)."""
+    return next(_lineages)
+
+
 @dataclass(eq=False)
 class GradElem(Value):
     """One gradient (possibly ``None``) that came from ``source``."""
@@ -24,6 +33,9 @@ class GradElem(Value):
     source: "GradientSource"
     may_be_none: bool
     derived: bool = False  # the result of an operation on a gradient, not the raw gradient
+    lineage: int = field(default_factory=new_lineage)
+    clipped: bool = False  # produced by a clipping op
+    scaled: bool = False   # gradients of a loss-scaled target, not unscaled yet
 
     def checked(self) -> "GradElem":
         return replace(self, may_be_none=False)
@@ -37,6 +49,9 @@ class Seq(Value):
     is_iterator: bool = False       # zip/map/generator: consumed by the first iteration
     vars_text: Optional[str] = None  # the variable expression paired with gradients, where known
     single_pair: Optional[tuple[cst.BaseExpression, cst.BaseExpression]] = None  # `[(g, v)]`
+    created_by: Optional[cst.Call] = None     # the zip/map call that made an iterator
+    assigned_in: Optional[cst.Assign] = None  # the assignment that bound the iterator to a name
+    consumed_by: Optional[cst.CSTNode] = None  # the first thing that iterated it
 
     @property
     def gradient(self) -> Optional[GradElem]:
@@ -55,6 +70,8 @@ class TupleValue(Value):
     """A fixed-length tuple of values (``(g, v)``, the result of ``clip_by_global_norm``)."""
 
     items: tuple[Optional[Value], ...]
+    global_clip: Optional[cst.Call] = None     # the `tf.clip_by_global_norm` call that returned it
+    assigned_in: Optional[cst.Assign] = None   # `grads = tf.clip_by_global_norm(...)` (not unpacked)
 
 
 @dataclass(eq=False)
@@ -62,6 +79,28 @@ class VarList(Value):
     """A collection of variables, e.g. ``model.trainable_variables``; ``text`` is its canonical spelling."""
 
     text: str
+
+
+@dataclass(eq=False)
+class VarElem(Value):
+    """One variable out of a variable collection."""
+
+    collection: str
+
+
+@dataclass(eq=False)
+class KerasObject(Value):
+    """A Keras model or layer (constructed here, or ``self`` in a Keras subclass)."""
+
+    class_name: str
+
+
+@dataclass(eq=False)
+class StrategyValue(Value):
+    """A ``tf.distribute`` strategy; ``multi_replica`` is False for one device, None when unknown."""
+
+    class_name: str
+    multi_replica: Optional[bool]
 
 
 @dataclass(eq=False)
@@ -109,6 +148,8 @@ def iterate(value: Optional[Value]) -> Optional[Value]:
     """What one iteration over ``value`` yields."""
     if isinstance(value, Seq):
         return value.element
+    if isinstance(value, VarList):
+        return VarElem(value.text)
     return None
 
 
