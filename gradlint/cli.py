@@ -1,13 +1,20 @@
-"""The `gradlint` command: check, rules, explain.
+"""The `gradlint` command: check, fix, rules, explain.
 
 Exit status of `gradlint check`: 0 no findings, 1 findings, 2 an error (unreadable file, syntax error,
 bad configuration or arguments); other files are still checked after an error.
+
+Exit status of `gradlint fix`: 0 no finding remains, 1 findings remain (or, with
+``--exit-non-zero-on-fix``, something was fixed), 2 an error (a file that cannot be read, parsed or
+written, or whose fix was refused; it is left untouched). With ``--diff`` nothing is written and the
+status is 1 when a file would change, else 0 (2 on errors).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--isolated", action="store_true", help="ignore every configuration file")
     check.add_argument("--target-keras", type=int, choices=(2, 3), help="Keras major version the code targets")
 
+    fix = commands.add_parser("fix", help="apply autofixes to files and directories")
+    fix.add_argument("paths", nargs="*", default=None, metavar="PATH", help="files or directories (default: .)")
+    fix.add_argument("--select", type=split_codes, help="comma-separated codes or prefixes to enable")
+    fix.add_argument("--ignore", type=split_codes, help="comma-separated codes or prefixes to disable")
+    fix.add_argument("--exclude", type=split_codes, help="extra comma-separated glob patterns to skip")
+    fix.add_argument("--config", type=Path, help="read settings from this pyproject.toml only")
+    fix.add_argument("--isolated", action="store_true", help="ignore every configuration file")
+    fix.add_argument("--target-keras", type=int, choices=(2, 3), help="Keras major version the code targets")
+    fix.add_argument("--unsafe-fixes", action="store_true",
+                     help="also apply fixes that change behaviour on purpose (see `gradlint rules`)")
+    fix.add_argument("--diff", action="store_true",
+                     help="print a unified diff of the fixes and write nothing (exit 1 if a file would change)")
+    fix.add_argument("--exit-non-zero-on-fix", action="store_true",
+                     help="exit 1 when something was fixed, even if no finding remains")
+
     rules = commands.add_parser("rules", help="list every rule code")
     rules.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -63,6 +85,8 @@ def _dispatch(argv: Optional[list[str]]) -> int:
     args = parser.parse_args(argv)
     if args.command == "check":
         return run_check(args)
+    if args.command == "fix":
+        return run_fix(args)
     if args.command == "rules":
         return run_rules(args)
     if args.command == "explain":
@@ -108,6 +132,87 @@ def run_check(args: argparse.Namespace) -> int:
     if errors:
         return EXIT_ERROR
     return EXIT_FINDINGS if violations else EXIT_CLEAN
+
+
+def run_fix(args: argparse.Namespace) -> int:
+    from gradlint.fixes.apply import fix_file
+
+    paths = args.paths or ["."]
+    try:
+        settings_for = _settings_resolver(args)
+    except ConfigError as exc:
+        print(f"gradlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    remaining: list[Violation] = []
+    errors: list[FileError] = []
+    files_checked = files_fixed = findings_fixed = 0
+    unsafe_hidden: Counter = Counter()
+    rules_cache: dict[tuple, list] = {}
+    report = sys.stderr if args.diff else sys.stdout
+    try:
+        for item in discover(paths, settings_for):
+            if isinstance(item, FileError):
+                errors.append(item)
+                print(item, file=sys.stderr)
+                continue
+            path, settings = item
+            ignore = settings.ignore + settings.ignored_for(path)
+            key = (settings.select, ignore)
+            if key not in rules_cache:
+                rules_cache[key] = select_rules(settings.select or None, ignore)
+            result = fix_file(path, rules_cache[key], unsafe=args.unsafe_fixes, target_keras=settings.target_keras,
+                              write=not args.diff)
+            files_checked += 1
+            remaining.extend(result.remaining)
+            unsafe_hidden.update(result.unsafe_available)
+            for error in result.errors:
+                errors.append(error)
+                print(error, file=sys.stderr)
+            if result.changed and not result.errors:
+                files_fixed += 1
+                findings_fixed += result.fixed_count
+                if args.diff:
+                    sys.stdout.write(_unified_diff(path, result.original, result.fixed))
+                verb = "would fix" if args.diff else "fixed"
+                print(f"{path}: {verb} {_count(result.fixed_count, 'finding')} ({_by_code(result.fixed_findings)})",
+                      file=report)
+    except ConfigError as exc:
+        print(f"gradlint: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if files_checked == 0 and not errors:
+        print(f"gradlint: no Python files found in {', '.join(paths)}", file=sys.stderr)
+    if not args.diff:
+        FORMATTERS["text"](sorted(remaining), errors, sys.stdout, files_checked)
+    if findings_fixed:
+        verb = "Would fix" if args.diff else "Fixed"
+        print(f"{verb} {_count(findings_fixed, 'finding')} in {_count(files_fixed, 'file')}.", file=report)
+    if unsafe_hidden:
+        total = sum(unsafe_hidden.values())
+        print(f"{_count(total, 'more fix', 'more fixes')} available with --unsafe-fixes "
+              f"({_by_code(unsafe_hidden)}).", file=report)
+    if errors:
+        return EXIT_ERROR
+    if args.diff:
+        return EXIT_FINDINGS if files_fixed else EXIT_CLEAN
+    if remaining or (args.exit_non_zero_on_fix and findings_fixed):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def _count(number: int, singular: str, plural: Optional[str] = None) -> str:
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
+def _by_code(counts: Counter) -> str:
+    return ", ".join(code if n == 1 else f"{code} x{n}" for code, n in sorted(counts.items()))
+
+
+def _unified_diff(path: str, before: str, after: str) -> str:
+    lines = []
+    for line in difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                     fromfile=path, tofile=path):
+        lines.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(lines)
 
 
 def _settings_resolver(args: argparse.Namespace):

@@ -41,6 +41,7 @@ class FixResult:
     unsafe_available: Counter = field(default_factory=Counter)  # code -> fixes left that need --unsafe-fixes
     errors: list[FileError] = field(default_factory=list)
     passes: int = 0
+    _before: list[Violation] = field(default_factory=list, repr=False)  # findings in ``original``
 
     @property
     def changed(self) -> bool:
@@ -48,7 +49,17 @@ class FixResult:
 
     @property
     def fixed_count(self) -> int:
-        return sum(self.applied.values())
+        return sum(self.fixed_findings.values())
+
+    @property
+    def fixed_findings(self) -> Counter:
+        """code -> findings that are gone (one fix can remove several, e.g. two applies in one loop)."""
+        if not self.changed:
+            return Counter()
+        gone = Counter(v.code for v in self._before) - Counter(v.code for v in self.remaining)
+        for code, fixes in self.applied.items():
+            gone[code] = max(gone[code], fixes if not gone[code] else 0)
+        return +gone
 
 
 def fix_file(
@@ -124,6 +135,7 @@ def fix_text(
         result.passes = number + 1
         if number == 0:
             result.remaining = analysis.violations  # what is left if this file cannot be fixed
+            result._before = analysis.violations
         chosen = _choose(analysis.candidates)
         if not chosen:
             result.remaining = analysis.violations

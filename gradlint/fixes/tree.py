@@ -67,14 +67,20 @@ def enclosing_scope(module: cst.Module, node: cst.CSTNode) -> cst.CSTNode:
 
 
 def identifiers(node: cst.CSTNode) -> set[str]:
-    """Every identifier spelled anywhere in ``node`` (names, attributes, parameters)."""
+    """Every variable-like identifier spelled anywhere in ``node`` (names, parameters, imports; not
+    attribute names after a dot, nor keyword-argument names)."""
     found: set[str] = set()
     stack = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, cst.Name):
             found.add(current.value)
-        stack.extend(current.children)
+        elif isinstance(current, cst.Attribute):
+            stack.append(current.value)
+        elif isinstance(current, cst.Arg):
+            stack.append(current.value)
+        else:
+            stack.extend(current.children)
     return found
 
 
