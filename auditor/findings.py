@@ -241,10 +241,10 @@ def check_exploding(records, thresholds: dict) -> list[Finding]:
         hits = []
         for r in group:
             norm = r.global_norm
-            if not _finite(norm):
-                continue
+            if norm is None or math.isnan(norm) or (math.isinf(norm) and r.nonfinite):
+                continue  # NaN / Inf gradients are GRD104
             reason = None
-            if norm > bound:
+            if norm > bound:  # includes a norm that overflowed float32 while every element is finite
                 reason = f"above the bound {bound:g}"
             elif len(history) >= min_hist:
                 med = statistics.median(history[-100:])
@@ -252,12 +252,13 @@ def check_exploding(records, thresholds: dict) -> list[Finding]:
                     reason = f"{norm / med:.0f}x the running median {med:.3g}"
             if reason:
                 hits.append((r, reason))
-            history.append(norm)
+            if math.isfinite(norm):
+                history.append(norm)
         if hits:
             r, reason = hits[0]
             out.append(make_finding(
                 "GRD105",
-                f"optimizer {label}: global gradient norm {r.global_norm:.3g} at step {r.step} is {reason} "
+                f"optimizer {label}: global gradient norm {r.global_norm:.3g} (before clipping) at step {r.step} is {reason} "
                 f"({len(hits)} such step(s); max {max(h[0].global_norm for h in hits):.3g}).",
                 r.step))
     return out

@@ -119,17 +119,19 @@ class Probe:
     def _row(self, grads, check, config, user_norms, user_global):
         scale, clipnorm, global_clipnorm, clipvalue, accumulating = config
         nan = tf.constant(math.nan, tf.float32)
-        sq, bad = [], []
-        for g in grads:
-            if g is None:
-                sq.append(nan)
-                bad.append(tf.constant(False))
-            else:
-                sq.append(gs.sq_norm(g) / (scale * scale))
-                bad.append(gs.has_nonfinite(g))
+        sq = [nan if g is None else gs.sq_norm(g) / (scale * scale) for g in grads]
         real = [s for s, g in zip(sq, grads) if g is not None]
         norms = tf.sqrt(tf.stack(sq))
         applied = tf.sqrt(tf.add_n(real)) if real else nan
+        n = len(grads)
+
+        # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
+        # float32 overflow of the square) pay for the exact per-variable check.
+        def exact_nonfinite():
+            return tf.stack([tf.constant(False) if g is None else gs.has_nonfinite(g) for g in grads])
+
+        all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
+        bad_vec = tf.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
         if user_global is not None:
@@ -157,7 +159,6 @@ class Probe:
         else:
             clipped = applied
 
-        n = len(grads)
         if self.snapshots is None:
             changed = tf.zeros([n], tf.bool)
         else:
@@ -168,7 +169,6 @@ class Probe:
                 ])
 
             changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
-        bad_vec = tf.stack(bad)
         fixed = tf.stack([
             applied, pre, clipped, tf.cast(check, tf.float32),
             tf.reduce_sum(tf.cast(bad_vec, tf.float32)),

@@ -1,8 +1,8 @@
 """Auditor overhead: median step time with ``auditor.watch()`` over without.
 
-One process; for each configuration the baseline, ``check_changes="auto"`` and
-``check_changes="every"`` runs are interleaved round by round, and the ratio of medians is
-printed. Models: a ~5M-parameter MLP and a small CNN; loops: a ``tf.function`` train step and
+One process; for each configuration the baseline, ``check_changes="auto"`` (the defaults),
+``check_changes="every"`` and ``every=10`` (sampled) runs are interleaved round by round, and
+the ratio of medians is printed. Models: a ~5M-parameter MLP and a small CNN; loops: a ``tf.function`` train step and
 ``model.fit``; XLA off and on. Every timed step's loss is summed and read back at the end of the
 round, so XLA cannot prune what is timed.
 
@@ -27,7 +27,16 @@ import keras  # noqa: E402
 
 import auditor  # noqa: E402
 
-VARIANTS = ("base", "auto", "every")
+# variant -> watch() keyword arguments (None: no watch)
+VARIANTS = {
+    "base": None,
+    "auto": {"check_changes": "auto"},  # the defaults
+    "every": {"check_changes": "every"},
+    "auto/10": {"check_changes": "auto", "every": 10},  # record every 10th step
+}
+# Untimed steps at the start of every round (all variants alike): the first
+# `changes_first_steps` steps of a watch compare every variable; time the steady state.
+WARMUP = int(auditor.DEFAULT_THRESHOLDS["changes_first_steps"]) + 1
 
 
 def mlp():
@@ -84,7 +93,8 @@ def make_step(model, jit):
 
 
 def time_loop(step, x, y, steps):
-    step(x, y)  # not timed: the first call after (re)entering may drain
+    for _ in range(WARMUP):
+        step(x, y)
     total = tf.constant(0.0)
     start = time.perf_counter()
     for _ in range(steps):
@@ -109,7 +119,7 @@ class BatchTimer(keras.callbacks.Callback):
             self.times.append(time.perf_counter() - self._start)
 
 
-def time_fit(model, x, y, steps, skip=3):
+def time_fit(model, x, y, steps, skip=WARMUP):
     n = x.shape[0]
     reps = steps + skip
     xs, ys = np.concatenate([x] * reps), np.concatenate([y] * reps)
@@ -128,50 +138,55 @@ def run_config(model_name, loop, jit, rounds, steps):
         xt, yt = tf.constant(x), tf.constant(y)
         fns = {v: make_step(models[v], jit) for v in VARIANTS}
         fns["base"](xt, yt)  # traced outside any watch
-        for v in ("auto", "every"):
-            with auditor.watch(models[v], check_changes=v, summary=False):
-                fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
+        for v, kwargs in VARIANTS.items():
+            if kwargs is not None:
+                with auditor.watch(models[v], summary=False, **kwargs):
+                    fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
         for _ in range(rounds):
-            for v in VARIANTS:
-                if v == "base":
+            for v, kwargs in VARIANTS.items():
+                if kwargs is None:
                     times[v].append(time_loop(fns[v], xt, yt, steps))
-                else:
-                    with auditor.watch(models[v], check_changes=v, summary=False) as audit:
-                        times[v].append(time_loop(fns[v], xt, yt, steps))
-                    assert len(audit.steps) == steps + 1 and not audit.findings, audit.summary()
+                    continue
+                with auditor.watch(models[v], summary=False, **kwargs) as audit:
+                    times[v].append(time_loop(fns[v], xt, yt, steps))
+                expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
+                assert abs(len(audit.steps) - expected) <= 1 and not audit.findings, audit.summary()
     else:
         time_fit(models["base"], x, y, 1)  # trace the baseline once
         for _ in range(rounds):
-            for v in VARIANTS:
-                if v == "base":
+            for v, kwargs in VARIANTS.items():
+                if kwargs is None:
                     times[v].append(time_fit(models[v], x, y, steps))
-                else:
-                    with auditor.watch(models[v], check_changes=v, summary=False) as audit:
-                        times[v].append(time_fit(models[v], x, y, steps))
-                    assert len(audit.steps) == steps + 3, len(audit.steps)
+                    continue
+                with auditor.watch(models[v], summary=False, **kwargs) as audit:
+                    times[v].append(time_fit(models[v], x, y, steps))
+                assert audit.steps and not audit.findings, audit.summary()
     med = {v: statistics.median(t) for v, t in times.items()}
     return med
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 10 steps (default 7 of 20)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 10 steps (default 5 of 20)")
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     args = parser.parse_args(argv)
-    rounds, steps = (3, 10) if args.quick else (7, 20)
+    rounds, steps = (3, 10) if args.quick else (5, 20)
     print(f"# auditor overhead: {rounds} interleaved rounds x {steps} steps, medians; "
           f"TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} CPU cores, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
-    header = f"| {'model':<10} | {'loop':<8} | {'XLA':<3} | {'base ms/step':>12} | {'auto ratio':>10} | {'every ratio':>11} |"
+    header = (f"| {'model':<10} | {'loop':<8} | {'XLA':<3} | {'base ms/step':>12} | {'auto':>7} | "
+              f"{'every':>7} | {'auto, every=10':>14} |")
+    print(f"# ratios: median step time with watch() / without; warm-up {WARMUP} steps per round untimed")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for model_name in args.models:
         for loop in ("function", "fit"):
             for jit in (False, True):
                 med = run_config(model_name, loop, jit, rounds, steps)
-                print(f"| {model_name:<10} | {loop:<8} | {'on' if jit else 'off':<3} | "
-                      f"{med['base'] * 1e3:>12.2f} | {med['auto'] / med['base']:>9.3f}x | "
-                      f"{med['every'] / med['base']:>10.3f}x |", flush=True)
+                base = med["base"]
+                print(f"| {model_name:<10} | {loop:<8} | {'on' if jit else 'off':<3} | {base * 1e3:>12.2f} | "
+                      f"{med['auto'] / base:>6.3f}x | {med['every'] / base:>6.3f}x | "
+                      f"{med['auto/10'] / base:>13.3f}x |", flush=True)
 
 
 if __name__ == "__main__":
