@@ -29,9 +29,9 @@ def dense_values(grad):
 
 
 def sq_norm(grad):
-    """Squared L2 norm in float32."""
+    """Squared L2 norm in float32 (``l2_loss`` is one fused kernel: half the memory traffic)."""
     values = tf.cast(dense_values(grad), tf.float32)
-    return tf.reduce_sum(tf.square(values))
+    return 2.0 * tf.nn.l2_loss(values)
 
 
 def has_nonfinite(grad):

@@ -20,7 +20,7 @@ from auditor.ring_buffer import RingBuffer
 COL_APPLIED, COL_PRE, COL_CLIPPED, COL_CHECKED, COL_NONFINITE = range(5)
 FIXED = 5
 MODES = {"off": 0, "auto": 1, "every": 2}
-RING_BYTES = 4 << 20  # per probe
+RING_BYTES = 256 << 10  # per probe (the non-XLA write copies the ring once)
 
 
 def variable_path(variable) -> str:
@@ -46,7 +46,7 @@ class Probe:
         self.subscribers: list = []
         n = len(self.variables)
         width = FIXED + 3 * n
-        capacity = int(min(4096, max(64, RING_BYTES // (4 * width))))
+        capacity = int(min(1024, max(64, RING_BYTES // (4 * width))))
         self.ring = RingBuffer(width, capacity)
         with tf.init_scope():
             self.enabled = tf.Variable(False, trainable=False, name="auditor_enabled")

@@ -171,3 +171,36 @@ def test_gradient_accumulation_fit():
         model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert len(audit.steps) == 8
     assert codes(audit) == []
+
+
+def test_ring_overflow_inside_one_call_is_counted_not_hidden():
+    model = make_net()
+    opt = keras.optimizers.SGD(1e-4)
+    x, y = (tf.constant(a) for a in data())
+
+    @tf.function
+    def loop(n):
+        for _ in tf.range(n):
+            standard_step(model, opt, x, y)
+
+    with auditor.watch(summary=False) as audit:
+        loop(tf.constant(1100))  # one call, more steps than the ring holds
+    capacity = audit._probes[0].ring.capacity
+    assert capacity < 1100
+    assert audit.lost_records == 1100 - capacity
+    assert len(audit.steps) == capacity
+    assert [r.step for r in audit.steps] == list(range(1100 - capacity, 1100))
+    assert "lost" in audit.summary()
+
+
+@pytest.mark.parametrize("fit_kwargs", FIT_MODES)
+def test_raise_on_in_fit(fit_kwargs):
+    model = make_net()
+    model.compile(keras.optimizers.SGD(0.01), "mse", **fit_kwargs)
+    x, y = data()
+    x[5, 2] = np.nan  # in the first batch of 8
+    with pytest.raises(auditor.AuditError, match="GRD104"):
+        with auditor.watch(model, summary=False, raise_on=("GRD104",)):
+            model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False)
+    # raised after the first train_function call: one step, or steps_per_execution steps
+    assert int(model.optimizer.iterations.numpy()) == fit_kwargs["steps_per_execution"]
