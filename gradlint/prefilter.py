@@ -19,13 +19,19 @@ from typing import Optional
 
 TRIGGER = re.compile(
     rb"\.gradient\s*\(|\.jacobian\s*\(|gradients\s*\(|GradientTape|apply_gradients|\.minimize\s*\("
-    rb"|optimizer\s*=|Optimizer\b|optimizers\b|clip_by_|\bopt\w*\.apply\s*\("
+    rb"|optimizer\s*=|Optimizer\b|optimizers\b|clip_by_|\bopt\w*\.apply\s*\(|scale_loss|scaled_loss"
+    rb"|unscaled_gradients|:0[\'\"]|(?:variables|weights)\s*=[^=]"
 )
 _TRIGGER_TEXT = re.compile(TRIGGER.pattern.decode())
 
 _CALL_ATTRIBUTES = frozenset({
     "gradient", "jacobian", "batch_jacobian", "gradients", "compute_gradients", "apply_gradients", "minimize",
-    "GradientTape", "optimizers", "clip_by_global_norm",
+    "GradientTape", "optimizers", "clip_by_global_norm", "get_scaled_loss", "get_unscaled_gradients",
+    "scale_loss",
+})
+_COLLECTION_ATTRIBUTES = frozenset({
+    "trainable_variables", "trainable_weights", "non_trainable_variables", "non_trainable_weights",
+    "variables", "weights",
 })
 
 
@@ -58,6 +64,12 @@ def passes_tree(tree: ast.AST) -> bool:
                 return True
         elif kind is ast.Import:
             if any("optimizers" in a.name for a in node.names):
+                return True
+        elif kind is ast.Constant:
+            if isinstance(node.value, str) and ":0" in node.value:
+                return True
+        elif kind is ast.Assign:
+            if any(isinstance(t, ast.Attribute) and t.attr in _COLLECTION_ATTRIBUTES for t in node.targets):
                 return True
     return False
 

@@ -64,6 +64,7 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         self.active_tapes: list[TapeInfo] = []
         self.multi_replica_scopes: list[cst.CSTNode] = []
         self.provenance_stack: list[set] = []
+        self.block_stack: list[list] = []  # [statements, index of the statement running] per open block
         self.pending_clips: list = []
         self.pending: list[FunctionValue] = []
         self.seeds: dict[int, dict[str, Value]] = {}
@@ -123,10 +124,26 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
     # ------------------------------------------------------------- statements
     def exec_block(self, statements, env: Env) -> None:
         saved_guards, depth = env.guarded, len(self.branches)
-        for statement in statements:
-            self.exec_statement(statement, env)
+        frame = [statements, 0]
+        self.block_stack.append(frame)
+        try:
+            for index, statement in enumerate(statements):
+                frame[1] = index
+                self.exec_statement(statement, env)
+        finally:
+            self.block_stack.pop()
         env.guarded = saved_guards
         del self.branches[depth:]
+
+    def runs_later_in_block(self, with_node: Optional[cst.With]) -> bool:
+        """Are there statements after the current one in ``with_node``'s body?"""
+        if with_node is None:
+            return False
+        body = with_node.body.body
+        for statements, index in reversed(self.block_stack):
+            if statements is body:
+                return index < len(statements) - 1
+        return False
 
     def exec_suite(self, suite: cst.BaseSuite, env: Env) -> None:
         self.exec_block(suite.body, env)

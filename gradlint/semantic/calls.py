@@ -59,6 +59,7 @@ _INTOLERANT_BUILTINS = frozenset({
     "builtins.float", "builtins.int", "builtins.abs", "builtins.round", "builtins.len",
     "builtins.sum", "builtins.max", "builtins.min",
 })
+_ITERATING_BUILTINS = frozenset({"zip", "map", "enumerate", "filter", "list", "tuple", "sorted", "reversed"})
 _CONSUMING_BUILTINS = frozenset({"list", "tuple", "sorted", "set", "dict", "sum", "any", "all", "max", "min"})
 _TAPE_METHODS = frozenset({"gradient", "jacobian", "batch_jacobian"})
 _LOSS_SCALE_METHODS = frozenset({"get_scaled_loss", "get_unscaled_gradients", "scale_loss"})
@@ -126,20 +127,20 @@ class CallSemantics:
         """Pass the call's inputs on to the enclosing expression, unless the call has no gradient."""
         if qualified is not None:
             if qualified in tfapi.GRADIENT_BREAKING_CALLS:
-                return self.note_break(node, tfapi.GRADIENT_BREAKING_CALLS[qualified])
+                return self.note_break(node, tfapi.GRADIENT_BREAKING_CALLS[qualified], collected)
             if qualified.startswith("numpy."):
-                return self.note_break(node, "np." + qualified[6:])
+                return self.note_break(node, "np." + qualified[6:], collected)
             if qualified in tfapi.CAST_CALLS and _casts_to_integer(node):
-                return self.note_break(node, "tf.cast to an integer or bool dtype")
+                return self.note_break(node, "tf.cast to an integer or bool dtype", collected)
             if qualified in tfapi.STOP_GRADIENT or qualified in tfapi.CONSTANT_OUTPUT_CALLS:
                 return None
             if qualified in tfapi.REDUCE_MEAN and self.in_replica_function:
                 self.model.nodes[id(node)] = node
                 self.note(("mean", id(node), self.tapes_key))
         elif method == "numpy":
-            return self.note_break(node, ".numpy()")
+            return self.note_break(node, ".numpy()", collected)
         elif method == "predict":
-            return self.note_break(node, f"{callee_text or 'model.predict'}()")
+            return self.note_break(node, f"{callee_text or 'model.predict'}()", collected)
         self.note_all(collected)
         if callee_text is not None:
             self.note(("call", callee_text, self.tapes_key))
@@ -194,9 +195,8 @@ class CallSemantics:
         if kind is not None:
             info = OptimizerInfo(node, qualified, kind, stateless=tfapi.is_stateless_tf1_optimizer(qualified),
                                  loops=tuple(self.loops))
-            info.clip_arguments = tuple(
-                k for k in tfapi.OPTIMIZER_CLIP_ARGUMENTS if call_argument(node, None, k) is not None
-                and not is_none(call_argument(node, None, k)))
+            info.clip_arguments = tuple(k for k in tfapi.OPTIMIZER_CLIP_ARGUMENTS
+                                        if _per_replica_unaware(call_argument(node, None, k)))
             info.multi_replica_scope = self.multi_replica_scopes[-1] if self.multi_replica_scopes else None
             self.model.optimizers.append(info)
             return OptimizerValue(info)
@@ -213,8 +213,9 @@ class CallSemantics:
         return NOT_HANDLED
 
     def eval_builtin(self, node: cst.Call, name: str, positional, keywords, env: Env):
-        for value in positional:
-            self.check_global_clip_result(value, node)
+        if name in _ITERATING_BUILTINS:
+            for value in positional:
+                self.check_global_clip_result(value, node)
         if name == "zip":
             return self.eval_zip(node, positional)
         if name in _CONSUMING_BUILTINS and positional:
@@ -340,6 +341,7 @@ class CallSemantics:
         source = GradientSource(
             node, api, may_be_none, tape=tape, target=target, sources=sources,
             inside_own_tape=tape is not None and tape in self.active_tapes, loops=tuple(self.loops),
+            statements_follow_in_tape_block=tape is not None and self.runs_later_in_block(tape.with_node),
             branches=tuple(self.branches), scope=id(env.function_env()),
             sources_text=self.variables_text(sources, sources_value) if sources is not None else None,
             sources_owner=_collection_owner(sources, sources_value),
@@ -576,10 +578,13 @@ class CallSemantics:
             self.model.name_filters.append(VariableNameFilter(node, literals[0], expects_error=self.expects_error))
 
     def is_variable(self, expr: cst.BaseExpression, env: Env) -> bool:
-        """An element of a variable collection, or a name that says it holds a variable."""
-        if isinstance(self.eval_quiet(expr, env), VarElem):
-            return True
-        return _VARIABLE_NAME.search(terminal_name(expr) or "") is not None
+        """A Keras variable: an element of a model's variable collection, or a variable-like name in a
+        file that uses Keras (plain ``tf.Variable`` names do end in ':0')."""
+        value = self.eval_quiet(expr, env)
+        if isinstance(value, VarElem):
+            return not value.collection.startswith("tf.")
+        resolved = self.imports.resolve(expr) if isinstance(expr, (cst.Name, cst.Attribute)) else None
+        return resolved is None and _VARIABLE_NAME.search(terminal_name(expr) or "") is not None
 
     # ------------------------------------------------------- local functions
     def method_function(self, func: cst.Attribute, env: Env) -> Optional[FunctionValue]:
@@ -657,6 +662,26 @@ def _casts_to_integer(node: cst.Call) -> bool:
         return False
     text = dotted_name(dtype) or (string_literals(dtype)[0] if string_literals(dtype) else "")
     return text.rpartition(".")[2] in tfapi.NON_DIFFERENTIABLE_DTYPE
+
+
+def _per_replica_unaware(argument: Optional[cst.BaseExpression]) -> bool:
+    """A clip argument that is set and not already scaled by the replica count."""
+    if argument is None or is_none(argument):
+        return False
+    return "num_replicas_in_sync" not in {n for n in _names(argument)}
+
+
+def _names(expr: cst.CSTNode):
+    stack = [expr]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            yield current.value
+        elif isinstance(current, cst.Attribute):
+            yield current.attr.value
+            stack.append(current.value)
+        else:
+            stack.extend(current.children)
 
 
 def _is_multi_replica(strategy: str, node: cst.Call) -> Optional[bool]:

@@ -48,8 +48,15 @@ class ExpressionEvaluator:
         if self.provenance_stack and entries:
             self.provenance_stack[-1].update(entries)
 
-    def note_break(self, node: cst.CSTNode, description: str) -> None:
-        """``node`` produces a value without gradient: record it in place of its inputs' provenance."""
+    def note_break(self, node: cst.CSTNode, description: str, inputs=()) -> None:
+        """``node`` produces a value without gradient: record it in place of its inputs' provenance.
+
+        When an input is already cut off, that earlier op is the cause and is passed on instead.
+        """
+        earlier = [entry for entry in inputs if entry[0] == "break"]
+        if earlier:
+            self.note_all(earlier)
+            return
         self.model.nodes[id(node)] = node
         self.note(("break", id(node), description, self.tapes_key))
 
@@ -188,12 +195,12 @@ class ExpressionEvaluator:
             for comparison in node.comparisons:
                 values.append(self.eval(comparison.comparator, env))
         finally:
-            self.provenance_stack.pop()  # a comparison's result carries no gradient from its operands
+            inputs = self.provenance_stack.pop()  # a comparison's result carries no gradient from its operands
         operators = [c.operator for c in node.comparisons]
         if any(isinstance(op, _ORDERING) for op in operators):
             self.note_element_use(node, "comparison", values, env)
         if any(isinstance(op, _VALUE_COMPARISONS) for op in operators):
-            self.note_break(node, "a comparison")
+            self.note_break(node, "a comparison", inputs)
         self.note_name_filter(node, env)
         return None
 
@@ -286,6 +293,7 @@ class ExpressionEvaluator:
 
     def consume(self, value: Optional[Value], consumer: cst.CSTNode) -> None:
         """Iterating a one-shot iterator (zip, map, generator) exhausts it."""
+        self.check_global_clip_result(value, consumer)
         if not isinstance(value, Seq) or not value.is_iterator:
             return
         is_apply = isinstance(consumer, cst.Call)

@@ -20,12 +20,15 @@ class ImportMap:
     def __init__(self) -> None:
         self.aliases: dict[str, str] = {}
         self.uses_tf1_or_legacy_keras = False  # tf.compat.v1 / tf_keras in use: TF1-style variable names
+        self.uses_keras = False  # keras / tf.keras referenced (Keras 3 variables have no ':0' names)
 
     def add_import(self, node: cst.Import) -> None:
         for alias in node.names:
             full = dotted_name(alias.name)
             if full is None:
                 continue
+            if full.split(".")[0] == "keras" or full.startswith("tensorflow.keras"):
+                self.uses_keras = True
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 self.aliases[alias.asname.name.value] = full
             else:
@@ -46,6 +49,8 @@ class ImportMap:
             if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
                 local = alias.asname.name.value
             self.aliases[local] = f"{module}.{name}"
+            if canonical(f"{module}.{name}").split(".")[0] == "keras":
+                self.uses_keras = True
 
     def resolve(self, expr: cst.BaseExpression, shadowed: frozenset[str] | set[str] = frozenset()) -> Optional[str]:
         """Canonical qualified name of ``expr`` (``tf.keras.optimizers.Adam`` -> ``keras.optimizers.Adam``)."""
@@ -63,7 +68,10 @@ class ImportMap:
         full = f"{base}.{rest}" if rest else base
         if "compat.v1" in full or full.startswith(("tf_keras", "tensorflow.python.keras")):
             self.uses_tf1_or_legacy_keras = True
-        return canonical(full)
+        result = canonical(full)
+        if result == "keras" or result.startswith("keras."):
+            self.uses_keras = True
+        return result
 
     @property
     def imports_tensorflow(self) -> bool:

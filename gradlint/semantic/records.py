@@ -54,6 +54,7 @@ class GradientSource:
     target: Optional[cst.BaseExpression] = None
     sources: Optional[cst.BaseExpression] = None
     inside_own_tape: bool = False
+    statements_follow_in_tape_block: bool = False  # more code after this call inside the tape's block
     loops: tuple[LoopInfo, ...] = ()
     branches: tuple[tuple[int, int], ...] = ()   # (if-node id, branch) on the path to this call
     scope: object = None

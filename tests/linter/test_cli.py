@@ -109,9 +109,9 @@ def test_select_and_ignore_flags(write) -> None:
     def codes(*flags):
         result = run_gradlint("check", "--format", "json", *flags, str(path))
         return sorted({f["code"] for f in json.loads(result.stdout)["findings"]})
-    assert codes() == ["GRD001", "GRD002", "GRD003"]
+    assert codes() == ["GRD001", "GRD002", "GRD003", "GRD012"]
     assert codes("--select", "GRD001,GRD003") == ["GRD001", "GRD003"]
-    assert codes("--ignore", "GRD002") == ["GRD001", "GRD003"]
+    assert codes("--ignore", "GRD002,GRD01") == ["GRD001", "GRD003"]
     assert codes("--select", "GRD00", "--ignore", "GRD001") == ["GRD002", "GRD003"]
     assert codes("--select", "GRD", "--ignore", "GRD") == []
 
@@ -119,7 +119,7 @@ def test_select_and_ignore_flags(write) -> None:
 def test_pyproject_configuration_found_by_walking_up(tmp_path, write) -> None:
     write("pyproject.toml", (
         "[tool.gradlint]\n"
-        "ignore = ['GRD002']\n"
+        "ignore = ['GRD002', 'GRD012']\n"
         "exclude = ['generated/*']\n"
         "[tool.gradlint.per-file-ignores]\n"
         "'tests/*' = ['GRD001']\n"
@@ -137,9 +137,10 @@ def test_pyproject_configuration_found_by_walking_up(tmp_path, write) -> None:
     assert by_file == {"train.py": {"GRD001", "GRD003"}, "test_train.py": {"GRD003"}}
     # the command line wins over the file
     override = run_gradlint("check", "--format", "json", "--ignore", "GRD003", str(tmp_path / "src"))
-    assert {f["code"] for f in json.loads(override.stdout)["findings"]} == {"GRD001", "GRD002"}
+    assert {f["code"] for f in json.loads(override.stdout)["findings"]} == {"GRD001", "GRD002", "GRD012"}
     isolated = run_gradlint("check", "--format", "json", "--isolated", str(tmp_path / "generated"))
-    assert {f["code"] for f in json.loads(isolated.stdout)["findings"]} == {"GRD001", "GRD002", "GRD003"}
+    assert {f["code"] for f in json.loads(isolated.stdout)["findings"]} == {"GRD001", "GRD002", "GRD003",
+                                                                            "GRD012"}
 
 
 def test_invalid_configuration_is_a_clear_error(tmp_path, write) -> None:

@@ -29,13 +29,22 @@ def test_select_grd_reports_the_same_findings_as_the_cli() -> None:
 
 
 def test_fixture_tree_through_flake8() -> None:
-    result = flake8("--select=GRD", str(FIXTURES / "rules"))
+    # opt-in rules report only when selected by their full code, as flake8-bugbear's B9 rules
+    result = flake8("--select=GRD,GRD017,GRD018", str(FIXTURES / "rules"))
     reported = {(line.split(":")[0], int(line.split(":")[1]), line.split(": ", 1)[1].split()[0])
                 for line in result.stdout.splitlines()}
     expected = set()
     for path in (FIXTURES / "rules").rglob("*.py"):
         expected |= {(str(path), number, code) for number, code in expected_findings(path)}
     assert reported == expected
+
+
+def test_opt_in_rules_stay_off_with_the_prefix_alone() -> None:
+    result = flake8("--select=GRD", str(FIXTURES / "rules" / "GRD017"), str(FIXTURES / "rules" / "GRD018"))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == ""
+    selected = flake8("--select=GRD017", str(FIXTURES / "rules" / "GRD017"))
+    assert "GRD017" in selected.stdout
 
 
 def test_noqa_is_honoured_by_flake8(tmp_path) -> None:
