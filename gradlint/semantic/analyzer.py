@@ -43,6 +43,13 @@ from gradlint.semantic.values import (
 _MAX_FUNCTION_PASSES = 3
 
 
+def _alias_root(expr: cst.BaseExpression) -> Optional[str]:
+    """``x`` for ``x``, ``x[0]``, ``x.attr`` or a tuple of those: assignments that compute nothing new."""
+    while isinstance(expr, (cst.Subscript, cst.Attribute)):
+        expr = expr.value
+    return expr.value if isinstance(expr, cst.Name) else None
+
+
 class ClassValue(Value):
     """A class defined in this file; ``keras_class`` names its Keras base, if any."""
 
@@ -65,6 +72,7 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         self.multi_replica_scopes: list[cst.CSTNode] = []
         self.provenance_stack: list[set] = []
         self.block_stack: list[list] = []  # [statements, index of the statement running] per open block
+        self.binding_tapes: Optional[frozenset] = None  # tapes to record for an alias assignment
         self.pending_clips: list = []
         self.pending: list[FunctionValue] = []
         self.seeds: dict[int, dict[str, Value]] = {}
@@ -222,6 +230,9 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
     def exec_assign(self, node: cst.Assign, env: Env) -> None:
         self.pending_clips = []
         value, provenance = self.eval_tracked(node.value, env)
+        root = _alias_root(node.value)
+        # `out, aux = out` or `y = x` computes nothing: the new names keep the tapes that recorded the value
+        self.binding_tapes = env.tapes_when_bound(root) if root is not None else None
         first_target = node.targets[0].target
         if isinstance(value, TupleValue) and value.global_clip is not None and isinstance(first_target, cst.Name):
             value = replace(value, assigned_in=node)  # `grads = tf.clip_by_global_norm(...)`: not unpacked
@@ -234,8 +245,11 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         for clip in self.pending_clips:
             clip.result_named = named
         self.pending_clips = []
-        for target in node.targets:
-            self.bind(target.target, value, env, provenance)
+        try:
+            for target in node.targets:
+                self.bind(target.target, value, env, provenance)
+        finally:
+            self.binding_tapes = None
 
     def exec_if(self, node: cst.If, env: Env) -> None:
         self.eval(node.test, env)
@@ -377,7 +391,7 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
             name = target.value
             env.names[name] = value
             env.provenance[name] = provenance
-            env.bound_tapes[name] = self.tapes_key
+            env.bound_tapes[name] = self.binding_tapes if self.binding_tapes is not None else self.tapes_key
             if env.guarded:
                 env.guarded = frozenset(k for k in env.guarded if k != name and not k.startswith(name + "["))
             if isinstance(value, OptimizerValue):

@@ -63,7 +63,7 @@ _ITERATING_BUILTINS = frozenset({"zip", "map", "enumerate", "filter", "list", "t
 _CONSUMING_BUILTINS = frozenset({"list", "tuple", "sorted", "set", "dict", "sum", "any", "all", "max", "min"})
 _TAPE_METHODS = frozenset({"gradient", "jacobian", "batch_jacobian"})
 _LOSS_SCALE_METHODS = frozenset({"get_scaled_loss", "get_unscaled_gradients", "scale_loss"})
-_COLLECTION_NAME = re.compile(r"var|param|weight|trainable|s$", re.IGNORECASE)
+_COLLECTION_NAME = re.compile(r"var|param|weight|trainable", re.IGNORECASE)
 _VARIABLE_NAME = re.compile(r"var|weight|param|kernel|bias|^[vw]\d*$", re.IGNORECASE)
 
 
@@ -334,7 +334,7 @@ class CallSemantics:
         may_be_none = (
             not _is_zero_unconnected(unconnected)
             and not _all_watched(tape, sources)
-            and (api == "compute_gradients" and sources is None or self.may_include_unconnected(sources))
+            and (api == "compute_gradients" and sources is None or self.may_include_unconnected(sources, env))
         )
         target_provenance = self.argument_provenance(node, target)
         sources_value = self.eval_quiet(sources, env) if sources is not None else None
@@ -373,14 +373,21 @@ class CallSemantics:
         return any(entry[0] == "call" and entry[1].endswith((".get_scaled_loss", ".scale_loss"))
                    for entry in source.target_provenance)
 
-    def may_include_unconnected(self, sources: Optional[cst.BaseExpression]) -> bool:
+    def may_include_unconnected(self, sources: Optional[cst.BaseExpression], env: Env) -> bool:
         """Can the differentiated sources contain variables the target does not use?
 
         Variable collections (``model.trainable_variables``, ``tf.trainable_variables()``, names such as
         ``params`` / ``var_list``) and explicit lists of several variables can. A single tensor the user
-        picked (``tape.gradient(y, x)``, ``tf.gradients(loss, [logits])``) is a deliberate derivative.
+        picked (``tape.gradient(y, x)``, ``tf.gradients(loss, [logits])``) is a deliberate derivative, and
+        ``tape.watched_variables()`` holds only variables the forward pass used.
         """
         if sources is None:
+            return False
+        if isinstance(sources, cst.Name) and any(
+                e[0] == "call" and e[1].endswith(".watched_variables") for e in env.provenance_of(sources.value)):
+            return False
+        if isinstance(sources, cst.Call) and isinstance(sources.func, cst.Attribute) \
+                and sources.func.attr.value == "watched_variables":
             return False
         stack = [sources]
         while stack:
