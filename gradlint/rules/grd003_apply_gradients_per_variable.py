@@ -206,7 +206,6 @@ def _last_in_iteration(module: cst.Module, call: cst.Call, loop: cst.For) -> Opt
     """Is ``call`` an expression statement that is the last thing an iteration of ``loop`` runs, with only
     ``if`` / ``elif`` / ``else`` between? None if not; otherwise whether an ``if`` is in between."""
     conditional = False
-    child: cst.CSTNode = call
     current = parent(module, call)
     if not isinstance(current, cst.Expr):
         return None
@@ -228,8 +227,7 @@ def _last_in_iteration(module: cst.Module, call: cst.Call, loop: cst.For) -> Opt
                 return None
         elif not isinstance(above, cst.Expr):
             return None
-        child, current = current, above
-    del child
+        current = above
     return conditional
 
 
