@@ -258,7 +258,8 @@ def check_exploding(records, thresholds: dict) -> list[Finding]:
             r, reason = hits[0]
             out.append(make_finding(
                 "GRD105",
-                f"optimizer {label}: global gradient norm {r.global_norm:.3g} (before clipping) at step {r.step} is {reason} "
+                f"optimizer {label}: global gradient norm {r.global_norm:.3g} (before clipping) at step "
+                f"{r.step} is {reason} "
                 f"({len(hits)} such step(s); max {max(h[0].global_norm for h in hits):.3g}).",
                 r.step))
     return out
@@ -301,8 +302,8 @@ def check_clipping(records, thresholds: dict) -> list[Finding]:
         clipped = [(r, x) for r, x in ratios if x < thresholds["clip_active_ratio"]]
         frac = len(clipped) / len(ratios)
         if frac >= thresholds["clip_fraction"]:
-            pre = statistics.median(r.global_norm for r, _ in clipped if _finite(r.global_norm)) if clipped else float("nan")
-            post = statistics.median(r.clipped_norm for r, _ in clipped if _finite(r.clipped_norm)) if clipped else float("nan")
+            pre = statistics.median([r.global_norm for r, _ in clipped if _finite(r.global_norm)] or [math.nan])
+            post = statistics.median([r.clipped_norm for r, _ in clipped if _finite(r.clipped_norm)] or [math.nan])
             out.append(make_finding(
                 "GRD107",
                 f"optimizer {label}: clipping was active on {frac:.0%} of {len(ratios)} steps "

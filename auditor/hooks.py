@@ -188,9 +188,9 @@ def _patched_apply(self, grads, trainable_variables=None):
     _tls.in_apply = True
     try:
         iteration = tf.identity(self._iterations.value)  # read before apply increments it
-        record, check = probe.emit_before(iteration)
+        state = probe.emit_before(iteration, grads, self, user_norms, user_global)
         result = original(self, grads, trainable_variables)
-        probe.emit_after(grads, record, check, iteration, self, user_norms, user_global)
+        probe.emit_after(state, iteration)
     finally:
         _tls.in_apply = False
     if tf.executing_eagerly():

@@ -79,14 +79,23 @@ class Probe:
             self.enabled.assign(True)
 
     # ---- emitted ops --------------------------------------------------------------------------
-    def emit_before(self, iteration):
-        """Ops run before ``apply``: decide whether to record/check, snapshot if checking."""
+    def emit_before(self, iteration, grads, optimizer, user_norms, user_global):
+        """Ops run before ``apply``: decide whether to record/check, measure the gradients,
+        snapshot the variables if checking. Returns the state ``emit_after`` needs.
+
+        Measuring before ``apply`` lets the gradients' last readers be the optimizer's own
+        ops (which may then reuse their buffers), instead of a recording op that runs later.
+        """
         record = tf.logical_and(
             self.enabled.read_value(),
             tf.equal(tf.math.floormod(iteration, self.every.read_value()), 0),
         )
+        width = 4 + 2 * len(grads)
+        config = _clip_config(optimizer)
+        measured = tf.cond(record, lambda: self._measure(grads, config, user_norms, user_global),
+                           lambda: tf.zeros([width], tf.float32))
         if self.snapshots is None:
-            return record, tf.constant(False)
+            return record, tf.constant(False), measured
         mode = self.mode.read_value()
         scheduled = tf.logical_or(
             tf.less(self.ring.count.read_value(), self.check_until.read_value()),
@@ -104,19 +113,33 @@ class Probe:
             return tf.constant(True)
 
         gs.cond(check, take_snapshot, lambda: tf.constant(False))
-        return record, check
+        return record, check, measured
 
-    def emit_after(self, grads, record, check, iteration, optimizer, user_norms, user_global):
-        """Ops run after ``apply``: compute the row and append it to the ring (if recording)."""
-        config = _clip_config(optimizer)
+    def emit_after(self, state, iteration):
+        """Ops run after ``apply``: compare with the snapshot, append the row (if recording)."""
+        record, check, measured = state
+        n = len(self.variables)
 
         def write_row():
-            self.ring.write(self._row(grads, check, config, user_norms, user_global), iteration)
+            if self.snapshots is None:
+                changed = tf.zeros([n], tf.bool)
+            else:
+                def compare():
+                    return tf.stack([
+                        gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
+                        for v, snap in zip(self.variables, self.snapshots)
+                    ])
+
+                changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
+            row = tf.concat([measured[:3], tf.reshape(tf.cast(check, tf.float32), [1]), measured[3:],
+                             tf.cast(changed, tf.float32)], 0)
+            self.ring.write(row, iteration)
             return tf.constant(True)
 
         gs.cond(record, write_row, lambda: tf.constant(False))
 
-    def _row(self, grads, check, config, user_norms, user_global):
+    def _measure(self, grads, config, user_norms, user_global):
+        """[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...] as float32."""
         scale, clipnorm, global_clipnorm, clipvalue, accumulating = config
         nan = tf.constant(math.nan, tf.float32)
         sq = [nan if g is None else gs.sq_norm(g) / (scale * scale) for g in grads]
@@ -159,21 +182,8 @@ class Probe:
         else:
             clipped = applied
 
-        if self.snapshots is None:
-            changed = tf.zeros([n], tf.bool)
-        else:
-            def compare():
-                return tf.stack([
-                    gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
-                    for v, snap in zip(self.variables, self.snapshots)
-                ])
-
-            changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
-        fixed = tf.stack([
-            applied, pre, clipped, tf.cast(check, tf.float32),
-            tf.reduce_sum(tf.cast(bad_vec, tf.float32)),
-        ])
-        return tf.concat([fixed, norms, tf.cast(bad_vec, tf.float32), tf.cast(changed, tf.float32)], 0)
+        fixed = tf.stack([applied, pre, clipped, tf.reduce_sum(tf.cast(bad_vec, tf.float32))])
+        return tf.concat([fixed, norms, tf.cast(bad_vec, tf.float32)], 0)
 
     # ---- host side ----------------------------------------------------------------------------
     def has_clipping(self) -> bool:

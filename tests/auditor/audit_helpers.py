@@ -3,10 +3,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-import pytest
-import tensorflow as tf
-import keras
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
 
 CUSTOM_MODES = ["eager", "function", "xla"]
 FIT_MODES = [

@@ -3,7 +3,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest
+import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

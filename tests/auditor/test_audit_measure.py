@@ -120,7 +120,8 @@ def test_sparse_gradients_with_repeated_indices(mode):
         assert isinstance(grad, tf.IndexedSlices)
     dense = tf.convert_to_tensor(grad)
     expected = float(tf.norm(dense))
-    assert expected == pytest.approx(float(np.linalg.norm(np.bincount(ids.numpy(), minlength=50)[:, None] * 2 * table)), rel=1e-5)
+    counts = np.bincount(ids.numpy(), minlength=50)[:, None]
+    assert expected == pytest.approx(float(np.linalg.norm(counts * 2 * table)), rel=1e-5)
     assert audit.steps[0].global_norm == pytest.approx(expected, rel=1e-5)
 
 
@@ -299,5 +300,5 @@ def test_to_dict_summary_and_sinks(tmp_path):
     summary = audit.summary()
     assert "net" in summary and "GRD101 none-gradient" in summary and "GRD104 non-finite-gradient" in summary
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert [l["type"] for l in lines] == ["step", "step", "finding", "finding"]
+    assert [line["type"] for line in lines] == ["step", "step", "finding", "finding"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
