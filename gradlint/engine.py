@@ -39,15 +39,19 @@ def lint_source(
     target_keras: int = 3,
     apply_noqa: bool = True,
     tree: Optional[ast.AST] = None,
+    force: bool = False,
 ) -> LintResult:
     """Check one file's contents. Never raises for bad input: problems become ``errors``.
 
-    ``tree`` is an already-parsed stdlib AST of the same text (flake8 passes one), used by the prefilter.
+    ``tree`` is an already-parsed stdlib AST of the same text (flake8 passes one), used by the prefilter;
+    ``force`` analyses the file even when the prefilter finds nothing gradient-related (for robustness tests).
     """
     result = LintResult(path)
-    if not rules or not might_have_gradient_code(data, tree):
+    if not rules:
         return result
     if isinstance(data, bytes):
+        # Decoding is cheap (about 1 ms per MB) and done for every file, so binary and undecodable files
+        # are always reported; parsing is not, so syntax errors are reported for gradient code only.
         try:
             text = sources.decode(data)
         except sources.SourceError as exc:
@@ -55,6 +59,8 @@ def lint_source(
             return result
     else:
         text = data
+    if not (force or might_have_gradient_code(data, tree)):
+        return result
     module = _parse(text, path, result)
     if module is None:
         return result

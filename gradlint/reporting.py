@@ -1,10 +1,13 @@
-"""Output formats for `gradlint check`: text (flake8/ruff style) and json (stable, versioned)."""
+"""Output formats for `gradlint check`: text (flake8/ruff style), json (stable, versioned), sarif
+(SARIF 2.1.0 for code-scanning tools) and github (workflow annotations)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TextIO
 
-from gradlint.rules import RULES_BY_CODE
+from gradlint import __version__
+from gradlint.rules import ALL_RULES, RULES_BY_CODE
 from gradlint.violation import FileError, Violation
 
 JSON_FORMAT_VERSION = 1
@@ -44,4 +47,79 @@ def write_json(violations: list[Violation], errors: list[FileError], out: TextIO
     out.write("\n")
 
 
-FORMATTERS = {"text": write_text, "json": write_json}
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+SARIF_VERSION = "2.1.0"
+
+
+def write_sarif(violations: list[Violation], errors: list[FileError], out: TextIO, files_checked: int) -> None:
+    """One SARIF run: every static rule with its docs, one result per finding, file errors as notifications."""
+    from gradlint.docs import render_rule
+
+    rules = [
+        {
+            "id": rule.CODE,
+            "name": rule.NAME,
+            "shortDescription": {"text": rule.SUMMARY},
+            "fullDescription": {"text": rule.WHAT},
+            "help": {"text": rule.WHY, "markdown": render_rule(rule)},
+            "helpUri": f"docs/rules/{rule.CODE}.md",
+            "defaultConfiguration": {"level": "warning", "enabled": not rule.OPT_IN},
+            "properties": {"fix": rule.FIX or "none", "tags": ["tensorflow", "gradients"]},
+        }
+        for rule in ALL_RULES
+    ]
+    index = {rule["id"]: i for i, rule in enumerate(rules)}
+    results = [
+        {
+            "ruleId": v.code,
+            "ruleIndex": index[v.code],
+            "level": "warning",
+            "message": {"text": v.message},
+            "locations": [{
+                "physicalLocation": {
+                    "artifactLocation": {"uri": Path(v.path).as_posix()},
+                    "region": {"startLine": v.line, "startColumn": v.column + 1,
+                               "endLine": v.end_line or v.line, "endColumn": v.end_column + 1},
+                }
+            }],
+        }
+        for v in violations
+    ]
+    notifications = [
+        {"level": "error", "message": {"text": e.message},
+         "locations": [{"physicalLocation": {"artifactLocation": {"uri": Path(e.path).as_posix()}}}]}
+        for e in errors
+    ]
+    document = {
+        "$schema": SARIF_SCHEMA,
+        "version": SARIF_VERSION,
+        "runs": [{
+            "tool": {"driver": {"name": "gradlint", "version": __version__, "informationUri":
+                                "https://github.com/gradlint/gradlint", "rules": rules}},
+            "results": results,
+            "invocations": [{"executionSuccessful": not errors, "toolExecutionNotifications": notifications}],
+        }],
+    }
+    json.dump(document, out, indent=2)
+    out.write("\n")
+
+
+def write_github(violations: list[Violation], errors: list[FileError], out: TextIO, files_checked: int) -> None:
+    """GitHub Actions workflow commands: annotations on the pull request's diff."""
+    for v in violations:
+        out.write(f"::warning file={_escape_property(v.path)},line={v.line},col={v.column + 1},"
+                  f"endLine={v.end_line or v.line},endColumn={v.end_column + 1},"
+                  f"title={v.code}::{_escape_data(v.code + ' ' + v.message)}\n")
+    for e in errors:
+        out.write(f"::error file={_escape_property(e.path)},title=gradlint::{_escape_data(e.message)}\n")
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+FORMATTERS = {"text": write_text, "json": write_json, "sarif": write_sarif, "github": write_github}

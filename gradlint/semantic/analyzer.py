@@ -8,6 +8,7 @@ its records replace the earlier ones (records are keyed by node).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import replace
 from typing import Optional
 
@@ -43,6 +44,7 @@ from gradlint.semantic.values import (
 _MAX_FUNCTION_PASSES = 3
 
 
+_NOTHING_TO_DO = frozenset({cst.Pass, cst.Break, cst.Continue, cst.Global, cst.Nonlocal})
 def _alias_root(expr: cst.BaseExpression) -> Optional[str]:
     """``x`` for ``x``, ``x[0]``, ``x.attr`` or a tuple of those: assignments that compute nothing new."""
     while isinstance(expr, (cst.Subscript, cst.Attribute)):
@@ -74,7 +76,7 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         self.block_stack: list[list] = []  # [statements, index of the statement running] per open block
         self.binding_tapes: Optional[frozenset] = None  # tapes to record for an alias assignment
         self.pending_clips: list = []
-        self.pending: list[FunctionValue] = []
+        self.pending: deque[FunctionValue] = deque()
         self.seeds: dict[int, dict[str, Value]] = {}
         self.passes: dict[int, int] = {}
         self.queued: set[int] = set()
@@ -87,7 +89,7 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
     def run(self) -> None:
         self.exec_block(self.module.body, self.module_env)
         while self.pending:
-            function = self.pending.pop(0)
+            function = self.pending.popleft()
             self.queued.discard(id(function.node))
             self.analyze_function(function)
 
@@ -157,72 +159,64 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         self.exec_block(suite.body, env)
 
     def exec_statement(self, node: cst.CSTNode, env: Env) -> None:
-        if isinstance(node, cst.SimpleStatementLine):
-            for small in node.body:
-                self.exec_small(small, env)
-        elif isinstance(node, cst.If):
-            self.exec_if(node, env)
-        elif isinstance(node, cst.For):
-            self.exec_for(node, env)
-        elif isinstance(node, cst.While):
-            self.exec_while(node, env)
-        elif isinstance(node, cst.With):
-            self.exec_with(node, env)
-        elif isinstance(node, cst.FunctionDef):
-            self.exec_function_def(node, env)
-        elif isinstance(node, cst.ClassDef):
-            self.exec_class_def(node, env)
-        elif isinstance(node, (cst.Try, cst.TryStar)):
-            self.exec_suite(node.body, env)
-            for handler in node.handlers:
-                if handler.type is not None:
-                    self.eval(handler.type, env)
-                self.exec_suite(handler.body, env)
-            if node.orelse is not None:
-                self.exec_suite(node.orelse.body, env)
-            if node.finalbody is not None:
-                self.exec_suite(node.finalbody.body, env)
-        elif isinstance(node, cst.Match):
-            self.eval(node.subject, env)
-            for index, case in enumerate(node.cases):
-                self.branches.append((id(node), index))
-                if case.guard is not None:
-                    self.eval(case.guard, env)
-                self.exec_suite(case.body, env)
-                self.branches.pop()
-        elif isinstance(node, cst.SimpleStatementSuite):
-            for small in node.body:
-                self.exec_small(small, env)
-        else:
+        handler = _STATEMENTS.get(type(node))
+        if handler is None:
             self.visit_children(node, env)
+        else:
+            handler(self, node, env)
+
+    def exec_simple_line(self, node: cst.SimpleStatementLine | cst.SimpleStatementSuite, env: Env) -> None:
+        for small in node.body:
+            self.exec_small(small, env)
+
+    def exec_try(self, node: cst.Try | cst.TryStar, env: Env) -> None:
+        self.exec_suite(node.body, env)
+        for handler in node.handlers:
+            if handler.type is not None:
+                self.eval(handler.type, env)
+            self.exec_suite(handler.body, env)
+        if node.orelse is not None:
+            self.exec_suite(node.orelse.body, env)
+        if node.finalbody is not None:
+            self.exec_suite(node.finalbody.body, env)
+
+    def exec_match(self, node: cst.Match, env: Env) -> None:
+        self.eval(node.subject, env)
+        for index, case in enumerate(node.cases):
+            self.branches.append((id(node), index))
+            if case.guard is not None:
+                self.eval(case.guard, env)
+            self.exec_suite(case.body, env)
+            self.branches.pop()
 
     def exec_small(self, node: cst.CSTNode, env: Env) -> None:
-        if isinstance(node, cst.Expr):
+        kind = type(node)
+        if kind is cst.Expr:
             self.eval(node.value, env)
-        elif isinstance(node, cst.Assign):
+        elif kind is cst.Assign:
             self.exec_assign(node, env)
-        elif isinstance(node, cst.AnnAssign):
+        elif kind is cst.AnnAssign:
             if node.value is not None:
                 value, provenance = self.eval_tracked(node.value, env)
                 self.bind(node.target, value, env, provenance)
-        elif isinstance(node, cst.AugAssign):
+        elif kind is cst.AugAssign:
             target, target_provenance = self.eval_tracked(node.target, env)
             value, provenance = self.eval_tracked(node.value, env)
             result = self.note_arithmetic(node, node.operator, (target, value), env)
             if isinstance(node.target, cst.Name):
                 keep = target if result is None and not isinstance(target, GradElem) else result
                 self.bind(node.target, keep, env, merge(target_provenance, provenance))
-        elif isinstance(node, cst.Return):
+        elif kind is cst.Return:
             if node.value is not None:
                 self.eval(node.value, env)
-        elif isinstance(node, cst.Assert):
+        elif kind is cst.Assert:
             self.eval(node.test, env)
             env.guarded = env.guarded | guard_keys(node.test, True)
-        elif isinstance(node, cst.Import):
+        elif kind is cst.Import:
             self.imports.add_import(node)
-        elif isinstance(node, cst.ImportFrom):
+        elif kind is cst.ImportFrom:
             self.imports.add_import_from(node)
-        elif isinstance(node, (cst.Pass, cst.Break, cst.Continue, cst.Global, cst.Nonlocal)):
+        elif kind in _NOTHING_TO_DO:
             return
         else:  # Raise, Del, ...
             self.visit_children(node, env)
@@ -457,3 +451,18 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         ):
             return ("self", id(function_env.class_env), "self." + expr.attr.value)
         return None
+
+
+_STATEMENTS = {
+    cst.SimpleStatementLine: Analyzer.exec_simple_line,
+    cst.SimpleStatementSuite: Analyzer.exec_simple_line,
+    cst.If: Analyzer.exec_if,
+    cst.For: Analyzer.exec_for,
+    cst.While: Analyzer.exec_while,
+    cst.With: Analyzer.exec_with,
+    cst.FunctionDef: Analyzer.exec_function_def,
+    cst.ClassDef: Analyzer.exec_class_def,
+    cst.Try: Analyzer.exec_try,
+    cst.TryStar: Analyzer.exec_try,
+    cst.Match: Analyzer.exec_match,
+}

@@ -33,7 +33,6 @@ from gradlint.semantic.values import (
 
 _ORDERING = (cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual)
 _VALUE_COMPARISONS = _ORDERING + (cst.Equal, cst.NotEqual)
-_LITERALS = (cst.SimpleString, cst.ConcatenatedString, cst.Integer, cst.Float, cst.Imaginary, cst.Ellipsis)
 
 
 class ExpressionEvaluator:
@@ -80,48 +79,42 @@ class ExpressionEvaluator:
         return None
 
     def eval(self, node: cst.BaseExpression, env: Env, *, as_callee: bool = False) -> Optional[Value]:
-        if isinstance(node, cst.Name):
-            return self.eval_name(node, env)
-        if isinstance(node, cst.Call):
-            return self.eval_call(node, env)
-        if isinstance(node, cst.Attribute):
-            return self.eval_attribute(node, env, as_callee)
-        if isinstance(node, cst.Subscript):
-            return self.eval_subscript(node, env)
-        if isinstance(node, cst.BinaryOperation):
-            left = self.eval(node.left, env)
-            right = self.eval(node.right, env)
-            return self.note_arithmetic(node, node.operator, (left, right), env)
-        if isinstance(node, cst.UnaryOperation):
-            operand = self.eval(node.expression, env)
-            if isinstance(node.operator, cst.Not):
-                return None
-            return self.note_arithmetic(node, node.operator, (operand,), env)
-        if isinstance(node, cst.BooleanOperation):
-            self.eval(node.left, env)
-            saved = env.guarded
-            env.guarded = saved | guard_keys(node.left, isinstance(node.operator, cst.And))
-            self.eval(node.right, env)
-            env.guarded = saved
+        # Dispatch on the exact node type: isinstance() against libcst's abstract base classes is slow.
+        handler = _HANDLERS.get(type(node))
+        if handler is None:
+            self.visit_children(node, env)
             return None
-        if isinstance(node, cst.Comparison):
-            return self.eval_comparison(node, env)
-        if isinstance(node, cst.IfExp):
-            return self.eval_if_exp(node, env)
-        if isinstance(node, (cst.Tuple, cst.List, cst.Set)):
-            return self.eval_display(node, env)
-        if isinstance(node, (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)):
-            return self.eval_comprehension(node, env)
-        if isinstance(node, cst.Lambda):
-            return LambdaValue(node, env)
-        if isinstance(node, cst.NamedExpr):
-            value, provenance = self.eval_tracked(node.value, env)
-            self.note_all(provenance)
-            self.bind(node.target, value, env, provenance)
-            return value
-        if isinstance(node, _LITERALS):
+        return handler(self, node, env, as_callee)
+
+    def _eval_binary(self, node: cst.BinaryOperation, env: Env, as_callee: bool) -> Optional[Value]:
+        left = self.eval(node.left, env)
+        right = self.eval(node.right, env)
+        return self.note_arithmetic(node, node.operator, (left, right), env)
+
+    def _eval_unary(self, node: cst.UnaryOperation, env: Env, as_callee: bool) -> Optional[Value]:
+        operand = self.eval(node.expression, env)
+        if isinstance(node.operator, cst.Not):
             return None
-        self.visit_children(node, env)
+        return self.note_arithmetic(node, node.operator, (operand,), env)
+
+    def _eval_boolean(self, node: cst.BooleanOperation, env: Env, as_callee: bool) -> None:
+        self.eval(node.left, env)
+        saved = env.guarded
+        env.guarded = saved | guard_keys(node.left, isinstance(node.operator, cst.And))
+        self.eval(node.right, env)
+        env.guarded = saved
+        return None
+
+    def _eval_named(self, node: cst.NamedExpr, env: Env, as_callee: bool) -> Optional[Value]:
+        value, provenance = self.eval_tracked(node.value, env)
+        self.note_all(provenance)
+        self.bind(node.target, value, env, provenance)
+        return value
+
+    def _eval_lambda(self, node: cst.Lambda, env: Env, as_callee: bool) -> Value:
+        return LambdaValue(node, env)
+
+    def _eval_literal(self, node: cst.CSTNode, env: Env, as_callee: bool) -> None:
         return None
 
     def eval_name(self, node: cst.Name, env: Env) -> Optional[Value]:
@@ -314,6 +307,34 @@ class ExpressionEvaluator:
         for name, value in zip(parameter_names(function.node.params), arguments):
             env.names[name] = value
         return self.eval(function.node.body, env)
+
+
+_HANDLERS = {
+    cst.Name: lambda self, node, env, as_callee: self.eval_name(node, env),
+    cst.Call: lambda self, node, env, as_callee: self.eval_call(node, env),
+    cst.Attribute: lambda self, node, env, as_callee: self.eval_attribute(node, env, as_callee),
+    cst.Subscript: lambda self, node, env, as_callee: self.eval_subscript(node, env),
+    cst.BinaryOperation: ExpressionEvaluator._eval_binary,
+    cst.UnaryOperation: ExpressionEvaluator._eval_unary,
+    cst.BooleanOperation: ExpressionEvaluator._eval_boolean,
+    cst.Comparison: lambda self, node, env, as_callee: self.eval_comparison(node, env),
+    cst.IfExp: lambda self, node, env, as_callee: self.eval_if_exp(node, env),
+    cst.Tuple: lambda self, node, env, as_callee: self.eval_display(node, env),
+    cst.List: lambda self, node, env, as_callee: self.eval_display(node, env),
+    cst.Set: lambda self, node, env, as_callee: self.eval_display(node, env),
+    cst.ListComp: lambda self, node, env, as_callee: self.eval_comprehension(node, env),
+    cst.GeneratorExp: lambda self, node, env, as_callee: self.eval_comprehension(node, env),
+    cst.SetComp: lambda self, node, env, as_callee: self.eval_comprehension(node, env),
+    cst.DictComp: lambda self, node, env, as_callee: self.eval_comprehension(node, env),
+    cst.Lambda: ExpressionEvaluator._eval_lambda,
+    cst.NamedExpr: ExpressionEvaluator._eval_named,
+    cst.SimpleString: ExpressionEvaluator._eval_literal,
+    cst.ConcatenatedString: ExpressionEvaluator._eval_literal,
+    cst.Integer: ExpressionEvaluator._eval_literal,
+    cst.Float: ExpressionEvaluator._eval_literal,
+    cst.Imaginary: ExpressionEvaluator._eval_literal,
+    cst.Ellipsis: ExpressionEvaluator._eval_literal,
+}
 
 
 def _derived(values) -> Optional[GradElem]:

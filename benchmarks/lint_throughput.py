@@ -1,0 +1,217 @@
+"""Lint throughput, measured side by side in one run (medians of interleaved repeats).
+
+    python benchmarks/lint_throughput.py            # keras sources + a generated TF-heavy corpus
+    python benchmarks/lint_throughput.py --full     # tensorflow + keras sources (slow: flake8 takes minutes)
+
+Compares, on the same tree: `gradlint check` (one process and --jobs default), `flake8 --select=GRD`,
+plain `flake8` (default checks, gradlint installed) and plain `flake8` with gradlint hidden from its
+plugin discovery — the cost every flake8 user pays once the plugin is installed. On the TF-heavy corpus
+(every file has gradient code: the prefilter's worst case) it also reports lines per second and where the
+time goes (parse, semantic model, rules), measured in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HIDE_GRADLINT = (
+    "import importlib.metadata as md, sys\n"
+    "_all = md.distributions\n"
+    "md.distributions = lambda **kw: (d for d in _all(**kw) if (d.metadata['Name'] or '').lower() != 'gradlint')\n"
+    "from flake8.main.cli import main\n"
+    "sys.exit(main())\n"
+)
+
+TEMPLATE = '''"""Generated training module {index}."""
+import tensorflow as tf
+import keras
+
+
+class Model{index}(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense1 = keras.layers.Dense({width}, activation="relu")
+        self.dense2 = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.dense2(self.dense1(x))
+
+
+model = Model{index}()
+optimizer = keras.optimizers.Adam(1e-3)
+
+
+def train_step_{index}(x, y, clip={clip}):
+    with tf.GradientTape() as tape:
+        pred = model(x, training=True)
+        loss = tf.reduce_mean(tf.square(pred - y))
+    grads = tape.gradient(loss, model.trainable_variables)
+    grads = [tf.clip_by_norm(g, clip) if g is not None else None for g in grads]
+    grads, norm = tf.clip_by_global_norm(grads, 5.0)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss, norm
+
+
+def evaluate_{index}(dataset):
+    total = 0.0
+    for step, (x, y) in enumerate(dataset):
+        pred = model(x, training=False)
+        total += float(tf.reduce_mean(tf.square(pred - y)))
+        if step > {steps}:
+            break
+    return total / max(1, step)
+'''
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"{name} is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def count_lines(root: Path) -> tuple[int, int]:
+    files = lines = 0
+    for path in root.rglob("*.py"):
+        files += 1
+        with open(path, "rb") as handle:
+            lines += handle.read().count(b"\n")
+    return files, lines
+
+
+def generate_corpus(root: Path, files: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(files):
+        blocks = [TEMPLATE.format(index=f"{index}_{part}", width=8 + part, clip=1.0 + part, steps=10 + part)
+                  for part in range(6)]
+        (root / f"train_{index}.py").write_text("\n\n".join(blocks))
+
+
+def timed(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - start
+
+
+def compare(corpus: Path, repeats: int, bin_dir: Path) -> dict[str, float]:
+    hide = Path(tempfile.mkdtemp()) / "flake8_without_gradlint.py"
+    hide.write_text(HIDE_GRADLINT)
+    commands = {
+        "gradlint check --jobs 1": [str(bin_dir / "gradlint"), "check", "--jobs", "1", str(corpus)],
+        "gradlint check (all cores)": [str(bin_dir / "gradlint"), "check", str(corpus)],
+        "flake8 --select=GRD": [sys.executable, "-m", "flake8", "--select=GRD", str(corpus)],
+        "flake8 (gradlint installed)": [sys.executable, "-m", "flake8", str(corpus)],
+        "flake8 (gradlint hidden)": [sys.executable, str(hide), str(corpus)],
+    }
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for repeat in range(repeats):
+        order = list(commands) if repeat % 2 == 0 else list(reversed(commands))
+        for name in order:
+            samples[name].append(timed(commands[name]))
+    shutil.rmtree(hide.parent, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def print_table(title: str, corpus: Path, medians: dict[str, float]) -> None:
+    files, lines = count_lines(corpus)
+    baseline = medians["flake8 (gradlint installed)"]
+    print(f"\n{title}: {files} files, {lines:,} lines")
+    print(f"| command | median s | vs plain flake8 |")
+    print(f"|---|---:|---:|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / baseline:.2f}x |")
+    overhead = medians["flake8 (gradlint installed)"] / medians["flake8 (gradlint hidden)"]
+    print(f"plugin cost for flake8 users (installed / hidden): {overhead:.3f}x (target <= 1.2x)")
+    print(f"gradlint check vs plain flake8: {medians['gradlint check --jobs 1'] / baseline:.3f}x with one "
+          f"process, {medians['gradlint check (all cores)'] / baseline:.3f}x on all cores (target < 1x)")
+
+
+def phase_breakdown(corpus: Path) -> None:
+    """Where time goes on gradient-heavy code, measured in-process for every file."""
+    import libcst as cst
+
+    from gradlint.prefilter import might_have_gradient_code
+    from gradlint.rules import ALL_RULES
+    from gradlint.semantic import build_model
+    from gradlint.source import decode
+
+    totals = {"read+prefilter": 0.0, "parse (libcst)": 0.0, "semantic model": 0.0, "rules": 0.0,
+              "positions (files with findings)": 0.0}
+    lines = findings = 0
+    for path in sorted(corpus.rglob("*.py")):
+        start = time.perf_counter()
+        data = path.read_bytes()
+        lines += data.count(b"\n")
+        passes = might_have_gradient_code(data)
+        text = decode(data)
+        parsed = time.perf_counter()
+        totals["read+prefilter"] += parsed - start
+        if not passes:
+            continue
+        module = cst.parse_module(text)
+        built = time.perf_counter()
+        totals["parse (libcst)"] += built - parsed
+        model = build_model(module)
+        modelled = time.perf_counter()
+        totals["semantic model"] += modelled - built
+        reports = []
+        for rule in ALL_RULES:
+            reports.extend(rule().check(model))
+        checked = time.perf_counter()
+        totals["rules"] += checked - modelled
+        if reports:
+            findings += len(reports)
+            for report in reports:
+                model.position(report.node)
+            totals["positions (files with findings)"] += time.perf_counter() - checked
+    total = sum(totals.values())
+    print(f"\nTF-heavy corpus, one process: {lines:,} lines in {total:.2f} s = {lines / total:,.0f} lines/s "
+          f"({findings} findings)")
+    print("| phase | s | share |")
+    print("|---|---:|---:|")
+    for name, seconds in totals.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="tensorflow + keras sources instead of keras alone")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--heavy-files", type=int, default=120, help="files in the generated TF-heavy corpus")
+    args = parser.parse_args()
+    bin_dir = Path(sys.executable).parent
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, repeats={args.repeats} (interleaved)")
+
+    if args.full:
+        # one tree holding both packages' Python sources (discovery does not follow directory symlinks)
+        real = Path(tempfile.mkdtemp(prefix="gradlint-real-"))
+        for name in ("tensorflow", "keras"):
+            shutil.copytree(package_dir(name), real / name,
+                            ignore=shutil.ignore_patterns("*.so", "*.so.*", "*.a", "*.pyc"))
+        title = "installed tensorflow + keras sources"
+    else:
+        real = package_dir("keras")
+        title = "installed keras sources"
+    print_table(title, real, compare(real, args.repeats, bin_dir))
+
+    heavy = Path(tempfile.mkdtemp(prefix="gradlint-heavy-"))
+    generate_corpus(heavy, args.heavy_files)
+    print_table("generated TF-heavy corpus (every file has gradient code)", heavy,
+                compare(heavy, args.repeats, bin_dir))
+    phase_breakdown(heavy)
+    shutil.rmtree(heavy, ignore_errors=True)
+    if args.full:
+        shutil.rmtree(real, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
