@@ -20,9 +20,9 @@ from typing import Optional
 
 from gradlint import __version__
 from gradlint.config import ConfigError, Settings, find_config, load_settings, split_codes, with_overrides
+from gradlint import runner
 from gradlint.discovery import discover
 from gradlint.docs import render
-from gradlint.engine import lint_file
 from gradlint.reporting import FORMATTERS
 from gradlint.rules import ALL_RULES, select_rules
 from gradlint.runtime_checks import RUNTIME_CHECKS
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="read settings from this pyproject.toml only")
     check.add_argument("--isolated", action="store_true", help="ignore every configuration file")
     check.add_argument("--target-keras", type=int, choices=(2, 3), help="Keras major version the code targets")
+    check.add_argument("--jobs", "-j", type=int, default=0, metavar="N",
+                       help="worker processes (default: one per CPU; 1 checks in this process)")
 
     fix = commands.add_parser("fix", help="apply autofixes to files and directories")
     fix.add_argument("paths", nargs="*", default=None, metavar="PATH", help="files or directories (default: .)")
@@ -102,30 +104,20 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gradlint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    violations: list[Violation] = []
-    errors: list[FileError] = []
-    files_checked = 0
-    rules_cache: dict[tuple, list] = {}
     try:
-        for item in discover(paths, settings_for):
-            if isinstance(item, FileError):
-                errors.append(item)
-                print(item, file=sys.stderr)
-                continue
-            path, settings = item
-            ignore = settings.ignore + settings.ignored_for(path)
-            key = (settings.select, ignore)
-            if key not in rules_cache:
-                rules_cache[key] = select_rules(settings.select or None, ignore)
-            result = lint_file(path, rules_cache[key], target_keras=settings.target_keras)
-            files_checked += 1
-            violations.extend(result.violations)
-            for error in result.errors:
-                errors.append(error)
-                print(error, file=sys.stderr)
+        tasks, missing = runner.plan(paths, settings_for)
     except ConfigError as exc:
         print(f"gradlint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    for error in missing:
+        print(error, file=sys.stderr)
+
+    def report_errors(result) -> None:
+        for error in result.errors:
+            print(error, file=sys.stderr)
+
+    outcome = runner.run(tasks, jobs=args.jobs, on_result=report_errors)
+    violations, errors, files_checked = outcome.violations, missing + outcome.errors, outcome.files_checked
     if files_checked == 0 and not errors:
         print(f"gradlint: no Python files found in {', '.join(paths)}", file=sys.stderr)
     FORMATTERS[args.format](violations, errors, sys.stdout, files_checked)

@@ -116,5 +116,8 @@ def _syntax_error_message(text: str, exc: cst.ParserSyntaxError) -> str:
         return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}"
     except Exception:
         pass
+    else:
+        return (f"libcst cannot parse this file although Python accepts it (line {exc.raw_line}); "
+                "it was not checked")
     first = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
     return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}"
