@@ -1,8 +1,12 @@
 """GRD004: the ``(clipped, norm)`` pair of ``tf.clip_by_global_norm`` used as the gradient list."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
+import libcst as cst
+
+from gradlint.fixes.edits import Fix, replace
+from gradlint.fixes.tree import fresh_name
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 
@@ -34,8 +38,10 @@ class ClipGlobalNormNotUnpacked(Rule):
         "optimizer.apply_gradients(zip(grads, model.trainable_variables))"
     )
     FIX_SAFETY = (
-        "Safe: `grads = tf.clip_by_global_norm(...)` becomes `grads, _ = tf.clip_by_global_norm(...)`; code "
-        "that used the pair as gradients could not have worked."
+        "Safe: `grads = tf.clip_by_global_norm(...)` becomes `grads, _ = tf.clip_by_global_norm(...)` "
+        "(`grads, global_norm = ...` when the module calls a function named `_`, such as gettext's); code "
+        "that used the pair as gradients could not have worked. Only a single plain name target is fixed: "
+        "chained (`a = b = ...`) or parenthesized targets get no fix."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -67,4 +73,29 @@ class ClipGlobalNormNotUnpacked(Rule):
                 "`tf.clip_by_global_norm` returns `(clipped_gradients, global_norm)`; this name holds the pair "
                 f"and is used as the gradient list on line {model.line_of(misuse.use)} (Keras fails with a "
                 "shape error in Pack): unpack it, `grads, _ = tf.clip_by_global_norm(...)`",
+                fix=lambda assign=misuse.node: self.unpack_fix(model, assign),
             )
+
+    # ------------------------------------------------------------------ fix
+    def unpack_fix(self, model: SemanticModel, assign: cst.Assign) -> Optional[Fix]:
+        """``grads = tf.clip_by_global_norm(...)`` -> ``grads, _ = ...``; only for one plain name target."""
+        if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Name):
+            return None
+        target = assign.targets[0].target
+        if target.lpar or target.rpar:
+            return None
+        # `_` is the usual throw-away name, unless the module calls a function named `_` (gettext)
+        other = fresh_name(model.module, assign, "global_norm") if _calls_underscore(model.module) else "_"
+        pair = cst.Tuple([cst.Element(target, comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))),
+                          cst.Element(cst.Name(other))], lpar=[], rpar=[])
+        return self.fix([replace(target, pair)], f"unpack the pair: `{target.value}, {other} = ...`")
+
+
+def _calls_underscore(module: cst.Module) -> bool:
+    stack: list[cst.CSTNode] = [module]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Call) and isinstance(current.func, cst.Name) and current.func.value == "_":
+            return True
+        stack.extend(current.children)
+    return False

@@ -1,10 +1,18 @@
 """GRD007: a zip/map iterator of (gradient, variable) pairs consumed before it reaches the optimizer."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
+import libcst as cst
+
+from gradlint.fixes.edits import Fix, replace
+from gradlint.fixes.tree import enclosing_scope
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.semantic.records import IteratorReuse
+from gradlint.semantic.syntax import assigned_names
+
+_ITERATOR_BUILTINS = frozenset({"zip", "map", "filter", "enumerate"})
 
 
 class ZipConsumedBeforeApply(Rule):
@@ -36,8 +44,11 @@ class ZipConsumedBeforeApply(Rule):
         "optimizer.apply_gradients(pairs)"
     )
     FIX_SAFETY = (
-        "Safe: `pairs = zip(...)` becomes `pairs = list(zip(...))`, which iterates the same pairs as often as "
-        "the code asks."
+        "Safe: `pairs = zip(...)` becomes `pairs = list(zip(...))` (likewise for `map`, `filter` and "
+        "`enumerate`), which iterates the same pairs as often as the code asks. Only when the assignment binds "
+        "the call itself to one name: iterators built elsewhere (generator expressions, `iter(...)`, a call "
+        "in another statement), names passed to `next(...)`, and modules that rebind `zip` / `list` get no "
+        "fix."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -67,4 +78,57 @@ class ZipConsumedBeforeApply(Rule):
                 f"this iterator of (gradient, variable) pairs was already consumed on line "
                 f"{model.line_of(reuse.consumed_by)}, so nothing is left to apply (Keras 3 raises 'not enough "
                 "values to unpack', legacy Keras applies nothing): build it with `list(zip(...))`",
+                fix=lambda reuse=reuse: self.list_fix(model, reuse),
             )
+
+    # ------------------------------------------------------------------ fix
+    def list_fix(self, model: SemanticModel, reuse: IteratorReuse) -> Optional[Fix]:
+        """``pairs = zip(...)`` -> ``pairs = list(zip(...))`` when the assignment binds the call itself."""
+        assign, call = reuse.assigned_in, reuse.created_by
+        if assign is None or call is None or assign.value is not call:
+            return None
+        if not isinstance(call.func, cst.Name) or call.func.value not in _ITERATOR_BUILTINS:
+            return None
+        if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Name):
+            return None
+        name = assign.targets[0].target.value
+        scope = enclosing_scope(model.module, assign)
+        if _shadowed(model.module, call.func.value) or _advanced_by_next(scope, name):
+            return None  # not the builtin, or the code relies on it being an iterator
+        wrapped = cst.Call(func=cst.Name("list"), args=[cst.Arg(call.with_changes(lpar=[], rpar=[]))],
+                           lpar=call.lpar, rpar=call.rpar)
+        return self.fix([replace(call, wrapped)], f"make `{name}` a list: `{name} = list({call.func.value}(...))`")
+
+
+def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(current.children)
+
+
+def _shadowed(module: cst.Module, builtin: str) -> bool:
+    """Is ``builtin`` (or ``list``) bound anywhere in the module (def, class, import, assignment)?"""
+    names = {builtin, "list"}
+    if assigned_names(module) & names:
+        return True
+    for node in _walk(module):
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.name.value in names:
+            return True
+        if isinstance(node, cst.ImportAlias):
+            bound = node.asname.name if node.asname is not None else node.name
+            if isinstance(bound, cst.Name) and bound.value in names:
+                return True
+        if isinstance(node, cst.Param) and node.name.value in names:
+            return True
+    return False
+
+
+def _advanced_by_next(scope: cst.CSTNode, name: str) -> bool:
+    """``next(name)`` somewhere in the scope: a list would raise TypeError there."""
+    for node in _walk(scope):
+        if isinstance(node, cst.Call) and isinstance(node.func, cst.Name) and node.func.value == "next" \
+                and any(isinstance(arg.value, cst.Name) and arg.value.value == name for arg in node.args):
+            return True
+    return False

@@ -1,8 +1,11 @@
 """GRD015: optimizer methods that Keras 3 (or Keras 2.11+) optimizers no longer have."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Optional
 
+import libcst as cst
+
+from gradlint.fixes.edits import Fix, replace
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel, tfapi
 
@@ -39,7 +42,12 @@ class RemovedOptimizerApi(Rule):
         "optimizer.apply_gradients(zip(grads, model.trainable_variables))\n"
         "n_slots = len(optimizer.variables)"
     )
-    FIX_SAFETY = "Safe for `optimizer.variables()` -> `optimizer.variables`; the other methods have no autofix."
+    FIX_SAFETY = (
+        "Safe for `optimizer.variables()` -> `optimizer.variables` on Keras 3 optimizers (the call could only "
+        "raise `TypeError`); a call with arguments or with a comment inside its parentheses gets no fix. "
+        "`minimize`, `compute_gradients`, `get_gradients` and `get_updates` have no autofix: rewrite the step "
+        "with `tf.GradientTape` and `apply_gradients`."
+    )
     INVALID = (
         "import keras\n"
         "opt = keras.optimizers.SGD()\n"
@@ -69,7 +77,8 @@ class RemovedOptimizerApi(Rule):
             keras3 = info.kind == tfapi.KIND_KERAS and model.target_keras == 3
             if keras3 and call.method == "variables":
                 yield self.report(call.node, "`optimizer.variables` is a list in Keras 3, not a method "
-                                             "(TypeError): drop the parentheses")
+                                             "(TypeError): drop the parentheses",
+                                  fix=lambda node=call.node: self.attribute_fix(model, node))
             elif keras3 and call.method in _GONE_IN_KERAS_3:
                 yield self.report(
                     call.node,
@@ -82,3 +91,15 @@ class RemovedOptimizerApi(Rule):
                     f"Keras 2.11+ optimizers have no `{call.method}` (AttributeError): use `tf.GradientTape` "
                     "and `apply_gradients`, or `tf_keras.optimizers.legacy` for old code",
                 )
+
+    # ------------------------------------------------------------------ fix
+    def attribute_fix(self, model: SemanticModel, call: cst.Call) -> Optional[Fix]:
+        """``opt.variables()`` -> ``opt.variables``: only without arguments and without comments inside the
+        parentheses (they would be lost)."""
+        if call.args or not isinstance(call.func, cst.Attribute) or call.func.attr.value != "variables":
+            return None
+        if "#" in model.module.code_for_node(call.whitespace_after_func) \
+                + model.module.code_for_node(call.whitespace_before_args):
+            return None
+        attribute = call.func.with_changes(lpar=[*call.lpar, *call.func.lpar], rpar=[*call.func.rpar, *call.rpar])
+        return self.fix([replace(call, attribute)], "drop the parentheses: `optimizer.variables`")

@@ -55,7 +55,10 @@ def assert_fix_properties(text: str, path: str, *, unsafe: bool = True) -> None:
     counts_before = Counter(v.code for v in before.violations)
     counts_after = Counter(v.code for v in after.violations)
     for code in once.applied:
-        assert counts_after[code] < counts_before[code], f"{code} fixed but not fewer findings"
+        # fewer findings of every fixed code; or none left, when a fix uncovered a finding that a later pass
+        # fixed too (`grads, _ = tf.clip_by_global_norm(...)` makes the loop over `grads` a GRD001 finding)
+        assert counts_after[code] < counts_before[code] or counts_after[code] == 0, \
+            f"{code} fixed but not fewer findings"
     assert set(counts_after) <= set(counts_before), "a fix introduced a finding of another code"
     if "\r\n" in text and not _LONE_LF.search(text):
         assert not _LONE_LF.search(once.fixed), "CRLF file got a bare LF"
