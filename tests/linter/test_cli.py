@@ -209,3 +209,12 @@ def test_rules_and_explain() -> None:
 def test_version_and_help() -> None:
     assert run_gradlint("--version").stdout.startswith("gradlint ")
     assert "check" in run_gradlint().stdout
+
+
+def test_parallel_jobs_give_identical_results() -> None:
+    target = str(FIXTURES)
+    serial = run_gradlint("check", "--format", "json", "--jobs", "1", target)
+    parallel = run_gradlint("check", "--format", "json", "--jobs", "2", target)
+    assert serial.returncode == parallel.returncode == 1
+    assert serial.stdout == parallel.stdout
+    assert json.loads(serial.stdout)["files_checked"] >= 40
