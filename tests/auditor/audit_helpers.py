@@ -11,6 +11,7 @@ import keras  # noqa: E402
 CUSTOM_MODES = ["eager", "function", "xla"]
 FIT_MODES = [
     pytest.param({"steps_per_execution": 1, "jit_compile": False}, id="fit"),
+    pytest.param({"steps_per_execution": 3, "jit_compile": False}, id="fit-spe3"),
     pytest.param({"steps_per_execution": 3, "jit_compile": True}, id="fit-spe3-xla"),
 ]
 
