@@ -233,11 +233,14 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         if isinstance(value, Seq) and value.is_iterator and value.created_by is not None:
             value.assigned_in = node
         named = not (isinstance(first_target, cst.Name) and first_target.value == "_")
+        head = first_target
         if isinstance(first_target, (cst.Tuple, cst.List)) and first_target.elements:
             head = first_target.elements[0].value
             named = not (isinstance(head, cst.Name) and head.value == "_")
+        result_name = head.value if named and isinstance(head, cst.Name) and len(node.targets) == 1 else None
         for clip in self.pending_clips:
             clip.result_named = named
+            clip.result_name = result_name
         self.pending_clips = []
         try:
             for target in node.targets:

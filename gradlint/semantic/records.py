@@ -158,6 +158,9 @@ class ClipCall:
     input_scaled: bool
     result_named: bool  # the clipped list was bound to a name other than `_`
     scope: object
+    # the plain name of the assignment that holds the clip (`clipped` in `clipped, norm = ...` and in
+    # `clipped = [...]`); None for other targets. Whether it holds the whole clipped list, check the tree.
+    result_name: Optional[str] = None
 
 
 @dataclass(eq=False)
