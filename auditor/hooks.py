@@ -45,7 +45,8 @@ def register(session) -> None:
         for other in _sessions:
             if other._thread == session._thread:
                 inherited.extend(other._probes)
-        for probe in list(_live) + list(_probes.values()):
+        candidates = list(_live) + list(_probes.values()) + [p for ps in list(_traced.values()) for p in ps]
+        for probe in candidates:
             opt = probe.optimizer_ref()
             if opt is not None and session._owns(opt):
                 inherited.append(probe)

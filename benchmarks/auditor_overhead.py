@@ -195,5 +195,6 @@ def main(argv=None):
                       f"{wall['auto/10'] / base:>13.3f}x | {cpu['auto'] / cpu['base']:>14.3f}x | "
                       f"{cpu['every'] / cpu['base']:>15.3f}x |", flush=True)
 
+
 if __name__ == "__main__":
     main()
