@@ -18,13 +18,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from gradlint import __version__
+from gradlint import __version__, runner
 from gradlint.config import ConfigError, Settings, find_config, load_settings, split_codes, with_overrides
-from gradlint import runner
-from gradlint.discovery import discover
 from gradlint.docs import render
 from gradlint.reporting import FORMATTERS
-from gradlint.rules import ALL_RULES, select_rules
+from gradlint.rules import ALL_RULES, RULES_BY_CODE
 from gradlint.runtime_checks import RUNTIME_CHECKS
 from gradlint.violation import FileError, Violation
 
@@ -97,20 +95,24 @@ def _dispatch(argv: Optional[list[str]]) -> int:
     return EXIT_CLEAN
 
 
-def run_check(args: argparse.Namespace) -> int:
-    paths = args.paths or ["."]
+def _plan(args: argparse.Namespace, paths: list[str]):
+    """The files to check with their rules, or None after reporting a configuration error."""
     try:
-        settings_for = _settings_resolver(args)
+        tasks, missing = runner.plan(paths, _settings_resolver(args))
     except ConfigError as exc:
         print(f"gradlint: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        tasks, missing = runner.plan(paths, settings_for)
-    except ConfigError as exc:
-        print(f"gradlint: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return None
     for error in missing:
         print(error, file=sys.stderr)
+    return tasks, missing
+
+
+def run_check(args: argparse.Namespace) -> int:
+    paths = args.paths or ["."]
+    planned = _plan(args, paths)
+    if planned is None:
+        return EXIT_ERROR
+    tasks, missing = planned
 
     def report_errors(result) -> None:
         for error in result.errors:
@@ -130,30 +132,20 @@ def run_fix(args: argparse.Namespace) -> int:
     from gradlint.fixes.apply import fix_file
 
     paths = args.paths or ["."]
-    try:
-        settings_for = _settings_resolver(args)
-    except ConfigError as exc:
-        print(f"gradlint: error: {exc}", file=sys.stderr)
+    planned = _plan(args, paths)
+    if planned is None:
         return EXIT_ERROR
+    tasks, missing = planned
     remaining: list[Violation] = []
-    errors: list[FileError] = []
+    errors: list[FileError] = list(missing)
     files_checked = files_fixed = findings_fixed = 0
     unsafe_hidden: Counter = Counter()
-    rules_cache: dict[tuple, list] = {}
     report = sys.stderr if args.diff else sys.stdout
     try:
-        for item in discover(paths, settings_for):
-            if isinstance(item, FileError):
-                errors.append(item)
-                print(item, file=sys.stderr)
-                continue
-            path, settings = item
-            ignore = settings.ignore + settings.ignored_for(path)
-            key = (settings.select, ignore)
-            if key not in rules_cache:
-                rules_cache[key] = select_rules(settings.select or None, ignore)
-            result = fix_file(path, rules_cache[key], unsafe=args.unsafe_fixes, target_keras=settings.target_keras,
-                              write=not args.diff)
+        for task in tasks:
+            path = task.path
+            result = fix_file(path, [RULES_BY_CODE[code] for code in task.codes], unsafe=args.unsafe_fixes,
+                              target_keras=task.target_keras, write=not args.diff)
             files_checked += 1
             remaining.extend(result.remaining)
             unsafe_hidden.update(result.unsafe_available)
