@@ -6,11 +6,11 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from gradlint.fixes.edits import Fix, replace
-from gradlint.fixes.tree import enclosing_scope
+from gradlint.fixes.tree import ancestors, enclosing_scope
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import IteratorReuse
-from gradlint.semantic.syntax import assigned_names
+from gradlint.semantic.syntax import all_params, target_names
 
 _ITERATOR_BUILTINS = frozenset({"zip", "map", "filter", "enumerate"})
 
@@ -47,8 +47,8 @@ class ZipConsumedBeforeApply(Rule):
         "Safe: `pairs = zip(...)` becomes `pairs = list(zip(...))` (likewise for `map`, `filter` and "
         "`enumerate`), which iterates the same pairs as often as the code asks. Only when the assignment binds "
         "the call itself to one name: iterators built elsewhere (generator expressions, `iter(...)`, a call "
-        "in another statement), names passed to `next(...)`, and modules that rebind `zip` / `list` get no "
-        "fix."
+        "in another statement), names passed to `next(...)`, and code where `zip` / `list` is not the builtin "
+        "(bound in the function, an enclosing function or the module) get no fix."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -93,7 +93,7 @@ class ZipConsumedBeforeApply(Rule):
             return None
         name = assign.targets[0].target.value
         scope = enclosing_scope(model.module, assign)
-        if _shadowed(model.module, call.func.value) or _advanced_by_next(scope, name):
+        if _shadowed(model.module, assign, call.func.value) or _advanced_by_next(scope, name):
             return None  # not the builtin, or the code relies on it being an iterator
         wrapped = cst.Call(func=cst.Name("list"), args=[cst.Arg(call.with_changes(lpar=[], rpar=[]))],
                            lpar=call.lpar, rpar=call.rpar)
@@ -108,21 +108,43 @@ def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(current.children)
 
 
-def _shadowed(module: cst.Module, builtin: str) -> bool:
-    """Is ``builtin`` (or ``list``) bound anywhere in the module (def, class, import, assignment)?"""
+def _shadowed(module: cst.Module, assign: cst.Assign, builtin: str) -> bool:
+    """Is ``builtin`` (or ``list``) bound where ``assign`` looks names up: in its function, an enclosing
+    function, or the module's top level (def, class, import, parameter, assignment, loop target)?"""
     names = {builtin, "list"}
-    if assigned_names(module) & names:
-        return True
-    for node in _walk(module):
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef)) and node.name.value in names:
-            return True
-        if isinstance(node, cst.ImportAlias):
-            bound = node.asname.name if node.asname is not None else node.name
-            if isinstance(bound, cst.Name) and bound.value in names:
+    scopes = [a for a in ancestors(module, assign) if isinstance(a, (cst.FunctionDef, cst.Lambda))]
+    for scope in [*scopes, module]:
+        if isinstance(scope, (cst.FunctionDef, cst.Lambda)):
+            if {p.name.value for p in all_params(scope.params)} & names:
                 return True
-        if isinstance(node, cst.Param) and node.name.value in names:
-            return True
+            start: cst.CSTNode = scope.body
+        else:
+            start = scope
+        stack = [start]
+        while stack:
+            node = stack.pop()
+            if _binds(node) & names:
+                return True
+            if not isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda, cst.ListComp, cst.SetComp,
+                                     cst.DictComp, cst.GeneratorExp)):
+                stack.extend(node.children)  # other scopes bind their own names
     return False
+
+
+def _binds(node: cst.CSTNode) -> set[str]:
+    """The names ``node`` itself binds in the scope it runs in."""
+    if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+        return {node.name.value}
+    if isinstance(node, cst.ImportAlias):
+        alias = node.asname.name if node.asname is not None else node.name
+        while isinstance(alias, cst.Attribute):  # `import a.b` binds `a`
+            alias = alias.value
+        return {alias.value} if isinstance(alias, cst.Name) else set()
+    if isinstance(node, cst.WithItem):
+        return set(target_names(node.asname.name)) if node.asname is not None else set()
+    if isinstance(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.NamedExpr)):
+        return set(target_names(node.target))
+    return set()
 
 
 def _advanced_by_next(scope: cst.CSTNode, name: str) -> bool:

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from typing import Iterator, Optional
 
+import libcst as cst
+
+from gradlint.fixes.edits import Fix, insert_before
+from gradlint.fixes.tree import child_toward, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel, tfapi
 from gradlint.semantic.records import LossScaleCall
+from gradlint.semantic.syntax import assigned_names, call_argument
 
 _REMOVED_IN_KERAS_3 = frozenset({"get_scaled_loss", "get_unscaled_gradients"})
 
@@ -50,8 +55,14 @@ class LossScaleMisuse(Rule):
         "optimizer.apply_gradients(zip(grads, model.trainable_variables))  # unscales itself"
     )
     FIX_SAFETY = (
-        "Unsafe (tf_keras only): inserting `grads = optimizer.get_unscaled_gradients(grads)` before "
-        "`apply_gradients` changes every update by the loss scale — which is the bug being fixed."
+        "Unsafe (tf_keras / Keras 2 only): for `get_scaled_loss` without `get_unscaled_gradients`, "
+        "`grads = opt.get_unscaled_gradients(grads)` (with the code's own names) is inserted right before "
+        "the `opt.apply_gradients(zip(grads, ...))` that applies the gradients of the scaled loss, which "
+        "changes every update by the loss scale — the bug being fixed. Only when the optimizer and the "
+        "gradient list are plain names, that call is the function's only one applying scaled gradients, and "
+        "it is a statement of the block that computed the gradients (not in a loop or branch of its own). "
+        "The other findings (the reverse case, Keras 3's removed methods, clipping scaled gradients) have "
+        "no fix."
     )
     INVALID = (
         "import tf_keras\n"
@@ -117,6 +128,7 @@ class LossScaleMisuse(Rule):
                     call.node,
                     "the loss is scaled but the gradients are never unscaled with `get_unscaled_gradients`: "
                     "every update is the loss scale (2**15) times too large",
+                    fix=lambda call=call: self.unscale_fix(model, call),
                 )
             elif call.method == "get_unscaled_gradients" and "get_scaled_loss" not in methods:
                 yield self.report(
@@ -132,3 +144,43 @@ class LossScaleMisuse(Rule):
                     "large, so clipping is always active; clip after unscaling (or let the optimizer clip "
                     "with `global_clipnorm=`)",
                 )
+
+    # ------------------------------------------------------------------ fix
+    def unscale_fix(self, model: SemanticModel, scaled: LossScaleCall) -> Optional[Fix]:
+        """``grads = opt.get_unscaled_gradients(grads)`` before the one ``opt.apply_gradients(zip(grads, ...))``
+        of this function that applies gradients of the scaled loss; None unless the optimizer and the gradient
+        list are plain names and the apply call is a statement of the block that computed the gradients."""
+        module = model.module
+        receiver = scaled.node.func.value if isinstance(scaled.node.func, cst.Attribute) else None
+        if not isinstance(receiver, cst.Name):
+            return None
+        applies = [c for c in model.optimizer_calls
+                   if c.method == "apply_gradients" and c.scope == scaled.scope and not c.expects_error
+                   and getattr(c.gradient, "scaled", False)]
+        if len(applies) != 1:
+            return None  # none, or several: which one to unscale for is not clear
+        call = applies[0]
+        func = call.node.func
+        if not (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+                and func.value.value == receiver.value):
+            return None  # another optimizer object
+        pairs = call_argument(call.node, 0, "grads_and_vars")
+        if not (isinstance(pairs, cst.Call) and isinstance(pairs.func, cst.Name) and pairs.func.value == "zip"
+                and len(pairs.args) == 2 and all(a.keyword is None and not a.star for a in pairs.args)
+                and isinstance(pairs.args[0].value, cst.Name)):
+            return None
+        grads = pairs.args[0].value.value
+        expr = parent(module, call.node)
+        line = parent(module, expr) if isinstance(expr, cst.Expr) else None
+        block = parent(module, line) if isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1 else None
+        if not isinstance(block, (cst.IndentedBlock, cst.Module)):
+            return None  # not a statement of its own
+        body = list(block.body)
+        computed = child_toward(module, block, call.gradient.source.node)
+        start = next((i for i, s in enumerate(body) if s is computed), None)
+        end = next(i for i, s in enumerate(body) if s is line)
+        if start is None or start >= end or grads not in assigned_names(computed):
+            return None  # computed in another block (a loop would unscale them again), or not bound to `grads`
+        unscale = cst.parse_statement(f"{grads} = {receiver.value}.get_unscaled_gradients({grads})\n")
+        return self.fix([insert_before(line, unscale)],
+                        f"unscale before applying: `{grads} = {receiver.value}.get_unscaled_gradients({grads})`")
