@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Generic, Iterator, Optional, TypeVar
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodeRange
 
 from gradlint.semantic.imports import ImportMap
 from gradlint.semantic.records import (
@@ -69,12 +69,16 @@ class SemanticModel:
         self.nodes: dict[int, cst.CSTNode] = {}  # nodes named by id in provenance entries
         self._positions: Optional[dict] = None
 
-    # Positions cost ~140 ms per 1,000 lines, so they are computed only when a rule reports.
+    # Positions need a code generation pass over the whole file, so they are computed only when a rule
+    # reports (see positions.py for why not libcst's PositionProvider).
     def position(self, node: cst.CSTNode) -> CodeRange:
         if self._positions is None:
-            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._positions = wrapper.resolve(PositionProvider)
-        return self._positions[node]
+            from gradlint.semantic.positions import compute_positions
+
+            self._positions = compute_positions(self.module)
+        from gradlint.semantic.positions import to_range
+
+        return to_range(self._positions[node])
 
     def line_of(self, node: cst.CSTNode) -> int:
         return self.position(node).start.line

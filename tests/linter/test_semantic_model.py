@@ -117,3 +117,22 @@ def test_positions_are_computed_only_when_asked() -> None:
     (source,) = list(model.gradient_sources)
     assert model.line_of(source.node) == 2
     assert model._positions is not None
+
+
+@pytest.mark.parametrize("path", ["fixtures/example/train_partial_update.py", "gradlint/semantic/calls.py"])
+def test_fast_positions_match_libcst_position_provider(path) -> None:
+    from pathlib import Path
+
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from gradlint.semantic.positions import compute_positions, to_range
+
+    source = (Path(__file__).resolve().parents[2] / path).read_text()
+    source = source.replace("\n", "\r\n", 3)  # mixed newlines too
+    module = cst.parse_module(source)
+    expected = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    ours = compute_positions(module)
+    differing = [node for node, span in expected.items()
+                 if not isinstance(node, cst.Module) and to_range(ours[node]) != span]
+    assert differing == []
+    assert len(ours) == len(expected)
