@@ -311,3 +311,30 @@ def check_clipping(records, thresholds: dict) -> list[Finding]:
                 f"learning-rate cut.",
                 clipped[0][0].step))
     return out
+
+
+def check_replica_clipping(records) -> list[Finding]:
+    """GRD109: under tf.distribute the applied (all-reduced) gradient exceeds the configured bound,
+    because each replica clipped its own gradients before the all-reduce."""
+    out = []
+    for label, group in by_optimizer(records).items():
+        over = []
+        for r in group:
+            if r.replica_norms is None or not r.clip_bound:
+                continue
+            tol = r.clip_bound * (1 + 1e-3) + 1e-12
+            if r.clip_kind == "global_clipnorm":
+                applied = r.clipped_norm
+            else:
+                applied = max((v for v in r.var_norms.values() if _finite(v)), default=None)
+            if _finite(applied) and applied > tol:
+                over.append((r, applied))
+        if over:
+            first, worst = over[0][0], max(a for _, a in over)
+            out.append(make_finding(
+                "GRD109",
+                f"optimizer {label}: {first.clip_kind}={first.clip_bound:.4g} is applied per replica before "
+                f"the all-reduce across {len(first.replica_norms)} replicas; the applied gradient norm reached "
+                f"{worst:.4g} (over the bound on {len(over)} of {len(group)} steps).",
+                first.step))
+    return out

@@ -64,6 +64,21 @@ def differs(a, b):
     return tf.reduce_any(tf.not_equal(a, b))
 
 
+def make_variable(initial, name, device=None):
+    """A plain (non-distributed) resource variable, created outside any function graph.
+
+    ``ResourceVariable`` is constructed directly so that a ``tf.distribute`` strategy in scope
+    does not turn the auditor's buffers into mirrored variables: each replica owns its own.
+    """
+    from tensorflow.python.ops import resource_variable_ops
+
+    with tf.init_scope():
+        if device is not None:
+            with tf.device(device):
+                return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name)
+        return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name)
+
+
 def cond(pred, true_fn, false_fn):
     """``tf.cond`` whose branches return a bool scalar (keeps XLA happy)."""
     return tf.cond(pred, true_fn, false_fn)

@@ -27,11 +27,19 @@ _CLIP_MEMORY = 4096
 
 
 # ---- registry --------------------------------------------------------------------------------
+def current_thread_id() -> int:
+    """The id of the thread that owns this work: a ``tf.distribute`` replica thread counts as
+    the thread that started it (``strategy.run`` / ``fit`` run replicas in threads)."""
+    thread = threading.current_thread()
+    parent = getattr(thread, "_auditor_parent", None)
+    return parent if parent is not None else threading.get_ident()
+
+
 def active_sessions(optimizer=None) -> list:
     """Watches that should see an apply of ``optimizer`` in the current thread."""
     if not _sessions:
         return []
-    tid = threading.get_ident()
+    tid = current_thread_id()
     with _lock:
         return [s for s in _sessions if s._thread == tid or (optimizer is not None and s._owns(optimizer))]
 
@@ -95,14 +103,14 @@ def drain_probe(probe: Probe) -> None:
             session._ingest(probe, rows, tags, lost)
 
 
-def get_probe(optimizer, variables, none_mask, with_snapshots) -> Probe:
-    key = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask))
+def get_probe(optimizer, variables, none_mask, with_snapshots, replica=None) -> Probe:
+    key = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask), replica and replica[:2])
     with _lock:
         probe = _probes.get(key)
         if (probe is None or probe.optimizer_ref() is not optimizer
                 or any(a is not b for a, b in zip(probe.variables, variables))
                 or (with_snapshots and probe.snapshots is None)):
-            probe = Probe(optimizer, variables, none_mask, with_snapshots)
+            probe = Probe(optimizer, variables, none_mask, with_snapshots, replica)
             _probes[key] = probe
         return probe
 
@@ -155,6 +163,61 @@ def _user_clip_norms(grads):
     return per, global_norm
 
 
+# ---- tf.distribute --------------------------------------------------------------------------------
+def replica_info():
+    """``(local replica index, local replica count, device)`` inside a replica context of a
+    strategy with more than one replica in sync, else None. Local: per worker, so that
+    ``MultiWorkerMirroredStrategy`` keeps per-process state only."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    strategy = tf.distribute.get_strategy()
+    if strategy.num_replicas_in_sync < 2:
+        return None
+    ctx = tf.distribute.get_replica_context()
+    devices = [str(d) for d in strategy.extended.worker_devices]
+    device = str(ctx.devices[0]) if getattr(ctx, "devices", None) else None
+    if device in devices:
+        index = devices.index(device)
+    else:
+        index = int(tf.get_static_value(ctx.replica_id_in_sync_group) or 0) % max(len(devices), 1)
+        device = devices[index] if devices else None
+    return index, max(len(devices), 1), device
+
+
+def _aggregate_pre_norm(grads):
+    """Norm of the replicas' summed gradients before clipping: one extra all-reduce, emitted
+    only when the optimizer clips (otherwise the all-reduced gradients Keras computes anyway
+    give it)."""
+    ctx = tf.distribute.get_replica_context()
+    dense = [tf.cast(tf.convert_to_tensor(g), tf.float32) for g in grads if g is not None]
+    if not dense:
+        return None
+    summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    return tf.sqrt(tf.add_n([gs_sq(t) for t in summed]))
+
+
+def gs_sq(t):
+    from auditor import graph_stats as gs
+
+    return gs.sq_norm(t)
+
+
+def _patched_all_reduce_sum(self, grads_and_vars):
+    """Keras 3 (TF backend) all-reduces the clipped gradients in the replica context: measure
+    the result locally (no second all-reduce) for the apply being recorded."""
+    result = _originals["all_reduce_sum"](self, grads_and_vars)
+    pending = getattr(_tls, "reduce_for", None)
+    if pending is not None and pending[0] is self:
+        result = list(result)
+        _tls.reduced = [None if g is None else gs_sq(g) for g, _ in result]
+    return result
+
+
+def _patched_replica_thread_init(self, *args, **kwargs):
+    _originals["replica_thread_init"](self, *args, **kwargs)
+    self._auditor_parent = current_thread_id()
+
+
 # ---- patched functions --------------------------------------------------------------------------
 def _patched_apply(self, grads, trainable_variables=None):
     original = _originals["apply"]
@@ -173,7 +236,8 @@ def _patched_apply(self, grads, trainable_variables=None):
 
     none_mask = [g is None for g in grads]
     with_snapshots = any(s.check_changes != "off" for s in sessions)
-    probe = get_probe(self, variables, none_mask, with_snapshots)
+    replica = replica_info()
+    probe = get_probe(self, variables, none_mask, with_snapshots, replica)
     if not tf.executing_eagerly():
         with _lock:
             kept = _traced.setdefault(self, [])
@@ -186,14 +250,21 @@ def _patched_apply(self, grads, trainable_variables=None):
     if user_global is not None or any(u is not None for u in user_norms):
         probe.user_clip = True
 
+    aggregate_pre = None
+    if replica is not None and probe.has_clipping() and not probe.user_clip:
+        aggregate_pre = _aggregate_pre_norm(grads)
     _tls.in_apply = True
+    _tls.reduce_for = (self,) if replica is not None else None
+    _tls.reduced = None
     try:
         iteration = tf.identity(self._iterations.value)  # read before apply increments it
-        state = probe.emit_before(iteration, grads, self, user_norms, user_global)
+        state = probe.emit_before(iteration, grads, self, user_norms, user_global, aggregate_pre)
         result = original(self, grads, trainable_variables)
-        probe.emit_after(state, iteration)
+        probe.emit_after(state, iteration, _tls.reduced)
     finally:
         _tls.in_apply = False
+        _tls.reduce_for = None
+        _tls.reduced = None
     if tf.executing_eagerly():
         for session in sessions:
             session._after_eager_apply(probe)
@@ -264,9 +335,29 @@ def _function_class():
     return polymorphic_function.Function
 
 
+def _tf_optimizer_class():
+    import keras
+
+    for cls in keras.optimizers.Optimizer.__mro__:  # Keras 3.15: backend.tensorflow.optimizer.TFOptimizer
+        if "_all_reduce_sum_gradients" in cls.__dict__:
+            return cls
+    return None  # another Keras backend: no TF all-reduce to observe
+
+
+def _replica_thread_class():
+    from tensorflow.python.distribute import mirrored_run
+
+    return mirrored_run._MirroredReplicaThread
+
+
 def patch_targets():
     """(owner, attribute, key, replacement) for every patch."""
-    return [
+    optional = []
+    tf_opt = _tf_optimizer_class()
+    if tf_opt is not None:
+        optional.append((tf_opt, "_all_reduce_sum_gradients", "all_reduce_sum", _patched_all_reduce_sum))
+    return optional + [
+        (_replica_thread_class(), "__init__", "replica_thread_init", _patched_replica_thread_init),
         (_apply_owner(), "apply", "apply", _patched_apply),
         (tf.GradientTape, "gradient", "gradient", _patched_gradient),
         (tf, "clip_by_global_norm", "clip_by_global_norm", _patched_clip_by_global_norm),

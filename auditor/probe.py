@@ -38,27 +38,34 @@ def is_variable(obj) -> bool:
 class Probe:
     """Device state and emitted ops for one (optimizer, variable list, None pattern)."""
 
-    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool):
+    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None):
+        """``replica``: ``(local index, local replica count, device)`` when ``apply`` runs in a
+        ``tf.distribute`` replica context; each replica then owns a probe whose buffers live on
+        its device (no state shared across replicas), and rows carry the all-reduced norms."""
         self.optimizer_ref = weakref.ref(optimizer)
         self.variables = list(variables)
         self.none_mask = tuple(none_mask)
         self.user_clip = False
         self.subscribers: list = []
+        self.replica = replica
+        self.group = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask))
+        device = replica[2] if replica else None
         n = len(self.variables)
-        width = FIXED + 3 * n
+        self.extra = n + 1 if replica else 0  # all-reduced per-variable norms, then their total
+        width = FIXED + 3 * n + self.extra
         capacity = int(min(1024, max(64, RING_BYTES // (4 * width))))
-        self.ring = RingBuffer(width, capacity)
+        self.ring = RingBuffer(width, capacity, device)
+        mk = gs.make_variable
         with tf.init_scope():
-            self.enabled = tf.Variable(False, trainable=False, name="auditor_enabled")
-            self.mode = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="auditor_mode")
-            self.every = tf.Variable(tf.constant(1, tf.int64), trainable=False, name="auditor_every")
-            self.period = tf.Variable(tf.constant(50, tf.int64), trainable=False, name="auditor_period")
-            self.check_until = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="auditor_check_until")
+            self.enabled = mk(False, "auditor_enabled", device)
+            self.mode = mk(tf.constant(0, tf.int64), "auditor_mode", device)
+            self.every = mk(tf.constant(1, tf.int64), "auditor_every", device)
+            self.period = mk(tf.constant(50, tf.int64), "auditor_period", device)
+            self.check_until = mk(tf.constant(0, tf.int64), "auditor_check_until", device)
             self.snapshots = None
             if with_snapshots:
                 self.snapshots = [
-                    None if none else tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False,
-                                                  name="auditor_snapshot")
+                    None if none else mk(tf.zeros(v.shape, v.dtype), "auditor_snapshot", device)
                     for v, none in zip(self.variables, self.none_mask)
                 ]
 
@@ -79,7 +86,7 @@ class Probe:
             self.enabled.assign(True)
 
     # ---- emitted ops --------------------------------------------------------------------------
-    def emit_before(self, iteration, grads, optimizer, user_norms, user_global):
+    def emit_before(self, iteration, grads, optimizer, user_norms, user_global, aggregate_pre=None):
         """Ops run before ``apply``: decide whether to record/check, measure the gradients,
         snapshot the variables if checking. Returns the state ``emit_after`` needs.
 
@@ -92,7 +99,7 @@ class Probe:
         )
         width = 4 + 2 * len(grads)
         config = _clip_config(optimizer)
-        measured = tf.cond(record, lambda: self._measure(grads, config, user_norms, user_global),
+        measured = tf.cond(record, lambda: self._measure(grads, config, user_norms, user_global, aggregate_pre),
                            lambda: tf.zeros([width], tf.float32))
         if self.snapshots is None:
             return record, tf.constant(False), measured
@@ -115,10 +122,22 @@ class Probe:
         gs.cond(check, take_snapshot, lambda: tf.constant(False))
         return record, check, measured
 
-    def emit_after(self, state, iteration):
-        """Ops run after ``apply``: compare with the snapshot, append the row (if recording)."""
+    def emit_after(self, state, iteration, reduced_sq=None):
+        """Ops run after ``apply``: compare with the snapshot, append the row (if recording).
+
+        ``reduced_sq``: per variable, the squared norm of the all-reduced gradient (replicas)."""
         record, check, measured = state
         n = len(self.variables)
+        tail = []
+        if self.extra:
+            nan = tf.constant(math.nan, tf.float32)
+            if reduced_sq is None:
+                tail = [tf.fill([n + 1], nan)]
+            else:
+                sq = [nan if r is None else r for r in reduced_sq]
+                real = [r for r in reduced_sq if r is not None]
+                total = tf.sqrt(tf.add_n(real)) if real else nan
+                tail = [tf.sqrt(tf.stack(sq)), tf.reshape(total, [1])]
 
         def write_row():
             if self.snapshots is None:
@@ -132,13 +151,13 @@ class Probe:
 
                 changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
             row = tf.concat([measured[:3], tf.reshape(tf.cast(check, tf.float32), [1]), measured[3:],
-                             tf.cast(changed, tf.float32)], 0)
+                             tf.cast(changed, tf.float32)] + tail, 0)
             self.ring.write(row, iteration)
             return tf.constant(True)
 
         gs.cond(record, write_row, lambda: tf.constant(False))
 
-    def _measure(self, grads, config, user_norms, user_global):
+    def _measure(self, grads, config, user_norms, user_global, aggregate_pre=None):
         """[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...] as float32."""
         scale, clipnorm, global_clipnorm, clipvalue, accumulating = config
         nan = tf.constant(math.nan, tf.float32)
@@ -157,7 +176,9 @@ class Probe:
         bad_vec = tf.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
-        if user_global is not None:
+        if aggregate_pre is not None:  # replicas: the norm of the summed, unclipped gradients
+            pre = tf.cast(aggregate_pre, tf.float32) / scale
+        elif user_global is not None:
             pre = tf.cast(user_global, tf.float32) / scale
         elif any(u is not None for u in user_norms):
             pre_sq = [
@@ -207,6 +228,19 @@ class Probe:
         changed = row[FIXED + 2 * n:FIXED + 3 * n] > 0.5
         return (float(row[COL_APPLIED]), float(row[COL_PRE]), float(row[COL_CLIPPED]),
                 bool(row[COL_CHECKED] > 0.5), norms, bad, changed)
+
+    def split_reduced(self, row: np.ndarray):
+        """Replica rows: (all-reduced per-variable norms, all-reduced total norm)."""
+        n = len(self.variables)
+        start = FIXED + 3 * n
+        return row[start:start + n], float(row[start + n])
+
+    def clip_bounds(self):
+        """(global_clipnorm, clipnorm) configured on the optimizer (0.0 when unset)."""
+        opt = self.optimizer_ref()
+        if opt is None:
+            return 0.0, 0.0
+        return (float(getattr(opt, "global_clipnorm", None) or 0.0), float(getattr(opt, "clipnorm", None) or 0.0))
 
     def changed_since_snapshot(self) -> list[bool]:
         """Per variable: differs from its last snapshot (eager, at exit)."""

@@ -14,16 +14,15 @@ import tensorflow as tf
 class RingBuffer:
     """``capacity`` rows of ``width`` float32 values plus an int64 tag per row and a write counter."""
 
-    def __init__(self, width: int, capacity: int):
+    def __init__(self, width: int, capacity: int, device=None):
+        from auditor.graph_stats import make_variable
+
         self.width = width
         self.capacity = capacity
         with tf.init_scope():
-            self.rows = tf.Variable(tf.zeros([capacity, width], tf.float32), trainable=False,
-                                    name="auditor_ring_rows")
-            self.tags = tf.Variable(tf.zeros([capacity], tf.int64), trainable=False,
-                                    name="auditor_ring_tags")
-            self.count = tf.Variable(tf.constant(0, tf.int64), trainable=False,
-                                     name="auditor_ring_count")
+            self.rows = make_variable(tf.zeros([capacity, width], tf.float32), "auditor_ring_rows", device)
+            self.tags = make_variable(tf.zeros([capacity], tf.int64), "auditor_ring_tags", device)
+            self.count = make_variable(tf.constant(0, tf.int64), "auditor_ring_count", device)
         self.host_cursor = 0  # rows before this index were drained already
 
     def write(self, row, tag):

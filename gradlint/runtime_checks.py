@@ -129,6 +129,36 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
         use_instead="Use one optimizer object per variable set.",
         static_twins=("GRD002",),
     ),
+    RuntimeCheck(
+        code="GRD109",
+        name="clipping-per-replica",
+        what=(
+            "Reports an optimizer under `tf.distribute` whose applied (all-reduced) gradient norm exceeds "
+            "its configured `global_clipnorm` or `clipnorm`."
+        ),
+        why=(
+            "Keras 3 clips each replica's gradients inside `apply`, before the cross-replica sum: with N "
+            "replicas the applied norm can reach N times the bound (measured: `global_clipnorm=0.01` on 2 "
+            "replicas applied 0.0199). The clip no longer bounds the update, and the effective bound changes "
+            "with the number of devices."
+        ),
+        example=(
+            "with strategy.scope():\n"
+            "    opt = keras.optimizers.SGD(0.1, global_clipnorm=1.0)\n"
+            "def replica_step(x, y):\n"
+            "    with tf.GradientTape() as tape:\n"
+            "        loss = loss_fn(y, model(x)) / global_batch\n"
+            "    grads = tape.gradient(loss, model.trainable_variables)\n"
+            "    opt.apply_gradients(zip(grads, model.trainable_variables))  # clips per replica\n"
+            "strategy.run(replica_step, args=(x, y))"
+        ),
+        use_instead=(
+            "All-reduce first, then clip: sum the gradients with `tf.distribute.get_replica_context()."
+            "all_reduce`, clip the sum with `tf.clip_by_global_norm`, and apply without optimizer clipping; "
+            "or divide the bound by `strategy.num_replicas_in_sync` knowingly."
+        ),
+        static_twins=("GRD016",),
+    ),
 )
 
 RUNTIME_BY_CODE = {check.code: check for check in RUNTIME_CHECKS}

@@ -1,9 +1,26 @@
-"""Auditor test configuration: quiet TensorFlow, and check no test leaves patches behind."""
+"""Auditor test configuration: quiet TensorFlow, split the CPU for tf.distribute, and check no
+test leaves patches behind."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+
+def _split_cpu():
+    """Two logical CPU devices for MirroredStrategy tests; must run before TF initialises devices."""
+    import tensorflow as tf
+
+    try:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        if tf.config.get_logical_device_configuration(cpu) is None:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    except RuntimeError:  # devices already initialised (another test directory ran TF first)
+        pass
+
+
+_split_cpu()
 
 
 @pytest.fixture(autouse=True)
