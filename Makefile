@@ -13,6 +13,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# tf_keras (legacy Keras 2) must not pull its own TensorFlow: install it beside tensorflow-cpu
+	$(BIN)/python -m pip install --quiet --no-deps tf-keras==2.21.0
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -51,7 +51,7 @@ def _fmt(x) -> str:
 def summary(audit) -> str:
     """One row per variable, then the findings."""
     stats = variable_stats(audit)
-    steps = len(audit._records)
+    steps = audit.recorded_count
     header = ["variable", "applied", "none", "changed", "mean_norm", "max_norm", "last_norm"]
     rows = [[path, s["applied"], s["none_count"], s["changed"] if audit.check_changes != "off" else None,
              s["mean_norm"], s["max_norm"], s["last_norm"]] for path, s in stats.items()]
@@ -74,22 +74,17 @@ def summary(audit) -> str:
     return "\n".join(lines)
 
 
-def to_dict(audit) -> dict:
+def to_dict(audit, steps: bool = True) -> dict:
     """JSON-serialisable record of the audit (non-finite floats as "nan"/"inf" strings)."""
     from auditor.watch import _json_float
 
     stats = variable_stats(audit)
     return {
-        "steps": [r.to_dict() for r in audit.steps],
+        "steps": [r.to_dict() for r in audit.steps] if steps else [],
         "variables": {p: {k: (_json_float(v) if isinstance(v, float) else v) for k, v in s.items()}
                       for p, s in stats.items()},
         "findings": [f.to_dict() for f in audit.findings],
         "lost_records": audit.lost_records,
         "marks": list(audit._marks),
-        "settings": {
-            "every": audit.every,
-            "check_changes": audit.check_changes,
-            "raise_on": list(audit.raise_on),
-            "thresholds": dict(audit.thresholds),
-        },
+        "settings": audit.settings(),
     }

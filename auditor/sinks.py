@@ -1,37 +1,115 @@
-"""Minimal sinks written at exit: JSON lines and TensorBoard scalars (richer sinks: issue 6)."""
+"""Where the numbers go: streamed JSON lines, TensorBoard event files and Python ``logging``.
+
+Sinks are opened when a watch is entered, receive step records as they are drained from the
+device (host side, so XLA and tf.distribute runs write the same way) and are closed at exit
+with the findings. Nothing is kept here beyond a short per-variable window for histograms,
+so memory stays bounded on long runs.
+"""
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 
+logger = logging.getLogger("auditor")
 
-def write(audit) -> None:
+
+def open_sinks(audit) -> list:
+    sinks = []
     if audit.jsonl:
-        write_jsonl(audit, audit.jsonl)
+        sinks.append(JsonlSink(audit.jsonl, audit))
     if audit.logdir:
-        write_tensorboard(audit, audit.logdir)
+        sinks.append(TensorBoardSink(audit.logdir, audit.histogram_every))
+    return sinks
 
 
-def write_jsonl(audit, path) -> None:
-    """One line per step record ({"type": "step", ...}), then one per finding ({"type": "finding"})."""
-    data = audit.to_dict()
-    with open(os.fspath(path), "w", encoding="utf-8") as out:
-        for step in data["steps"]:
-            out.write(json.dumps({"type": "step", **step}, allow_nan=False) + "\n")
-        for finding in data["findings"]:
-            out.write(json.dumps({"type": "finding", **finding}, allow_nan=False) + "\n")
+class JsonlSink:
+    """``{"type": "run"}`` first, one ``{"type": "step"}`` line per record as it is drained,
+    then ``{"type": "finding"}`` lines and ``{"type": "end"}`` with the variable table."""
+
+    def __init__(self, path, audit):
+        self.out = open(os.fspath(path), "w", encoding="utf-8")
+        self._write({"type": "run", "settings": audit.settings()})
+
+    def _write(self, obj) -> None:
+        self.out.write(json.dumps(obj, allow_nan=False) + "\n")
+
+    def records(self, records) -> None:
+        for record in records:
+            self._write({"type": "step", **record.to_dict()})
+        self.out.flush()
+
+    def close(self, audit, findings) -> None:
+        from auditor import report
+
+        for finding in findings:
+            self._write({"type": "finding", **finding.to_dict()})
+        data = report.to_dict(audit, steps=False)
+        self._write({"type": "end", "variables": data["variables"], "lost_records": data["lost_records"],
+                     "recorded_steps": audit.recorded_count})
+        self.out.close()
 
 
-def write_tensorboard(audit, logdir) -> None:
-    """Scalars per optimizer: global_norm, clipped_norm, clip_ratio, keyed by optimizer step."""
-    import tensorflow as tf
+def tag_for(path: str, name: str) -> str:
+    """TensorBoard tag for a per-variable scalar: the variable's layer path first, so that the
+    dashboard groups a layer's variables together (``model/dense/kernel/grad_norm``)."""
+    return f"{path}/{name}"
 
-    writer = tf.summary.create_file_writer(os.fspath(logdir))
-    with tf.init_scope(), writer.as_default():
-        for record in audit.steps:
-            for name in ("global_norm", "clipped_norm", "clip_ratio"):
-                value = getattr(record, name)
-                if value is not None:
-                    tf.summary.scalar(f"auditor/{record.optimizer}/{name}", value, step=record.step)
-    writer.flush()
-    writer.close()
+
+class TensorBoardSink:
+    """Per-step scalars (global norm, clipped norm, clip ratio, None-gradient count, per-variable
+    norms), a histogram of each variable's recent norms every ``histogram_every`` records, and
+    the findings as text."""
+
+    def __init__(self, logdir, histogram_every: int):
+        import tensorflow as tf
+
+        self.tf = tf
+        with tf.init_scope():
+            self.writer = tf.summary.create_file_writer(os.fspath(logdir))
+        self.histogram_every = max(1, int(histogram_every))
+        self.window: dict[str, list] = {}
+        self.count = 0
+
+    def records(self, records) -> None:
+        tf = self.tf
+        with tf.init_scope(), self.writer.as_default():
+            for r in records:
+                prefix = f"auditor/{r.optimizer}"
+                for name in ("global_norm", "clipped_norm", "clip_ratio"):
+                    value = getattr(r, name)
+                    if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                        tf.summary.scalar(f"{prefix}/{name}", value, step=r.step)
+                tf.summary.scalar(f"{prefix}/none_gradients", len(r.none_vars), step=r.step)
+                for path, norm in r.var_norms.items():
+                    if norm is not None:
+                        tf.summary.scalar(tag_for(path, "grad_norm"), norm, step=r.step)
+                        window = self.window.setdefault(path, [])
+                        window.append(norm)
+                        del window[: -self.histogram_every]
+                self.count += 1
+                if self.count % self.histogram_every == 0:
+                    for path, values in self.window.items():
+                        finite = [v for v in values if math.isfinite(v)]
+                        if finite:
+                            tf.summary.histogram(tag_for(path, "grad_norm_hist"), finite, step=r.step)
+        self.writer.flush()
+
+    def close(self, audit, findings) -> None:
+        tf = self.tf
+        with tf.init_scope(), self.writer.as_default():
+            for i, f in enumerate(findings):
+                tf.summary.text(f"auditor/findings/{f.code}", f"**{f.code} {f.name}** (step {f.step}): {f.message}",
+                                step=f.step if f.step is not None else i)
+            if not findings:
+                tf.summary.text("auditor/findings", "no findings", step=0)
+        self.writer.flush()
+        self.writer.close()
+
+
+def log_findings(findings) -> None:
+    """Each finding as a WARNING on the ``auditor`` logger (so it reaches the user's logs)."""
+    for f in findings:
+        where = f" at step {f.step}" if f.step is not None else ""
+        logger.warning("%s %s%s: %s", f.code, f.name, where, f.message)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 from gradlint.runtime_checks import RUNTIME_BY_CODE
@@ -32,6 +33,9 @@ class StepRecord:
     nonfinite: list = field(default_factory=list)
     applied_norm: float | None = None  # norm of the gradients reaching apply (after user clipping)
     var_set: tuple = ()  # every variable passed to apply (paths)
+    replica_norms: list | None = None  # tf.distribute: each replica's norm before clipping
+    clip_bound: float | None = None  # tf.distribute: the configured global_clipnorm (or clipnorm)
+    clip_kind: str | None = None  # "global_clipnorm" or "clipnorm" (with clip_bound)
 
     def to_dict(self) -> dict:
         return {
@@ -45,6 +49,9 @@ class StepRecord:
             "none_vars": list(self.none_vars),
             "changed_vars": None if self.changed_vars is None else list(self.changed_vars),
             "nonfinite": list(self.nonfinite),
+            **({} if self.replica_norms is None else {
+                "replica_norms": [_json_float(x) for x in self.replica_norms],
+                "clip_bound": _json_float(self.clip_bound), "clip_kind": self.clip_kind}),
         }
 
 
@@ -59,7 +66,7 @@ class Audit:
     """One watch: records, variable stats and findings. Use through ``auditor.watch()``."""
 
     def __init__(self, model=None, *, every=1, check_changes="auto", logdir=None, jsonl=None,
-                 summary=True, raise_on=(), thresholds=None):
+                 summary=True, raise_on=(), thresholds=None, history=10_000, histogram_every=100):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         if check_changes not in ("auto", "every", "off"):
@@ -81,7 +88,13 @@ class Audit:
         self._active = False
         self._done = False
         self._probes: list = []
-        self._records: list[StepRecord] = []
+        if history is not None and (not isinstance(history, int) or history < 1):
+            raise ValueError(f"history must be a positive int or None, got {history!r}")
+        self.history = history
+        self.histogram_every = histogram_every
+        self._records: deque = deque(maxlen=history)  # the last `history` records (all with None)
+        self.recorded_count = 0  # every record ever ingested (also those that left the window)
+        self._sinks: list = []
         self._findings: list[Finding] | None = None
         self._paths: dict[int, str] = {}
         self._path_owner: dict[str, int] = {}
@@ -97,6 +110,7 @@ class Audit:
         self._calls = 0
         self._drain_every = 1
         self._eager_pending: dict[int, int] = {}
+        self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
         self._lock = threading.RLock()
 
     # ---- context manager ------------------------------------------------------------------------
@@ -105,7 +119,10 @@ class Audit:
             raise RuntimeError("an Audit object can be entered only once; call auditor.watch() again")
         from auditor import hooks  # imports TensorFlow
 
-        self._thread = threading.get_ident()
+        from auditor import sinks
+
+        self._thread = hooks.current_thread_id()
+        self._sinks = sinks.open_sinks(self)
         self._reset_train_function()
         hooks.register(self)
         self._active = True
@@ -125,19 +142,35 @@ class Audit:
                 self._done = True
                 self._reset_train_function()
         except BaseException:
+            self._close_sinks([])
             if exc_type is None:
                 raise
             return False  # the original exception wins
         self._evaluate()
         from auditor import sinks
 
-        sinks.write(self)
+        self._close_sinks(self._findings)
+        sinks.log_findings(self._findings)
         if self.print_summary:
             print(self.summary(), file=sys.stdout)
         if exc_type is None:
             self._raise_pending()
             self._raise_if_listed(self._findings, final=True)
         return False
+
+    def _close_sinks(self, found) -> None:
+        sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            sink.close(self, found)
+
+    def settings(self) -> dict:
+        return {
+            "every": self.every,
+            "check_changes": self.check_changes,
+            "raise_on": list(self.raise_on),
+            "thresholds": dict(self.thresholds),
+            "history": self.history,
+        }
 
     def _reset_train_function(self):
         """Retrace ``model.fit``'s step so the hook sees it (and again after exit, to drop its ops)."""
@@ -239,9 +272,9 @@ class Audit:
     def _after_function_call(self) -> None:
         self._calls += 1
         if self.raise_on or self._calls >= self._drain_every:
-            before = len(self._records) + self.lost_records
+            before = self.recorded_count + self.lost_records
             self._drain_now()
-            per_call = max(1, (len(self._records) + self.lost_records - before) // max(self._calls, 1))
+            per_call = max(1, (self.recorded_count + self.lost_records - before) // max(self._calls, 1))
             capacity = min((p.ring.capacity for p in self._probes), default=64)
             self._drain_every = max(1, (capacity // 2) // per_call)
             self._calls = 0
@@ -268,6 +301,15 @@ class Audit:
         has_clip = probe.has_clipping()
         clip_unknown = probe.clipped_unknown()
         new = []
+        if probe.replica is not None:
+            for row, tag in zip(rows, tags):
+                key = (probe.group, int(tag))
+                parts = self._replica_rows.setdefault(key, [])
+                parts.append((probe, row))
+                if len(parts) >= probe.replica[1]:
+                    del self._replica_rows[key]
+                    new.append(self._replica_record(parts, int(tag), label, paths, has_clip))
+            rows, tags = [], []
         for row, tag in zip(rows, tags):
             applied, pre, clipped, checked, norms, bad, changed = probe.split(row)
             if checked:
@@ -294,9 +336,56 @@ class Audit:
             )
             new.append(record)
             self._last_step[label] = max(self._last_step.get(label, -1), record.step)
+        for record in new:
+            self._last_step[label] = max(self._last_step.get(label, -1), record.step)
         self._records.extend(new)
+        self.recorded_count += len(new)
+        for sink in self._sinks:
+            sink.records(new)
         if self.raise_on and self._pending_error is None:
             self._check_streaming()
+
+    def _replica_record(self, parts, step, label, paths, has_clip) -> StepRecord:
+        """One optimizer step under tf.distribute, from every local replica's row."""
+        parts = sorted(parts, key=lambda pr: pr[0].replica[0])
+        probe = parts[0][0]
+        split = [p.split(row) for p, row in parts]
+        reduced_vars, reduced_total = probe.split_reduced(parts[0][1])
+        checked = any(sp[3] for sp in split)
+        if checked:
+            for p, _ in parts:
+                self._checked_probes.add(id(p))
+        changed_paths = None
+        if checked:
+            changed_paths = [path for k, path in enumerate(paths) if any(sp[3] and sp[6][k] for sp in split)]
+            self._changed.update(changed_paths)
+        pre = split[0][1]
+        if probe.has_clipping() and (probe.user_clip or not math.isfinite(pre)):
+            pre = max(sp[1] for sp in split)  # user clipping per replica: the largest replica norm
+        elif not probe.has_clipping():
+            pre = reduced_total
+        clipped = reduced_total
+        ratio = clipped / pre if has_clip and pre > 0 and math.isfinite(pre) else None
+        global_bound, per_var_bound = probe.clip_bounds()
+        bound, kind = (global_bound, "global_clipnorm") if global_bound else (
+            (per_var_bound, "clipnorm") if per_var_bound else (None, None))
+        return StepRecord(
+            step=step,
+            optimizer=label,
+            global_norm=pre,
+            clipped_norm=clipped,
+            clip_ratio=ratio,
+            var_norms={p: (None if none else float(n))
+                       for p, n, none in zip(paths, reduced_vars, probe.none_mask)},
+            none_vars=[p for p, none in zip(paths, probe.none_mask) if none],
+            changed_vars=changed_paths,
+            nonfinite=[p for k, p in enumerate(paths) if any(sp[5][k] for sp in split)],
+            applied_norm=reduced_total,
+            var_set=tuple(paths),
+            replica_norms=[sp[1] if probe.user_clip else sp[0] for sp in split],
+            clip_bound=bound,
+            clip_kind=kind,
+        )
 
     # ---- findings --------------------------------------------------------------------------------
     def _check_streaming(self) -> None:
@@ -361,6 +450,7 @@ class Audit:
         if not self._active:
             out += fnd.check_vanishing(records, t, not_updated | none_flagged)
             out += fnd.check_clipping(records, t)
+        out += fnd.check_replica_clipping(records)
         out.sort(key=lambda f: (f.code, f.step if f.step is not None else -1))
         self._findings = out
 
@@ -433,17 +523,21 @@ class Audit:
 
 
 def watch(model=None, *, every=1, check_changes="auto", logdir=None, jsonl=None, summary=True,
-          raise_on=(), thresholds=None) -> Audit:
+          raise_on=(), thresholds=None, history=10_000, histogram_every=100) -> Audit:
     """Audit the gradient applications of a training run: ``with auditor.watch() as audit:``.
 
     model: with a Keras model, its ``train_function`` is reset (so ``fit`` retraces with the
         hook) and its optimizer is audited from any thread.
     every: record every N-th optimizer step (per apply site).
     check_changes: "auto" (every step for the first steps, then periodically), "every", "off".
-    logdir / jsonl: write TensorBoard scalars / JSON lines at exit.
+    logdir / jsonl: stream TensorBoard events / JSON lines as records are drained.
     summary: print ``audit.summary()`` at exit.
     raise_on: finding codes that raise ``AuditError`` as soon as they are seen.
     thresholds: overrides of ``auditor.findings.DEFAULT_THRESHOLDS``.
+    history: step records kept on the host (the most recent; None keeps all). Findings and
+        ``audit.steps`` see this window; the sinks see every record.
+    histogram_every: TensorBoard histogram period, in records.
     """
     return Audit(model, every=every, check_changes=check_changes, logdir=logdir, jsonl=jsonl,
-                 summary=summary, raise_on=raise_on, thresholds=thresholds)
+                 summary=summary, raise_on=raise_on, thresholds=thresholds, history=history,
+                 histogram_every=histogram_every)

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser("explain", help="print a rule's documentation")
     explain.add_argument("code", metavar="CODE")
+
+    report = commands.add_parser("report", help="summarise an auditor run recorded with watch(jsonl=...)")
+    report.add_argument("run", metavar="RUN.jsonl")
+    report.add_argument("--plot", metavar="OUT.png", help="also draw norms, clip ratio and findings (matplotlib)")
     return parser
 
 
@@ -91,6 +95,10 @@ def _dispatch(argv: Optional[list[str]]) -> int:
         return run_rules(args)
     if args.command == "explain":
         return run_explain(args)
+    if args.command == "report":
+        from auditor.runreport import main as report_main  # lazily: JSONL and matplotlib only
+
+        return report_main(args.run, args.plot)
     parser.print_help()
     return EXIT_CLEAN
 

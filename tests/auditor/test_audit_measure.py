@@ -300,5 +300,5 @@ def test_to_dict_summary_and_sinks(tmp_path):
     summary = audit.summary()
     assert "net" in summary and "GRD101 none-gradient" in summary and "GRD104 non-finite-gradient" in summary
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
-    assert [line["type"] for line in lines] == ["step", "step", "finding", "finding"]
+    assert [line["type"] for line in lines] == ["run", "step", "step", "finding", "finding", "end"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))

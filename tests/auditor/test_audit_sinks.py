@@ -1,0 +1,103 @@
+"""Sinks: streamed JSONL, TensorBoard events read back with TensorBoard's EventAccumulator,
+the ``auditor`` logger, and ``gradlint report`` (no TensorFlow; --plot writes a PNG)."""
+import json
+import logging
+import subprocess
+import sys
+
+import keras
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import auditor
+from audit_helpers import data, make_net, standard_step
+
+
+def _train(tmp_path, use_b, steps=12, **opt):
+    model = make_net(use_b=use_b)
+    optimizer = keras.optimizers.SGD(0.01, **opt)
+    x, y = (tf.constant(a) for a in data())
+    jsonl, logdir = tmp_path / "run.jsonl", tmp_path / "tb"
+    with auditor.watch(summary=False, jsonl=jsonl, logdir=str(logdir), histogram_every=5) as audit:
+        for _ in range(steps):
+            standard_step(model, optimizer, x, y)
+    return audit, jsonl, logdir
+
+
+def test_tensorboard_events_read_back(tmp_path):
+    audit, _, logdir = _train(tmp_path, use_b=False, global_clipnorm=1e-3)
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    # TF2 summaries are stored as tensors
+    tensor_tags = set(tags["tensors"])
+    opt = audit.steps[0].optimizer
+    kernel = next(p for p in audit.steps[0].var_norms if p.endswith("/a/kernel"))
+    assert f"auditor/{opt}/global_norm" in tensor_tags and f"auditor/{opt}/clip_ratio" in tensor_tags
+    assert f"auditor/{opt}/none_gradients" in tensor_tags
+    assert f"{kernel}/grad_norm" in tensor_tags  # grouped by layer path
+    events = acc.Tensors(f"auditor/{opt}/global_norm")
+    assert [e.step for e in events] == list(range(12))
+    expected = [r.global_norm for r in audit.steps]
+    assert [float(tf.make_ndarray(e.tensor_proto)) for e in events] == [float(tf.constant(v, tf.float32)) for v in expected]
+    nones = acc.Tensors(f"auditor/{opt}/none_gradients")
+    assert {float(tf.make_ndarray(e.tensor_proto)) for e in nones} == {2.0}  # b's kernel and bias
+    hist = acc.Tensors(f"{kernel}/grad_norm_hist")
+    assert [e.step for e in hist] == [4, 9]  # every 5 records
+    texts = [t for t in tensor_tags if t.startswith("auditor/findings")]
+    codes = {t.rsplit("/", 1)[1] for t in texts}
+    assert codes == {f.code for f in audit.findings} == {"GRD101", "GRD107"}
+
+
+def test_jsonl_streams_while_training(tmp_path):
+    model = make_net()
+    optimizer = keras.optimizers.SGD(0.01)
+    x, y = (tf.constant(a) for a in data())
+    path = tmp_path / "live.jsonl"
+    with auditor.watch(summary=False, jsonl=path) as audit:
+        for _ in range(3):
+            standard_step(model, optimizer, x, y)
+        audit.steps  # a host point: records drained, so already on disk
+        live = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [line["type"] for line in live] == ["run", "step", "step", "step"]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[-1]["type"] == "end" and lines[-1]["recorded_steps"] == 3
+    assert audit.findings == []
+
+
+def test_findings_go_to_the_auditor_logger(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="auditor"):
+        _train(tmp_path, use_b=False, steps=2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "auditor"]
+    assert len(messages) == 1 and messages[0].startswith("GRD101 none-gradient")
+
+
+def test_clean_run_logs_nothing(tmp_path, caplog):
+    with caplog.at_level(logging.DEBUG, logger="auditor"):
+        audit, _, _ = _train(tmp_path, use_b=True, steps=3)
+    assert audit.findings == []
+    assert [r for r in caplog.records if r.name == "auditor"] == []
+
+
+def test_gradlint_report_without_tensorflow(tmp_path):
+    audit, jsonl, _ = _train(tmp_path, use_b=False, global_clipnorm=1e-3)
+    png = tmp_path / "run.png"
+    code = ("import sys; from gradlint.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "report", str(jsonl), "--plot", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # findings present
+    assert "12 recorded step(s)" in proc.stdout
+    assert "GRD101 none-gradient" in proc.stdout and "GRD107 clipping-saturated" in proc.stdout
+    assert next(p for p in audit.steps[0].var_norms if p.endswith("/a/kernel")) in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_gradlint_report_clean_run_and_bad_file(tmp_path):
+    _, jsonl, _ = _train(tmp_path, use_b=True, steps=3)
+    from auditor.runreport import main
+
+    assert main(str(jsonl)) == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(str(bad)) == 2
