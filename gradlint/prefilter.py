@@ -17,21 +17,27 @@ import re
 import warnings
 from typing import Optional
 
+# Stage 1: a superset of what stage 2 accepts, on raw bytes.
 TRIGGER = re.compile(
-    rb"\.gradient\s*\(|\.jacobian\s*\(|gradients\s*\(|GradientTape|apply_gradients|\.minimize\s*\("
-    rb"|optimizer\s*=|Optimizer\b|optimizers\b|clip_by_|\bopt\w*\.apply\s*\(|scale_loss|scaled_loss"
-    rb"|unscaled_gradients|:0[\'\"]|(?:variables|weights)\s*=[^=]"
+    rb"gradient\s*\(|jacobian\s*\(|gradients\s*\(|apply_gradients|minimize\s*\(|clip_by_global_norm"
+    rb"|scale_loss|scaled_loss|unscaled_gradients|get_gradients|get_updates|variables\s*\(\s*\)"
+    rb"|\.(?:apply|build)\s*\(|clipnorm|clipvalue|optimizer\s*=|:0[\'\"]|(?:variables|weights|var_list)\s*=[^=]"
 )
 _TRIGGER_TEXT = re.compile(TRIGGER.pattern.decode())
 
-_CALL_ATTRIBUTES = frozenset({
-    "gradient", "jacobian", "batch_jacobian", "gradients", "compute_gradients", "apply_gradients", "minimize",
-    "GradientTape", "optimizers", "clip_by_global_norm", "get_scaled_loss", "get_unscaled_gradients",
-    "scale_loss",
+# Stage 2: what at least one rule needs in order to report anything (see each rule's docs).
+_TRIGGER_METHODS = frozenset({
+    "gradient", "jacobian", "batch_jacobian", "gradients", "compute_gradients",  # gradient sources
+    "apply_gradients", "minimize",                                              # optimizer steps
+    "clip_by_global_norm",                                                      # GRD004 / GRD005
+    "get_scaled_loss", "get_unscaled_gradients", "scale_loss",                  # GRD014
+    "get_gradients", "get_updates",                                             # GRD015
 })
-_COLLECTION_ATTRIBUTES = frozenset({
-    "trainable_variables", "trainable_weights", "non_trainable_variables", "non_trainable_weights",
-    "variables", "weights",
+_OPTIMIZER_LIKE_METHODS = frozenset({"apply", "build"})  # only on names that look like optimizers
+_TRIGGER_KEYWORDS = frozenset({"clipnorm", "global_clipnorm", "clipvalue"})  # GRD016
+_ASSIGNED_ATTRIBUTES = frozenset({  # GRD002 (optimizer lists) and GRD013 (Keras collections)
+    "variables", "_variables", "var_list", "_var_list", "trainable_variables", "trainable_weights",
+    "non_trainable_variables", "non_trainable_weights", "weights",
 })
 
 
@@ -43,33 +49,31 @@ def passes_text(data: bytes | str) -> bool:
 
 
 def passes_tree(tree: ast.AST) -> bool:
-    """Stage 2: the syntax tree has a gradient source, an optimizer, or an optimizer-like use."""
+    """Stage 2: the syntax tree has a call, keyword, assignment or literal that some rule needs."""
     for node in ast.walk(tree):
         kind = type(node)
-        if kind is ast.Attribute:
-            attr = node.attr
-            if attr in _CALL_ATTRIBUTES or attr.endswith("Optimizer"):
+        if kind is ast.Call:
+            func = node.func
+            if type(func) is ast.Attribute:
+                attr = func.attr
+                if attr in _TRIGGER_METHODS:
+                    return True
+                if attr in _OPTIMIZER_LIKE_METHODS and "opt" in _terminal(func.value):
+                    return True
+                if attr == "variables" and not node.args and not node.keywords:
+                    return True
+            elif type(func) is ast.Name and func.id in ("gradients", "clip_by_global_norm"):
                 return True
-            if attr == "apply" and "opt" in _terminal(node.value):
-                return True
-        elif kind is ast.Name:
-            name = node.id
-            if name in ("gradients", "GradientTape", "clip_by_global_norm") or name.endswith("Optimizer"):
-                return True
-        elif kind is ast.keyword:
-            if node.arg == "optimizer" and not isinstance(node.value, ast.Constant):
-                return True
-        elif kind is ast.ImportFrom:
-            if "optimizers" in (node.module or "") or any("optimizers" in a.name for a in node.names):
-                return True
-        elif kind is ast.Import:
-            if any("optimizers" in a.name for a in node.names):
+            for keyword in node.keywords:
+                if keyword.arg in _TRIGGER_KEYWORDS:
+                    return True
+                if keyword.arg == "optimizer" and type(keyword.value) in (ast.Name, ast.Attribute):
+                    return True
+        elif kind is ast.Assign:
+            if any(type(t) is ast.Attribute and t.attr in _ASSIGNED_ATTRIBUTES for t in node.targets):
                 return True
         elif kind is ast.Constant:
-            if isinstance(node.value, str) and ":0" in node.value:
-                return True
-        elif kind is ast.Assign:
-            if any(isinstance(t, ast.Attribute) and t.attr in _COLLECTION_ATTRIBUTES for t in node.targets):
+            if type(node.value) is str and ":0" in node.value:
                 return True
     return False
 

@@ -103,14 +103,14 @@ class OptimizerVarListOverwritten(Rule):
                 groups[(id(call.optimizer), call.scope)].append(call)
         for calls in groups.values():
             seen = [calls[0].vars_text]
-            first_line = model.line_of(calls[0].node)
             for call in calls[1:]:
                 if call.vars_text in seen:
                     continue
                 seen.append(call.vars_text)
                 yield self.report(
                     call.node,
-                    f"this optimizer already updates `{calls[0].vars_text}` (line {first_line}); giving it "
+                    f"this optimizer already updates `{calls[0].vars_text}` (line {model.line_of(calls[0].node)}); "
+                    "giving it "
                     f"`{call.vars_text}` too makes Keras 3 raise 'Unknown variable', or advances "
                     "`iterations` twice per step and shares slot state: use one optimizer per variable set",
                 )

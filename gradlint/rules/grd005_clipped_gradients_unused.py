@@ -82,10 +82,10 @@ class ClippedGradientsUnused(Rule):
             gradient = call.gradient
             if call.method not in _APPLY or gradient is None or gradient.clipped or call.expects_error:
                 continue
-            line = model.line_of(call.node)
             for clip in clips:
+                # positions cost a pass over the file: compare lines only for a real candidate
                 if clip.scope == call.scope and clip.input_lineage == gradient.lineage \
-                        and model.line_of(clip.node) <= line:
+                        and model.line_of(clip.node) <= model.line_of(call.node):
                     yield self.report(
                         call.node,
                         f"these gradients were clipped on line {model.line_of(clip.node)}, but the unclipped "

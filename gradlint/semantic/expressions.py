@@ -234,7 +234,7 @@ class ExpressionEvaluator:
         if single_pair is not None:
             return Seq(items[0], single_pair=single_pair)
         if isinstance(node, cst.List):
-            return ListDisplay(self.module.code_for_node(node), tuple(e.value for e in node.elements))
+            return ListDisplay(node)
         return None
 
     def eval_comprehension(self, node, env: Env) -> Optional[Value]:

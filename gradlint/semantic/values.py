@@ -103,12 +103,22 @@ class StrategyValue(Value):
     multi_replica: Optional[bool]
 
 
+_CODEGEN = cst.Module(body=[])
+
+
 @dataclass(eq=False)
 class ListDisplay(Value):
-    """A literal list of non-gradient items, e.g. ``[w1, b1]``."""
+    """A literal list of non-gradient items, e.g. ``[w1, b1]``; its text is generated on first use."""
 
-    text: str
-    items: tuple[cst.BaseExpression, ...] = ()
+    node: cst.List = field(repr=False)
+
+    @property
+    def items(self) -> tuple[cst.BaseExpression, ...]:
+        return tuple(e.value for e in self.node.elements)
+
+    @property
+    def text(self) -> str:
+        return _CODEGEN.code_for_node(self.node)
 
 
 @dataclass(eq=False)

@@ -141,7 +141,7 @@ class _MarkCall(Rule):
                     [replace(c, cst.parse_expression("mark(2)"))], "mark(2)"))
 
 
-MARKED = "import tensorflow as tf\nopt = tf.keras.optimizers.SGD()\nmark()  # keep\n"
+MARKED = "import tensorflow as tf\ngrads = tf.gradients(loss, params)  # prefilter trigger\nmark()  # keep\n"
 
 
 def test_unsafe_fixes_need_opt_in() -> None:
