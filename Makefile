@@ -30,5 +30,8 @@ audit-demo: $(STAMP)
 	@echo "== auditor: training a small model with a planted bug under auditor.watch()"
 	$(BIN)/python fixtures/example/audit_demo.py
 
+docs: $(STAMP)
+	$(BIN)/python -m gradlint.docs
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
