@@ -9,6 +9,8 @@ from typing import Iterator, Optional
 
 import libcst as cst
 
+from gradlint.semantic.syntax import names_in
+
 _cache: list = []  # [(module, parents)] for the most recent module: keeps the module alive, ids valid
 
 
@@ -66,22 +68,7 @@ def enclosing_scope(module: cst.Module, node: cst.CSTNode) -> cst.CSTNode:
     return module
 
 
-def identifiers(node: cst.CSTNode) -> set[str]:
-    """Every variable-like identifier spelled anywhere in ``node`` (names, parameters, imports; not
-    attribute names after a dot, nor keyword-argument names)."""
-    found: set[str] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.Name):
-            found.add(current.value)
-        elif isinstance(current, cst.Attribute):
-            stack.append(current.value)
-        elif isinstance(current, cst.Arg):
-            stack.append(current.value)
-        else:
-            stack.extend(current.children)
-    return found
+identifiers = names_in  # every variable-like identifier spelled anywhere in a node
 
 
 def fresh_name(module: cst.Module, near: cst.CSTNode, preferred: str) -> str:

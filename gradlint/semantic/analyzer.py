@@ -273,25 +273,21 @@ class Analyzer(ExpressionEvaluator, CallSemantics):
         self.consume(iterable, node)
         names = frozenset(target_names(node.target))
         self.bind(node.target, iterate(iterable), env, provenance)
-        loop = LoopInfo(node, names, self.is_over_variables(node.iter, iterable, env))
-        self.loops.append(loop)
-        try:
-            self.exec_suite(node.body, env)
-        finally:
-            self.loops.pop()
-        if node.orelse is not None:
-            self.exec_suite(node.orelse.body, env)
+        self.run_loop(LoopInfo(node, names, self.is_over_variables(node.iter, iterable, env)), env)
 
     def exec_while(self, node: cst.While, env: Env) -> None:
         self.eval(node.test, env)
-        loop = LoopInfo(node, frozenset(), self.is_over_variables(node.test, None, env))
+        self.run_loop(LoopInfo(node, frozenset(), self.is_over_variables(node.test, None, env)), env)
+
+    def run_loop(self, loop: LoopInfo, env: Env) -> None:
+        """The body once (the analysis is not a fixed point over iterations), then the `else` block."""
         self.loops.append(loop)
         try:
-            self.exec_suite(node.body, env)
+            self.exec_suite(loop.node.body, env)
         finally:
             self.loops.pop()
-        if node.orelse is not None:
-            self.exec_suite(node.orelse.body, env)
+        if loop.node.orelse is not None:
+            self.exec_suite(loop.node.orelse.body, env)
 
     def exec_with(self, node: cst.With, env: Env) -> None:
         opened: list[TapeInfo] = []

@@ -39,7 +39,8 @@ def target_names(target: cst.CSTNode) -> Iterator[str]:
 
 
 def names_in(node: cst.CSTNode) -> set[str]:
-    """Every identifier used in ``node`` (a small expression)."""
+    """Every variable-like identifier spelled in ``node`` (names, parameters, imports; not attribute
+    names after a dot, nor keyword-argument names)."""
     found: set[str] = set()
     stack = [node]
     while stack:
@@ -48,6 +49,8 @@ def names_in(node: cst.CSTNode) -> set[str]:
             found.add(current.value)
         elif isinstance(current, cst.Attribute):
             stack.append(current.value)  # skip the attribute identifier itself
+        elif isinstance(current, cst.Arg):
+            stack.append(current.value)  # skip a keyword argument's name
         else:
             stack.extend(current.children)
     return found
