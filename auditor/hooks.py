@@ -7,6 +7,7 @@ entered it, plus those of its model's optimizer.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 
@@ -17,6 +18,7 @@ from auditor.probe import Probe, is_variable
 _lock = threading.RLock()
 _sessions: list = []  # active Audit objects, in entry order
 _originals: dict = {}
+_extra: dict = {}  # key -> (owner, attribute, original): tf_keras and TF1 patches (auditor.legacy)
 _tls = threading.local()
 _probes: "weakref.WeakValueDictionary[tuple, Probe]" = weakref.WeakValueDictionary()
 _live: set = set()  # probes with subscribers (kept alive here)
@@ -49,6 +51,8 @@ def register(session) -> None:
     with _lock:
         if not _sessions:
             _install()
+        else:
+            _ensure_tf_keras()
         inherited = []
         for other in _sessions:
             if other._thread == session._thread:
@@ -274,6 +278,7 @@ def _patched_apply(self, grads, trainable_variables=None):
 def _patched_gradient(self, *args, **kwargs):
     result = _originals["gradient"](self, *args, **kwargs)
     if _sessions:
+        _ensure_tf_keras()
         sessions = active_sessions()
         if sessions:
             sources = kwargs["sources"] if "sources" in kwargs else args[1]
@@ -288,7 +293,7 @@ def _patched_gradient(self, *args, **kwargs):
 
 def _patched_clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
     clipped, norm = _originals["clip_by_global_norm"](t_list, clip_norm, use_norm=use_norm, name=name)
-    if _sessions and active_sessions():
+    if _sessions and not getattr(_tls, "in_apply", False) and active_sessions():
         for tensor in clipped:
             if tensor is not None:
                 _remember_clip(tensor, "global", norm)
@@ -297,7 +302,7 @@ def _patched_clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
 
 def _patched_clip_by_norm(t, clip_norm, axes=None, name=None):
     result = _originals["clip_by_norm"](t, clip_norm, axes=axes, name=name)
-    if _sessions and active_sessions() and axes is None and not isinstance(t, tf.IndexedSlices):
+    if _sessions and not getattr(_tls, "in_apply", False) and active_sessions() and axes is None and not isinstance(t, tf.IndexedSlices):
         norm = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
         _remember_clip(result, "single", norm)
     return result
@@ -307,6 +312,7 @@ def _patched_function_call(self, *args, **kwargs):
     original = _originals["function_call"]
     if not _sessions:
         return original(self, *args, **kwargs)
+    _ensure_tf_keras()
     depth = getattr(_tls, "fn_depth", 0)
     _tls.fn_depth = depth + 1
     try:
@@ -373,18 +379,43 @@ def _install() -> None:
             _originals[key] = owner.__dict__[attr] if attr in getattr(owner, "__dict__", {}) else getattr(owner, attr)
             setattr(owner, attr, replacement)
             done.append((owner, attr, key))
+        from auditor import legacy
+
+        legacy.install_tf1()
+        legacy.ensure_tf_keras()
     except BaseException:
         for owner, attr, key in reversed(done):
             setattr(owner, attr, _originals.pop(key))
+        _restore_extra()
         raise
 
 
+def _ensure_tf_keras() -> None:
+    """Hook tf_keras once it is imported (cheap when done or absent; never imports it)."""
+    if "tf_keras" in sys.modules and ("tfk_apply_gradients" not in _extra or "tfk_v2_apply_gradients" not in _extra):
+        from auditor import legacy
+
+        with _lock:
+            if _sessions:
+                legacy.ensure_tf_keras()
+
+
+def _restore_extra() -> None:
+    if _extra:
+        from auditor import legacy
+
+        legacy.restore_all()
+
+
 def _restore() -> None:
-    for owner, attr, key, _ in reversed(patch_targets()):
-        if key in _originals:
-            setattr(owner, attr, _originals.pop(key))
+    try:
+        for owner, attr, key, _ in reversed(patch_targets()):
+            if key in _originals:
+                setattr(owner, attr, _originals.pop(key))
+    finally:
+        _restore_extra()
 
 
 def installed() -> bool:
     """Whether the patches are currently in place."""
-    return bool(_originals)
+    return bool(_originals) or bool(_extra)

@@ -1,0 +1,148 @@
+"""tf_keras (legacy Keras 2) optimizers: eager loops, tf.function and fit, for both the 2.11+
+optimizer (``tf_keras.optimizers.*``) and ``tf_keras.optimizers.legacy.*`` (OptimizerV2)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import auditor
+
+tf_keras = pytest.importorskip("tf_keras")
+
+OPTIMIZERS = {
+    "v3": lambda **kw: tf_keras.optimizers.Adam(0.01, **kw),
+    "legacy": lambda **kw: tf_keras.optimizers.legacy.Adam(0.01, **kw),
+}
+
+
+class TwoLayer(tf_keras.Model):
+    """Dense(8) -> Dense(1); with ``aux`` an extra layer that never reaches the output."""
+
+    def __init__(self, aux=False):
+        super().__init__()
+        self.a = tf_keras.layers.Dense(8, activation="relu", name="a")
+        self.out = tf_keras.layers.Dense(1, name="out")
+        self.aux = tf_keras.layers.Dense(1, name="aux") if aux else None
+
+    def call(self, x):
+        if self.aux is not None:
+            self.aux(x)  # built and tracked, but its output is dropped: None gradients
+        return self.out(self.a(x))
+
+
+def _model(aux=False):
+    tf_keras.utils.set_random_seed(3)
+    model = TwoLayer(aux=aux)
+    model(tf.zeros([1, 4]))
+    return model
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    x = rng.randn(24, 4).astype("float32")
+    return x, (x @ np.array([[1.0], [-2.0], [0.5], [0.0]], "float32")).astype("float32")
+
+
+def _custom(kind, mode, watched, aux=False, steps=4, **opt_kw):
+    model = _model(aux)
+    opt = OPTIMIZERS[kind](**opt_kw)
+    x, y = (tf.constant(a) for a in _data())
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        variables = model.trainable_variables
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    if mode == "function":
+        step = tf.function(step)
+    audit = None
+    if watched:
+        with auditor.watch(summary=False, check_changes="every") as audit:
+            for _ in range(steps):
+                step()
+    else:
+        for _ in range(steps):
+            step()
+    return audit, opt, [w.numpy() for w in model.weights] + [v.numpy() for v in opt.variables()]
+
+
+def _short(path):
+    """'two_layer_3/a/kernel:0' -> 'a/kernel:0' (tf_keras uniquifies the model's name)."""
+    return path.split("/", 1)[1]
+
+
+def _bitwise(a, b):
+    return len(a) == len(b) and all(p.dtype == q.dtype and p.tobytes() == q.tobytes() for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_custom_loop_planted_and_clean(kind, mode):
+    planted, opt, _ = _custom(kind, mode, watched=True, aux=True)
+    assert [f.code for f in planted.findings] == ["GRD101"]
+    assert sorted(_short(p) for p in planted.findings[0].variables) == ["aux/bias:0", "aux/kernel:0"]
+    assert all(len(r.none_vars) == 2 for r in planted.steps)
+
+    clean, opt, _ = _custom(kind, mode, watched=True)
+    assert clean.findings == []
+    assert [r.step for r in clean.steps] == list(range(int(opt.iterations.numpy())))
+    assert len(clean.steps) == 4
+    assert all(r.global_norm > 0 and r.clip_ratio is None for r in clean.steps)
+    assert all({_short(p) for p in r.changed_vars} == {"a/kernel:0", "a/bias:0", "out/kernel:0", "out/bias:0"}
+               for r in clean.steps)
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_custom_loop_weights_bitwise_identical(kind, mode):
+    _, _, plain = _custom(kind, mode, watched=False)
+    _, _, watched = _custom(kind, mode, watched=True)
+    assert _bitwise(plain, watched)
+    _, _, shorter = _custom(kind, mode, watched=False, steps=3)
+    assert not _bitwise(plain, shorter)  # the comparison can fail
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_optimizer_clipping_ratio(kind):
+    audit, _, _ = _custom(kind, "function", watched=True, global_clipnorm=0.01)
+    ratios = [r.clip_ratio for r in audit.steps]
+    assert len(ratios) == 4 and all(r is not None and 0 < r < 1 for r in ratios)
+    for r in audit.steps:
+        assert r.clipped_norm == pytest.approx(0.01, rel=1e-4)
+
+
+def _fit(kind, watched, aux=False):
+    model = _model(aux)
+    model.compile(OPTIMIZERS[kind](), "mse")
+    x, y = _data()
+    audit = None
+    if watched:
+        with auditor.watch(model, summary=False, check_changes="every") as audit:
+            model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    else:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    return audit, model, [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_fit_planted_clean_and_identical(kind):
+    planted, _, _ = _fit(kind, True, aux=True)
+    assert [f.code for f in planted.findings] == ["GRD101"]
+    clean, model, weights = _fit(kind, True)
+    assert clean.findings == []
+    assert len(clean.steps) == 6 == int(model.optimizer.iterations.numpy())
+    assert [r.step for r in clean.steps] == list(range(6))
+    _, _, plain = _fit(kind, False)
+    assert _bitwise(plain, weights)
+
+
+def test_patches_restored_and_hooked_only_inside():
+    from tf_keras.src.optimizers import optimizer as v3
+    from tf_keras.src.optimizers.legacy import optimizer_v2
+
+    before = (v3.Optimizer.__dict__["apply_gradients"], optimizer_v2.OptimizerV2.__dict__["apply_gradients"])
+    with auditor.watch(summary=False):
+        inside = (v3.Optimizer.__dict__["apply_gradients"], optimizer_v2.OptimizerV2.__dict__["apply_gradients"])
+        assert all(getattr(f, "__auditor_patch__", False) for f in inside)
+    after = (v3.Optimizer.__dict__["apply_gradients"], optimizer_v2.OptimizerV2.__dict__["apply_gradients"])
+    assert after == before and inside != before
