@@ -156,6 +156,7 @@ class HostProbe(Probe):
         import weakref
 
         self.optimizer_ref = weakref.ref(optimizer)
+        self._optimizer = optimizer  # TF1 code often drops it after minimize(); the graph keeps us
         self.variables = list(variables)
         self.none_mask = tuple(none_mask)
         self.user_clip = False
@@ -186,8 +187,9 @@ class HostProbe(Probe):
 def _snapshot(var):
     """A copy of the variable's current value that the update cannot alias: for a TF1
     ``RefVariable`` ``read_value()`` (an Identity of the ref) shares the buffer the update
-    writes in place, so copy it explicitly (``DeepCopy``, which Grappler does not fold away
-    as it may fold ``x + 0``)."""
+    writes in place (measured: the snapshot then equals the updated value and every step
+    looks like "no change"), so copy it explicitly. ``DeepCopy`` states the intent; ``x + 0``
+    also works today but is an arithmetic no-op a graph optimizer is entitled to fold."""
     return tf.raw_ops.DeepCopy(x=var.read_value())
 
 

@@ -1,0 +1,74 @@
+"""TF1 graph mode (``tf.compat.v1.train.Optimizer`` + ``Session``): run ``tf1_script.py`` in a
+subprocess per mode (eager execution cannot be re-enabled in a process) and check its JSON."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = os.path.join(os.path.dirname(__file__), "tf1_script.py")
+CLEAN = ("partial", "full", "clip")
+
+
+@pytest.fixture(scope="module", params=["disable_eager", "v1_behavior", "graph"])
+def result(request):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, SCRIPT, request.param], capture_output=True, text=True,
+                          timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:")][-1]
+    return json.loads(line[len("JSON:"):])
+
+
+def test_graph_mode_and_variable_kind(result):
+    assert result["executing_eagerly"] is (result["mode"] == "graph")  # eager stays on outside the graphs
+    expected = "RefVariable" if result["mode"] == "v1_behavior" else "ResourceVariable"
+    for name in CLEAN + ("none_grad",):
+        assert result[name]["watched"]["variable_kinds"] == [expected]
+
+
+def test_one_record_per_session_run(result):
+    for name in CLEAN + ("none_grad",):
+        steps = result[name]["watched"]["steps"]
+        assert [s["step"] for s in steps] == [0, 1, 2, 3, 4]  # the run after the watch is not recorded
+        assert all(s["optimizer"] in ("GradientDescentOptimizer", "AdamOptimizer") for s in steps)
+        assert all(s["global_norm"] > 0 for s in steps)
+
+
+def test_partial_update_reports_exactly_the_trained_variables(result):
+    watched = result["partial"]["watched"]
+    assert watched["findings"] == []
+    for step in watched["steps"]:
+        assert step["changed_vars"] == ["W2:0", "b2:0"]  # a snapshot aliasing a RefVariable would say []
+        assert sorted(step["var_norms"]) == ["W2:0", "b2:0"]
+
+
+def test_clean_twins_have_no_findings(result):
+    for name in CLEAN:
+        assert result[name]["watched"]["findings"] == [], name
+    full = result["full"]["watched"]["steps"]
+    assert all(s["changed_vars"] == ["W1:0", "b1:0", "W2:0", "b2:0"] for s in full)
+    assert all(s["clip_ratio"] is None for s in full)
+
+
+def test_user_clipping_ratio(result):
+    steps = result["clip"]["watched"]["steps"]
+    for s in steps:
+        assert 0 < s["clip_ratio"] < 1
+        assert s["global_norm"] > s["applied_norm"]
+        assert all(abs(n - 0.05) < 1e-5 for n in s["var_norms"].values())  # clip_by_norm(g, 0.05) each
+
+
+def test_planted_none_gradient_fires_grd101(result):
+    watched = result["none_grad"]["watched"]
+    assert watched["findings"] == [{"code": "GRD101", "variables": ["unused:0"]}]
+    assert all(s["none_vars"] == ["unused:0"] for s in watched["steps"])
+
+
+def test_numerics_identical_and_patches_restored(result):
+    for name in CLEAN + ("none_grad",):
+        assert result[name]["watched"]["weights"] == result[name]["plain"]["weights"], name
+    assert result["partial"]["plain"]["weights"] != result["full"]["plain"]["weights"]  # the hash can differ
+    assert result["patches_left"] is False
+    assert result["apply_gradients_restored"] is True

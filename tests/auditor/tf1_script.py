@@ -1,0 +1,95 @@
+"""TF1 graph-mode scenarios for test_audit_tf1.py, run as a subprocess (eager execution cannot be
+re-enabled in a process). Usage: ``python tf1_script.py MODE`` with MODE one of
+
+* ``disable_eager``: ``tf.compat.v1.disable_eager_execution()`` (resource variables),
+* ``v1_behavior``: ``tf.compat.v1.disable_v2_behavior()`` (old-style RefVariables),
+* ``graph``: eager stays on; each run builds in ``tf.Graph().as_default()``.
+
+Prints one JSON object: per scenario, the records, findings and a hash of the final weights,
+with and without ``watch()``.
+"""
+import hashlib
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+MODE = sys.argv[1]
+if MODE == "disable_eager":
+    tf.compat.v1.disable_eager_execution()
+elif MODE == "v1_behavior":
+    tf.compat.v1.disable_v2_behavior()
+
+import auditor  # noqa: E402
+from auditor import hooks  # noqa: E402
+
+v1 = tf.compat.v1
+STEPS = 5
+
+
+def _data():
+    rng = np.random.RandomState(0)
+    x = rng.randn(16, 4).astype("float32")
+    return x, (x @ np.array([[1.0], [-2.0], [0.5], [0.0]], "float32")).astype("float32")
+
+
+def _build(scenario):
+    """A 2-layer graph model (seed 003 style) and the train op for ``scenario``."""
+    rng = np.random.RandomState(1)
+    x, y = (tf.constant(a) for a in _data())
+    W1 = v1.get_variable("W1", initializer=rng.randn(4, 8).astype("float32") * 0.5)
+    b1 = v1.get_variable("b1", initializer=np.zeros(8, "float32"))
+    W2 = v1.get_variable("W2", initializer=rng.randn(8, 1).astype("float32") * 0.5)
+    b2 = v1.get_variable("b2", initializer=np.zeros(1, "float32"))
+    pred = tf.matmul(tf.nn.relu(tf.matmul(x, W1) + b1), W2) + b2
+    loss = tf.reduce_mean(tf.square(pred - y))
+    if scenario == "partial":  # seed 003: only the second layer is trained, on purpose
+        return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W2, b2])
+    if scenario == "full":
+        return v1.train.AdamOptimizer(0.01).minimize(loss)
+    if scenario == "clip":
+        opt = v1.train.GradientDescentOptimizer(0.05)
+        gvs = opt.compute_gradients(loss, var_list=[W1, b1, W2, b2])
+        return opt.apply_gradients([(tf.clip_by_norm(g, 0.05), v) for g, v in gvs])
+    if scenario == "none_grad":  # a variable in var_list that the loss does not use
+        unused = v1.get_variable("unused", initializer=np.ones(3, "float32"))
+        return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W1, b1, W2, b2, unused])
+    raise ValueError(scenario)
+
+
+def _run(scenario, watched):
+    graph = tf.Graph()
+    with graph.as_default():
+        audit = auditor.watch(summary=False) if watched else None
+        if audit is not None:
+            audit.__enter__()
+        train_op = _build(scenario)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(STEPS):
+                sess.run(train_op)
+            weights = sess.run(v1.trainable_variables())
+            if audit is not None:
+                audit.__exit__(None, None, None)
+                sess.run(train_op)  # after the watch: trains, but is not recorded
+        kinds = sorted({type(v).__name__ for v in v1.trainable_variables()})
+    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in weights)).hexdigest()
+    out = {"weights": digest, "variable_kinds": kinds}
+    if audit is not None:
+        out["steps"] = [r.to_dict() for r in audit.steps]
+        out["findings"] = [{"code": f.code, "variables": sorted(f.variables)} for f in audit.findings]
+    return out
+
+
+result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
+for name in ("partial", "full", "clip", "none_grad"):
+    result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
+result["patches_left"] = hooks.installed()
+from tensorflow.python.training import optimizer as _v1_optimizer  # noqa: E402
+
+result["apply_gradients_restored"] = "auditor" not in _v1_optimizer.Optimizer.apply_gradients.__module__
+print("JSON:" + json.dumps(result))
