@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -71,10 +72,19 @@ def run(tasks: Sequence[Task], jobs: Optional[int] = None,
     if jobs <= 1:
         results = map(check_task, tasks)
         return _collect(results, len(tasks), on_result)
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    context = multiprocessing.get_context(_start_method())
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         results = pool.map(check_task, tasks, chunksize=_CHUNK)  # map keeps the input order
         return _collect(results, len(tasks), on_result)
+
+
+def _start_method() -> str:
+    """fork is fastest (workers inherit the imported modules) but deadlock-prone once the process runs
+    threads (e.g. TensorFlow's, when gradlint is used as a library); then a fresh forkserver is used."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _collect(results, count: int, on_result) -> RunResult:

@@ -2,6 +2,7 @@
 analysis (prefilter bypassed) without an internal error, and generated programs never crash the linter."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sysconfig
 import time
@@ -42,7 +43,10 @@ def test_tensorflow_keras_and_stdlib_never_crash_the_analysis() -> None:
     files = [f for root in roots for f in _python_files(root)]
     files += _python_files(Path(sysconfig.get_paths()["stdlib"]), skip=("site-packages", "dist-packages"))
     assert len(files) > 3000
-    with ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    # spawn, not fork: this pytest process may already run TensorFlow's threads (auditor tests), and a
+    # forked child of a threaded process can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), mp_context=context) as pool:
         results = list(pool.map(_analyse, files, chunksize=16))
     internal = [(p, m) for p, _, messages in results for m in messages if "internal error" in m]
     assert internal == [], internal[:10]
