@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -153,10 +154,10 @@ class HostProbe(Probe):
     ``step`` of a record: how many times this train op had run before (per train op)."""
 
     def __init__(self, optimizer, variables, none_mask):  # noqa: D107 (no device state)
-        import weakref
-
         self.optimizer_ref = weakref.ref(optimizer)
-        self._optimizer = optimizer  # TF1 code often drops it after minimize(); the graph keeps us
+        # TF1 code often drops the optimizer after minimize(); the graph keeps the probe and the
+        # probe the optimizer (graph mode only: eager probes are owned by the optimizer)
+        self._optimizer = None if tf.executing_eagerly() else optimizer
         self.variables = list(variables)
         self.none_mask = tuple(none_mask)
         self.user_clip = False
@@ -184,6 +185,23 @@ class HostProbe(Probe):
         return np.int64(step)
 
 
+_eager_probes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _host_probe(optimizer, variables, none_mask) -> HostProbe:
+    """A new probe per train op in graph mode; in eager mode (a TF1 optimizer used eagerly)
+    one per apply site, so that its run counter counts the steps."""
+    if not tf.executing_eagerly():
+        return HostProbe(optimizer, variables, none_mask)
+    key = (tuple(id(v) for v in variables), tuple(none_mask))
+    with hooks._lock:
+        sites = _eager_probes.setdefault(optimizer, {})
+        probe = sites.get(key)
+        if probe is None or any(a is not b for a, b in zip(probe.variables, variables)):
+            probe = sites[key] = HostProbe(optimizer, variables, none_mask)
+        return probe
+
+
 def _snapshot(var):
     """A copy of the variable's current value that the update cannot alias: for a TF1
     ``RefVariable`` ``read_value()`` (an Identity of the ref) shares the buffer the update
@@ -206,7 +224,7 @@ def _patched_v1_apply_gradients(self, grads_and_vars, global_step=None, name=Non
              for g, _ in pairs]
     variables = [v for _, v in pairs]
     none_mask = [g is None for g in grads]
-    probe = HostProbe(self, variables, none_mask)
+    probe = _host_probe(self, variables, none_mask)
     for session in sessions:
         hooks.subscribe(probe, session)
         session._on_trace(probe)

@@ -72,3 +72,39 @@ def test_numerics_identical_and_patches_restored(result):
     assert result["partial"]["plain"]["weights"] != result["full"]["plain"]["weights"]  # the hash can differ
     assert result["patches_left"] is False
     assert result["apply_gradients_restored"] is True
+
+
+def _eager_v1(watched, with_unused):
+    import tensorflow as tf
+
+    import auditor
+
+    v = tf.Variable([1.0, 2.0], name="v")
+    w = tf.Variable([3.0], name="w")
+    variables = [v, w] if with_unused else [v]
+    opt = tf.compat.v1.train.MomentumOptimizer(0.1, 0.9)
+
+    def run():
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(v * v)
+            grads = tape.gradient(loss, variables)
+            opt.apply_gradients(zip(grads, variables))
+
+    if not watched:
+        run()
+        return None, v.numpy()
+    with auditor.watch(summary=False) as audit:
+        run()
+    return audit, v.numpy()
+
+
+def test_v1_optimizer_used_eagerly():
+    """A TF1 optimizer in an eager TF2 program: one record per apply, same numerics."""
+    planted, _ = _eager_v1(True, with_unused=True)
+    assert [r.step for r in planted.steps] == [0, 1, 2]
+    assert [(f.code, f.variables) for f in planted.findings] == [("GRD101", ["w:0"])]
+    clean, watched_v = _eager_v1(True, with_unused=False)
+    assert clean.findings == [] and all(r.changed_vars == ["v:0"] for r in clean.steps)
+    _, plain_v = _eager_v1(False, with_unused=False)
+    assert watched_v.tobytes() == plain_v.tobytes()
