@@ -111,9 +111,9 @@ def test_optimizer_clipping_ratio(kind):
         assert r.clipped_norm == pytest.approx(0.01, rel=1e-4)
 
 
-def _fit(kind, watched, aux=False):
+def _fit(kind, watched, aux=False, **compile_kw):
     model = _model(aux)
-    model.compile(OPTIMIZERS[kind](), "mse")
+    model.compile(OPTIMIZERS[kind](), "mse", **compile_kw)
     x, y = _data()
     audit = None
     if watched:
@@ -134,6 +134,16 @@ def test_fit_planted_clean_and_identical(kind):
     assert [r.step for r in clean.steps] == list(range(6))
     _, _, plain = _fit(kind, False)
     assert _bitwise(plain, weights)
+
+
+def test_fit_steps_per_execution_and_xla():
+    clean, model, weights = _fit("v3", True, steps_per_execution=3, jit_compile=True)
+    assert clean.findings == []
+    assert [r.step for r in clean.steps] == list(range(6)) and int(model.optimizer.iterations.numpy()) == 6
+    _, _, plain = _fit("v3", False, steps_per_execution=3, jit_compile=True)
+    assert _bitwise(plain, weights)
+    planted, _, _ = _fit("v3", True, aux=True, steps_per_execution=3, jit_compile=True)
+    assert [f.code for f in planted.findings] == ["GRD101"]
 
 
 def test_patches_restored_and_hooked_only_inside():
