@@ -52,6 +52,14 @@ def test_clean_twins_have_no_findings(result):
     assert all(s["clip_ratio"] is None for s in full)
 
 
+def test_global_step_still_incremented(result):
+    assert result["full"]["watched"]["global_step"] == result["full"]["plain"]["global_step"] == 5
+
+
+def test_raise_on_grd101_raises_at_exit(result):
+    assert result["raised"] == "GRD101"
+
+
 def test_user_clipping_ratio(result):
     steps = result["clip"]["watched"]["steps"]
     for s in steps:

@@ -49,8 +49,8 @@ def _build(scenario):
     loss = tf.reduce_mean(tf.square(pred - y))
     if scenario == "partial":  # seed 003: only the second layer is trained, on purpose
         return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W2, b2])
-    if scenario == "full":
-        return v1.train.AdamOptimizer(0.01).minimize(loss)
+    if scenario == "full":  # with a global step, which the train op must still increment
+        return v1.train.AdamOptimizer(0.01).minimize(loss, global_step=v1.train.get_or_create_global_step())
     if scenario == "clip":
         opt = v1.train.GradientDescentOptimizer(0.05)
         gvs = opt.compute_gradients(loss, var_list=[W1, b1, W2, b2])
@@ -73,12 +73,14 @@ def _run(scenario, watched):
             for _ in range(STEPS):
                 sess.run(train_op)
             weights = sess.run(v1.trainable_variables())
+            global_step = v1.train.get_global_step()
+            step_value = None if global_step is None else int(sess.run(global_step))
             if audit is not None:
                 audit.__exit__(None, None, None)
                 sess.run(train_op)  # after the watch: trains, but is not recorded
         kinds = sorted({type(v).__name__ for v in v1.trainable_variables()})
     digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in weights)).hexdigest()
-    out = {"weights": digest, "variable_kinds": kinds}
+    out = {"weights": digest, "variable_kinds": kinds, "global_step": step_value}
     if audit is not None:
         out["steps"] = [r.to_dict() for r in audit.steps]
         out["findings"] = [{"code": f.code, "variables": sorted(f.variables)} for f in audit.findings]
@@ -88,6 +90,20 @@ def _run(scenario, watched):
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
 for name in ("partial", "full", "clip", "none_grad"):
     result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
+
+# raise_on: the planted None gradient raises AuditError when the watch exits (graph mode has no
+# earlier host point of the user's thread)
+graph = tf.Graph()
+with graph.as_default():
+    try:
+        with auditor.watch(summary=False, raise_on="GRD101"):
+            train_op = _build("none_grad")
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                sess.run(train_op)
+        result["raised"] = None
+    except auditor.AuditError as e:
+        result["raised"] = e.finding.code
 result["patches_left"] = hooks.installed()
 from tensorflow.python.training import optimizer as _v1_optimizer  # noqa: E402
 
