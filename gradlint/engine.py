@@ -10,7 +10,7 @@ import libcst as cst
 from gradlint import source as sources
 from gradlint.prefilter import might_have_gradient_code
 from gradlint.noqa import is_suppressed
-from gradlint.rules import Rule
+from gradlint.rules import Report, Rule
 from gradlint.semantic import build_model
 from gradlint.violation import FileError, Violation
 
@@ -64,21 +64,51 @@ def lint_source(
     module = _parse(text, path, result)
     if module is None:
         return result
+    for reported in check_module(module, text, path, rules, result.errors,
+                                 target_keras=target_keras, apply_noqa=apply_noqa):
+        result.violations.append(reported.violation)
+    result.violations.sort()
+    return result
+
+
+@dataclass(frozen=True)
+class Reported:
+    """One rule's report with its resolved location (the fix engine also needs the report itself)."""
+
+    rule: type[Rule]
+    report: Report
+    violation: Violation
+
+
+def check_module(
+    module: cst.Module,
+    text: str,
+    path: str,
+    rules: Sequence[type[Rule]],
+    errors: list[FileError],
+    *,
+    target_keras: int = 3,
+    apply_noqa: bool = True,
+) -> list[Reported]:
+    """Build the semantic model once, run every rule on it, drop ``# noqa``-suppressed reports.
+
+    An analyser bug or one rule's bug is appended to ``errors``; the other rules still run.
+    """
     try:
         model = build_model(module, target_keras=target_keras)
     except RecursionError:
-        result.errors.append(FileError(path, "code nested too deeply to analyse"))
-        return result
+        errors.append(FileError(path, "code nested too deeply to analyse"))
+        return []
     except Exception as exc:  # an analyzer bug must not stop the other files
-        result.errors.append(FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}"))
-        return result
+        errors.append(FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}"))
+        return []
+    found: list[Reported] = []
     lines: Optional[list[str]] = None
     for rule in rules:
         try:
             reports = list(rule().check(model))
         except Exception as exc:  # one rule's bug must not stop the other rules
-            result.errors.append(
-                FileError(path, f"internal error in rule {rule.CODE}: {type(exc).__name__}: {exc}"))
+            errors.append(FileError(path, f"internal error in rule {rule.CODE}: {type(exc).__name__}: {exc}"))
             continue
         for report in reports:
             position = model.position(report.node)
@@ -88,12 +118,17 @@ def lint_source(
                     lines = text.splitlines()
                 if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
                     continue
-            result.violations.append(Violation(
+            found.append(Reported(rule, report, Violation(
                 path, line, position.start.column, rule.CODE, report.message,
                 position.end.line, position.end.column,
-            ))
-    result.violations.sort()
-    return result
+            )))
+    return found
+
+
+def parse(text: str, path: str) -> tuple[Optional[cst.Module], list[FileError]]:
+    """Parse with libcst; a failure becomes one clear error (CPython's wording for syntax errors)."""
+    result = LintResult(path)
+    return _parse(text, path, result), result.errors
 
 
 def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:

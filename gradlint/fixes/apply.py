@@ -18,12 +18,10 @@ from typing import Callable, Optional, Sequence
 import libcst as cst
 
 from gradlint import source as sources
-from gradlint.engine import lint_source
+from gradlint.engine import check_module, lint_source, parse
 from gradlint.fixes.edits import EditError, Fix, apply_edits, subtree_ids
-from gradlint.noqa import is_suppressed
 from gradlint.prefilter import might_have_gradient_code
 from gradlint.rules import Rule
-from gradlint.semantic import build_model
 from gradlint.violation import FileError, Violation
 
 DEFAULT_MAX_PASSES = 10
@@ -174,52 +172,26 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], target_keras: in
     analysis = _Analysis()
     if not might_have_gradient_code(text):
         return analysis
-    try:
-        module = cst.parse_module(text)
-    except Exception:
-        # the engine words syntax errors like CPython does; reuse it for the message
-        analysis.errors = lint_source(text, path, rules, target_keras=target_keras).errors or [
-            FileError(path, "cannot parse")]
+    module, analysis.errors = parse(text, path)
+    if module is None:
         return analysis
     analysis.module = module
-    try:
-        model = build_model(module, target_keras=target_keras)
-    except RecursionError:
-        analysis.errors = [FileError(path, "code nested too deeply to analyse")]
-        return analysis
-    except Exception as exc:
-        analysis.errors = [FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}")]
-        return analysis
-    lines = text.splitlines()
-    for rule in rules:
+    for reported in check_module(module, text, path, rules, analysis.errors, target_keras=target_keras):
+        rule, violation = reported.rule, reported.violation
+        analysis.violations.append(violation)
         try:
-            reports = list(rule().check(model))
-        except Exception as exc:
-            analysis.errors.append(
-                FileError(path, f"internal error in rule {rule.CODE}: {type(exc).__name__}: {exc}"))
+            fix = reported.report.resolve_fix()
+        except Exception as exc:  # a fix builder's bug: keep the finding, report the bug
+            analysis.errors.append(FileError(
+                path, f"internal error building the {rule.CODE} fix at line {violation.line}: "
+                      f"{type(exc).__name__}: {exc}"))
             continue
-        for report in reports:
-            position = model.position(report.node)
-            line = position.start.line
-            if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
-                continue
-            analysis.violations.append(Violation(
-                path, line, position.start.column, rule.CODE, report.message,
-                position.end.line, position.end.column,
-            ))
-            try:
-                fix = report.resolve_fix()
-            except Exception as exc:  # a fix builder's bug: keep the finding, report the bug
-                analysis.errors.append(FileError(
-                    path, f"internal error building the {rule.CODE} fix at line {line}: "
-                          f"{type(exc).__name__}: {exc}"))
-                continue
-            if fix is None:
-                continue
-            if fix.safety == "unsafe" and not unsafe:
-                analysis.unsafe_available[rule.CODE] += 1
-                continue
-            analysis.candidates.append(_Candidate(rule.CODE, line, position.start.column, fix))
+        if fix is None:
+            continue
+        if fix.safety == "unsafe" and not unsafe:
+            analysis.unsafe_available[rule.CODE] += 1
+            continue
+        analysis.candidates.append(_Candidate(rule.CODE, violation.line, violation.column, fix))
     analysis.violations.sort()
     return analysis
 
