@@ -143,6 +143,26 @@ def _same_context(tensor) -> bool:
         return False
 
 
+def attach_probe(optimizer, probe, sessions, grads, keep_traced: bool = True):
+    """Wire a probe to the watching sessions at trace time; return the user clipping it sees.
+
+    Traced probes are kept alive with their optimizer (so `watch(model)` can re-enable them); a probe
+    whose gradients came out of user clipping is marked so.
+    """
+    if keep_traced and not tf.executing_eagerly():
+        with _lock:
+            kept = _traced.setdefault(optimizer, [])
+            if probe not in kept:
+                kept.append(probe)
+    for session in sessions:
+        subscribe(probe, session)
+        session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)
+    user_norms, user_global = _user_clip_norms(grads)
+    if user_global is not None or any(u is not None for u in user_norms):
+        probe.user_clip = True
+    return user_norms, user_global
+
+
 def _user_clip_norms(grads):
     """Per gradient: the norm before a user clip that produced it, plus a shared global norm."""
     memory = _clip_memory()
@@ -242,17 +262,7 @@ def _patched_apply(self, grads, trainable_variables=None):
     with_snapshots = any(s.check_changes != "off" for s in sessions)
     replica = replica_info()
     probe = get_probe(self, variables, none_mask, with_snapshots, replica)
-    if not tf.executing_eagerly():
-        with _lock:
-            kept = _traced.setdefault(self, [])
-            if probe not in kept:
-                kept.append(probe)
-    for session in sessions:
-        subscribe(probe, session)
-        session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)
-    user_norms, user_global = _user_clip_norms(grads)
-    if user_global is not None or any(u is not None for u in user_norms):
-        probe.user_clip = True
+    user_norms, user_global = attach_probe(self, probe, sessions, grads)
 
     aggregate_pre = None
     if replica is not None and probe.has_clipping() and not probe.user_clip:

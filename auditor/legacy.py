@@ -94,17 +94,7 @@ def _tfk_apply(original, self, grads_and_vars, args, kwargs):
         return original(self, pairs, *args, **kwargs)  # tf_keras raises or no-ops itself
     with_snapshots = any(s.check_changes != "off" for s in sessions)
     probe = hooks.get_probe(self, variables, none_mask, with_snapshots)
-    if not tf.executing_eagerly():
-        with hooks._lock:
-            kept = hooks._traced.setdefault(self, [])
-            if probe not in kept:
-                kept.append(probe)
-    for session in sessions:
-        hooks.subscribe(probe, session)
-        session._on_trace(probe)
-    user_norms, user_global = hooks._user_clip_norms(grads)
-    if user_global is not None or any(u is not None for u in user_norms):
-        probe.user_clip = True
+    user_norms, user_global = hooks.attach_probe(self, probe, sessions, grads)
     hooks._tls.in_apply = True
     try:
         iteration = tf.cast(tf.identity(self.iterations), tf.int64)  # before apply increments it
@@ -225,12 +215,7 @@ def _patched_v1_apply_gradients(self, grads_and_vars, global_step=None, name=Non
     variables = [v for _, v in pairs]
     none_mask = [g is None for g in grads]
     probe = _host_probe(self, variables, none_mask)
-    for session in sessions:
-        hooks.subscribe(probe, session)
-        session._on_trace(probe)
-    user_norms, user_global = hooks._user_clip_norms(grads)
-    if user_global is not None or any(u is not None for u in user_norms):
-        probe.user_clip = True
+    user_norms, user_global = hooks.attach_probe(self, probe, sessions, grads, keep_traced=False)
     check = any(s.check_changes != "off" for s in sessions)
     n = len(variables)
     measured = Probe._measure(probe, grads, _clip_config(self), user_norms, user_global)
