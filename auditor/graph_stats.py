@@ -13,19 +13,22 @@ def dense_values(grad):
     """The values whose squared sum is the gradient's squared norm, without densifying slices.
 
     ``IndexedSlices`` may repeat an index; rows with equal indices are summed first
-    (sort + segment sum, which XLA compiles, unlike ``tf.unique``).
+    (sort + segment sum, which XLA compiles, unlike ``tf.unique``). Unused trailing rows
+    are zero.
     """
-    if isinstance(grad, tf.IndexedSlices):
-        values = grad.values
-        indices = tf.reshape(grad.indices, [-1])
-        order = tf.argsort(indices, stable=True)
-        sorted_idx = tf.gather(indices, order)
-        new_row = tf.cast(tf.not_equal(sorted_idx[1:], sorted_idx[:-1]), tf.int32)
-        segments = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(new_row)], 0)
-        return tf.math.unsorted_segment_sum(
-            tf.gather(values, order), segments, num_segments=tf.size(indices)
-        )
-    return grad
+    return _summed_slices(grad)[0] if isinstance(grad, tf.IndexedSlices) else grad
+
+
+def _summed_slices(grad):
+    """(rows summed per distinct index, padded with zero rows; count of distinct indices)."""
+    values = grad.values
+    indices = tf.reshape(grad.indices, [-1])
+    order = tf.argsort(indices, stable=True)
+    sorted_idx = tf.gather(indices, order)
+    new_row = tf.cast(tf.not_equal(sorted_idx[1:], sorted_idx[:-1]), tf.int32)
+    segments = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(new_row)], 0)
+    summed = tf.math.unsorted_segment_sum(tf.gather(values, order), segments, num_segments=tf.size(indices))
+    return summed, tf.reduce_max(segments) + 1
 
 
 def sq_norm(grad):
@@ -45,6 +48,38 @@ def clipvalue_sq_norm(grad, clip, scale):
     """Squared norm after Keras' ``clipvalue`` clipping of ``grad / scale``."""
     values = tf.cast(dense_values(grad), tf.float32) / scale
     return tf.reduce_sum(tf.square(tf.clip_by_value(values, -clip, clip)))
+
+
+HIST_BINS = 30
+
+
+def histogram(grad, bins: int = HIST_BINS):
+    """``[min, max, count_1 .. count_bins]`` (float32) of the gradient's finite values, in
+    equal-width bins over [min, max]; NaN/Inf elements are left out (``IndexedSlices``: the
+    applied rows, repeated indices summed). Built from a segment sum,
+    which XLA compiles (``histogram_fixed_width`` has no XLA kernel)."""
+    if isinstance(grad, tf.IndexedSlices):
+        summed, distinct = _summed_slices(grad)
+        used = tf.less(tf.range(tf.shape(summed)[0]), distinct)  # drop the zero padding rows
+        used = tf.reshape(tf.broadcast_to(tf.reshape(used, [-1] + [1] * (summed.shape.rank - 1)),
+                                          tf.shape(summed)), [-1])
+        values = tf.reshape(tf.cast(summed, tf.float32), [-1])
+    else:
+        values = tf.reshape(tf.cast(grad, tf.float32), [-1])
+        used = None
+    finite = tf.math.is_finite(values)
+    if used is not None:
+        finite = tf.logical_and(finite, used)
+    inf = tf.constant(float("inf"), tf.float32)
+    lo = tf.reduce_min(tf.where(finite, values, inf))
+    hi = tf.reduce_max(tf.where(finite, values, -inf))
+    width = hi - lo
+    safe = tf.where(finite, values, lo)
+    scaled = tf.where(width > 0, (safe - lo) / tf.where(width > 0, width, 1.0) * bins, tf.zeros_like(safe))
+    index = tf.clip_by_value(tf.cast(tf.floor(scaled), tf.int32), 0, bins - 1)
+    index = tf.where(finite, index, bins)  # a last segment for non-finite values, dropped
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(values), index, bins + 1)[:bins]
+    return tf.concat([tf.stack([lo, hi]), counts], 0)
 
 
 def read(variable):

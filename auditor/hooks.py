@@ -105,6 +105,10 @@ def drain_probe(probe: Probe) -> None:
         rows, tags, lost = probe.ring.drain()
         for session in probe.subscribers:
             session._ingest(probe, rows, tags, lost)
+        if probe.hist_on and probe.hist_ring.pending_estimate():
+            rows, tags, _ = probe.hist_ring.drain()
+            for session in probe.subscribers:
+                session._ingest_histograms(probe, rows, tags)
 
 
 def get_probe(optimizer, variables, none_mask, with_snapshots, replica=None) -> Probe:
@@ -234,6 +238,7 @@ def _patched_all_reduce_sum(self, grads_and_vars):
     if pending is not None and pending[0] is self:
         result = list(result)
         _tls.reduced = [None if g is None else gs_sq(g) for g, _ in result]
+        _tls.reduced_grads = [g for g, _ in result]
     return result
 
 
@@ -269,16 +274,16 @@ def _patched_apply(self, grads, trainable_variables=None):
         aggregate_pre = _aggregate_pre_norm(grads)
     _tls.in_apply = True
     _tls.reduce_for = (self,) if replica is not None else None
-    _tls.reduced = None
+    _tls.reduced = _tls.reduced_grads = None
     try:
         iteration = tf.identity(self._iterations.value)  # read before apply increments it
         state = probe.emit_before(iteration, grads, self, user_norms, user_global, aggregate_pre)
         result = original(self, grads, trainable_variables)
-        probe.emit_after(state, iteration, _tls.reduced)
+        probe.emit_after(state, iteration, _tls.reduced, getattr(_tls, "reduced_grads", None))
     finally:
         _tls.in_apply = False
         _tls.reduce_for = None
-        _tls.reduced = None
+        _tls.reduced = _tls.reduced_grads = None
     if tf.executing_eagerly():
         for session in sessions:
             session._after_eager_apply(probe)

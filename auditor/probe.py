@@ -21,6 +21,7 @@ COL_APPLIED, COL_PRE, COL_CLIPPED, COL_CHECKED, COL_NONFINITE = range(5)
 FIXED = 5
 MODES = {"off": 0, "auto": 1, "every": 2}
 RING_BYTES = 256 << 10  # per probe (the non-XLA write copies the ring once)
+HIST_BYTES = 2 << 20  # per probe, for the gradient histograms (written every `hist_every` steps)
 
 
 def variable_path(variable) -> str:
@@ -37,6 +38,9 @@ def is_variable(obj) -> bool:
 
 class Probe:
     """Device state and emitted ops for one (optimizer, variable list, None pattern)."""
+
+    hist_ring = None  # RingBuffer of gradient histograms (None: this probe keeps none)
+    hist_on = False  # a subscriber wants histograms (host-side copy of hist_every > 0)
 
     def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None):
         """``replica``: ``(local index, local replica count, device)`` when ``apply`` runs in a
@@ -55,8 +59,17 @@ class Probe:
         width = FIXED + 3 * n + self.extra
         capacity = int(min(1024, max(64, RING_BYTES // (4 * width))))
         self.ring = RingBuffer(width, capacity, device)
+        # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
+        # histogram step. Under tf.distribute only the first local replica keeps them (of the
+        # all-reduced gradients, which every replica holds alike).
+        self.hist_ring = None
+        if replica is None or replica[0] == 0:
+            hist_width = n * (2 + gs.HIST_BINS)
+            self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
+                                        device)
         mk = gs.make_variable
         with tf.init_scope():
+            self.hist_every = mk(tf.constant(0, tf.int64), "auditor_hist_every", device)
             self.enabled = mk(False, "auditor_enabled", device)
             self.mode = mk(tf.constant(0, tf.int64), "auditor_mode", device)
             self.every = mk(tf.constant(1, tf.int64), "auditor_every", device)
@@ -83,6 +96,9 @@ class Probe:
             period = min(int(s.thresholds["changes_period"]) for s in self.subscribers)
             self.period.assign(max(1, period))
             self.check_until.assign(self.ring.count.read_value() + first)
+            hist = [int(s.histogram_every) for s in self.subscribers if s.logdir and s.histogram_every]
+            self.hist_on = bool(hist) and self.hist_ring is not None
+            self.hist_every.assign(min(hist) if self.hist_on else 0)
             self.enabled.assign(True)
 
     # ---- emitted ops --------------------------------------------------------------------------
@@ -99,8 +115,12 @@ class Probe:
         )
         width = 4 + 2 * len(grads)
         config = _clip_config(optimizer)
-        measured = tf.cond(record, lambda: self._measure(grads, config, user_norms, user_global, aggregate_pre),
-                           lambda: tf.zeros([width], tf.float32))
+        def measure():
+            if self.replica is None:
+                self._emit_histograms(iteration, grads)
+            return self._measure(grads, config, user_norms, user_global, aggregate_pre)
+
+        measured = tf.cond(record, measure, lambda: tf.zeros([width], tf.float32))
         if self.snapshots is None:
             return record, tf.constant(False), measured
         mode = self.mode.read_value()
@@ -122,10 +142,11 @@ class Probe:
         gs.cond(check, take_snapshot, lambda: tf.constant(False))
         return record, check, measured
 
-    def emit_after(self, state, iteration, reduced_sq=None):
+    def emit_after(self, state, iteration, reduced_sq=None, reduced_grads=None):
         """Ops run after ``apply``: compare with the snapshot, append the row (if recording).
 
-        ``reduced_sq``: per variable, the squared norm of the all-reduced gradient (replicas)."""
+        ``reduced_sq``: per variable, the squared norm of the all-reduced gradient (replicas);
+        ``reduced_grads``: those gradients (for the histograms)."""
         record, check, measured = state
         n = len(self.variables)
         tail = []
@@ -153,9 +174,27 @@ class Probe:
             row = tf.concat([measured[:3], tf.reshape(tf.cast(check, tf.float32), [1]), measured[3:],
                              tf.cast(changed, tf.float32)] + tail, 0)
             self.ring.write(row, iteration)
+            if self.replica is not None and reduced_grads is not None:
+                self._emit_histograms(iteration, reduced_grads)
             return tf.constant(True)
 
         gs.cond(record, write_row, lambda: tf.constant(False))
+
+    def _emit_histograms(self, iteration, grads):
+        """On steps that are multiples of ``hist_every``: one histogram row for every gradient."""
+        if self.hist_ring is None:
+            return
+        every = self.hist_every.read_value()
+        due = tf.logical_and(tf.greater(every, 0),
+                             tf.equal(tf.math.floormod(iteration, tf.maximum(every, 1)), 0))
+
+        def write():
+            blank = tf.fill([2 + gs.HIST_BINS], tf.constant(math.nan, tf.float32))
+            row = tf.concat([blank if g is None else gs.histogram(g) for g in grads], 0)
+            self.hist_ring.write(row, iteration)
+            return tf.constant(True)
+
+        gs.cond(due, write, lambda: tf.constant(False))
 
     def _measure(self, grads, config, user_norms, user_global, aggregate_pre=None):
         """[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...] as float32."""
@@ -234,6 +273,15 @@ class Probe:
         n = len(self.variables)
         start = FIXED + 3 * n
         return row[start:start + n], float(row[start + n])
+
+    def split_histograms(self, row: np.ndarray):
+        """Unpack one histogram row: per variable ``(min, max, counts)`` or None (no finite value)."""
+        out = []
+        for chunk in row.reshape(len(self.variables), 2 + gs.HIST_BINS):
+            lo, hi, counts = float(chunk[0]), float(chunk[1]), chunk[2:]
+            ok = math.isfinite(lo) and math.isfinite(hi) and counts.sum() > 0
+            out.append((lo, hi, counts) if ok else None)
+        return out
 
     def clip_bounds(self):
         """(global_clipnorm, clipnorm) configured on the optimizer (0.0 when unset)."""

@@ -2,8 +2,7 @@
 
 Sinks are opened when a watch is entered, receive step records as they are drained from the
 device (host side, so XLA and tf.distribute runs write the same way) and are closed at exit
-with the findings. Nothing is kept here beyond a short per-variable window for histograms,
-so memory stays bounded on long runs.
+with the findings. Nothing is kept here, so memory stays bounded on long runs.
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ def open_sinks(audit) -> list:
     if audit.jsonl:
         sinks.append(JsonlSink(audit.jsonl, audit))
     if audit.logdir:
-        sinks.append(TensorBoardSink(audit.logdir, audit.histogram_every))
+        sinks.append(TensorBoardSink(audit.logdir))
     return sinks
 
 
@@ -39,6 +38,9 @@ class JsonlSink:
         for record in records:
             self._write({"type": "step", **record.to_dict()})
         self.out.flush()
+
+    def histograms(self, step: int, per_variable) -> None:
+        """Histograms go to TensorBoard only (they would dwarf the step lines)."""
 
     def close(self, audit, findings) -> None:
         from auditor import report
@@ -59,18 +61,15 @@ def tag_for(path: str, name: str) -> str:
 
 class TensorBoardSink:
     """Per-step scalars (global norm, clipped norm, clip ratio, None-gradient count, per-variable
-    norms), a histogram of each variable's recent norms every ``histogram_every`` records, and
-    the findings as text."""
+    norms), per-variable histograms of gradient values (computed on the device every
+    ``histogram_every`` steps) and the findings as text."""
 
-    def __init__(self, logdir, histogram_every: int):
+    def __init__(self, logdir):
         import tensorflow as tf
 
         self.tf = tf
         with tf.init_scope():
             self.writer = tf.summary.create_file_writer(os.fspath(logdir))
-        self.histogram_every = max(1, int(histogram_every))
-        self.window: dict[str, list] = {}
-        self.count = 0
 
     def records(self, records) -> None:
         tf = self.tf
@@ -85,15 +84,27 @@ class TensorBoardSink:
                 for path, norm in r.var_norms.items():
                     if norm is not None:
                         tf.summary.scalar(tag_for(path, "grad_norm"), norm, step=r.step)
-                        window = self.window.setdefault(path, [])
-                        window.append(norm)
-                        del window[: -self.histogram_every]
-                self.count += 1
-                if self.count % self.histogram_every == 0:
-                    for path, values in self.window.items():
-                        finite = [v for v in values if math.isfinite(v)]
-                        if finite:
-                            tf.summary.histogram(tag_for(path, "grad_norm_hist"), finite, step=r.step)
+        self.writer.flush()
+
+    def histograms(self, step: int, per_variable) -> None:
+        """``per_variable``: ``(path, (min, max, counts) or None)`` pairs of one step."""
+        import numpy as np
+        from tensorboard.plugins.histogram import metadata
+
+        tf = self.tf
+        with tf.init_scope(), self.writer.as_default():
+            for path, hist in per_variable:
+                if hist is None:
+                    continue
+                lo, hi, counts = hist
+                if hi > lo:
+                    edges = np.linspace(lo, hi, len(counts) + 1)
+                    buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
+                else:  # every value equal: one bucket around it, as TensorBoard draws it
+                    buckets = np.array([[lo - 0.5, lo + 0.5, counts.sum()]])
+                tag = tag_for(path, "grad_hist")
+                tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step,
+                                 metadata=metadata.create_summary_metadata(tag, f"gradient values of {path}"))
         self.writer.flush()
 
     def close(self, audit, findings) -> None:

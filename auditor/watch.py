@@ -88,6 +88,8 @@ class Audit:
         self._active = False
         self._done = False
         self._probes: list = []
+        if not isinstance(histogram_every, int) or histogram_every < 0:
+            raise ValueError(f"histogram_every must be an int >= 0, got {histogram_every!r}")
         if history is not None and (not isinstance(history, int) or history < 1):
             raise ValueError(f"history must be a positive int or None, got {history!r}")
         self.history = history
@@ -345,6 +347,15 @@ class Audit:
         if self.raise_on and self._pending_error is None:
             self._check_streaming()
 
+    def _ingest_histograms(self, probe, rows, tags) -> None:
+        """Hand drained gradient histograms to the sinks (called by hooks.drain_probe)."""
+        if len(rows) == 0 or not self._sinks:
+            return
+        paths = [self._path(v) for v in probe.variables]
+        for row, tag in zip(rows, tags):
+            for sink in self._sinks:
+                sink.histograms(int(tag), zip(paths, probe.split_histograms(row)))
+
     def _replica_record(self, parts, step, label, paths, has_clip) -> StepRecord:
         """One optimizer step under tf.distribute, from every local replica's row."""
         parts = sorted(parts, key=lambda pr: pr[0].replica[0])
@@ -536,7 +547,8 @@ def watch(model=None, *, every=1, check_changes="auto", logdir=None, jsonl=None,
     thresholds: overrides of ``auditor.findings.DEFAULT_THRESHOLDS``.
     history: step records kept on the host (the most recent; None keeps all). Findings and
         ``audit.steps`` see this window; the sinks see every record.
-    histogram_every: TensorBoard histogram period, in records.
+    histogram_every: with ``logdir``, a histogram of every variable's gradient values each
+        ``histogram_every`` optimizer steps (0 turns them off).
     """
     return Audit(model, every=every, check_changes=check_changes, logdir=logdir, jsonl=jsonl,
                  summary=summary, raise_on=raise_on, thresholds=thresholds, history=history,

@@ -42,8 +42,9 @@ def test_tensorboard_events_read_back(tmp_path):
     assert [float(tf.make_ndarray(e.tensor_proto)) for e in events] == [float(tf.constant(v, tf.float32)) for v in expected]
     nones = acc.Tensors(f"auditor/{opt}/none_gradients")
     assert {float(tf.make_ndarray(e.tensor_proto)) for e in nones} == {2.0}  # b's kernel and bias
-    hist = acc.Tensors(f"{kernel}/grad_norm_hist")
-    assert [e.step for e in hist] == [4, 9]  # every 5 records
+    hist = acc.Tensors(f"{kernel}/grad_hist")
+    assert [e.step for e in hist] == [0, 5, 10]  # optimizer steps that are multiples of 5
+    assert f"{kernel.rsplit('/', 1)[0]}/b/kernel/grad_hist" not in tensor_tags  # None gradient: no histogram
     texts = [t for t in tensor_tags if t.startswith("auditor/findings")]
     codes = {t.rsplit("/", 1)[1] for t in texts}
     assert codes == {f.code for f in audit.findings} == {"GRD101", "GRD107"}
