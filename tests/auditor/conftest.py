@@ -23,6 +23,18 @@ def _split_cpu():
 _split_cpu()
 
 
+@pytest.fixture(scope="session")
+def strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session: strategies created
+    side by side in one process reuse collective instance keys and abort each other's all-reduces."""
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("TensorFlow initialised its devices before the CPU could be split")
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_patches():
     """Every test must leave the patches restored and no watch active."""

@@ -11,14 +11,6 @@ from audit_helpers import codes
 GLOBAL_BATCH = 16
 
 
-@pytest.fixture(scope="module")
-def strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("TensorFlow initialised its devices before the CPU could be split")
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def _data():
     rng = np.random.RandomState(0)
     x = rng.randn(64, 4).astype("float32")
