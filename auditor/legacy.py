@@ -6,6 +6,9 @@ graph-mode ``tf.compat.v1.train.Optimizer``.
   ``apply``: the same device-side :class:`~auditor.probe.Probe` records a row per call.
   tf_keras is never imported here: it is hooked only once it is in ``sys.modules``
   (checked when a watch is entered and at each ``tape.gradient`` / ``tf.function`` call).
+  Under ``tf.distribute`` each replica's apply gets a per-replica probe (as in Keras 3); tf_keras
+  sums the replicas' gradients *before* clipping, so the all-reduced norms are read where it
+  clips them (``_TFK_TAPS``), without a second all-reduce.
 * TF1: ``tf.compat.v1.train.Optimizer.apply_gradients`` (which ``minimize`` calls) returns a
   train op that also measures the gradients and snapshots the variables (the update ops run
   under control dependencies on both), compares after the update, and hands the row to the
@@ -30,6 +33,18 @@ _TFK_TARGETS = (
     ("tf_keras.src.optimizers.optimizer", "Optimizer", "tfk_apply_gradients"),
     ("tf_keras.src.optimizers.legacy.optimizer_v2", "OptimizerV2", "tfk_v2_apply_gradients"),
 )
+# Under tf.distribute, tf_keras sums the replicas' gradients *before* clipping them, in the
+# replica context: the 2.11+ optimizer in ``Optimizer.apply_gradients`` (``aggregate_gradients``),
+# then ``_BaseOptimizer._clip_gradients``; OptimizerV2 in ``apply_gradients``
+# (``_aggregate_gradients``), then ``_transform_gradients`` (clipvalue / clipnorm /
+# global_clipnorm / gradient_transformers). Tapping those clip steps gives the all-reduced
+# gradients before and after clipping without a second all-reduce.
+_TFK_TAPS = (
+    ("tf_keras.src.optimizers.optimizer", "_BaseOptimizer", "_clip_gradients", "tfk_clip_gradients"),
+    ("tf_keras.src.optimizers.legacy.optimizer_v2", "OptimizerV2", "_transform_gradients",
+     "tfk_v2_transform_gradients"),
+)
+_tap_tls = threading.local()  # per replica thread: the apply whose clip step is being tapped
 
 
 # ---- install / restore (called by hooks under its lock) ----------------------------------------
@@ -58,6 +73,11 @@ def ensure_tf_keras() -> None:
         owner = getattr(module, cls_name, None) if module is not None else None
         if owner is not None and "apply_gradients" in owner.__dict__:
             _patch(owner, "apply_gradients", key, _make_tfk_patch(key))
+    for module_name, cls_name, attr, key in _TFK_TAPS:
+        module = sys.modules.get(module_name)
+        owner = getattr(module, cls_name, None) if module is not None else None
+        if owner is not None and attr in owner.__dict__:
+            _patch(owner, attr, key, _make_tap(attr, key, pairs=(key == "tfk_v2_transform_gradients")))
 
 
 def restore_all() -> None:
@@ -83,9 +103,7 @@ def _tfk_apply(original, self, grads_and_vars, args, kwargs):
         return original(self, grads_and_vars, *args, **kwargs)
     sessions = hooks.active_sessions(self)
     pairs = list(grads_and_vars)
-    if (not sessions or not pairs or hooks.replica_info() is not None
-            or (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context())):
-        # tf.distribute with tf_keras is not recorded (see docs/auditor.md, Known limits)
+    if not sessions or not pairs or (tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context()):
         return original(self, pairs, *args, **kwargs)
     grads = [g for g, _ in pairs]
     variables = [v for _, v in pairs]
@@ -93,20 +111,104 @@ def _tfk_apply(original, self, grads_and_vars, args, kwargs):
     if all(none_mask):
         return original(self, pairs, *args, **kwargs)  # tf_keras raises or no-ops itself
     with_snapshots = any(s.check_changes != "off" for s in sessions)
-    probe = hooks.get_probe(self, variables, none_mask, with_snapshots)
+    replica = hooks.replica_info()
+    probe = hooks.get_probe(self, variables, none_mask, with_snapshots, replica)
     user_norms, user_global = hooks.attach_probe(self, probe, sessions, grads)
     hooks._tls.in_apply = True
     try:
+        with tf.init_scope():  # OptimizerV2 creates `iterations` on first use: there, as it does itself
+            _ = self.iterations
         iteration = tf.cast(tf.identity(self.iterations), tf.int64)  # before apply increments it
-        state = probe.emit_before(iteration, grads, self, user_norms, user_global)
-        result = original(self, pairs, *args, **kwargs)
-        probe.emit_after(state, iteration)
+        if replica is None:
+            state = probe.emit_before(iteration, grads, self, user_norms, user_global)
+            result = original(self, pairs, *args, **kwargs)
+            probe.emit_after(state, iteration)
+        else:
+            result = _tfk_apply_replica(original, self, pairs, args, kwargs, probe, iteration,
+                                        user_norms, user_global)
     finally:
         hooks._tls.in_apply = False
     if tf.executing_eagerly():
         for session in sessions:
             session._after_eager_apply(probe)
     return result
+
+
+def _tfk_apply_replica(original, self, pairs, args, kwargs, probe, iteration, user_norms, user_global):
+    """One replica's apply under tf.distribute: the row is written from inside tf_keras' clip
+    step (see ``_TFK_TAPS``), which runs after the all-reduce and before any variable update.
+
+    The replica's own gradients give its row's per-replica norm; the tapped clip input (the
+    all-reduced gradients, alike on every replica) the norm before clipping; the clip output
+    the applied norms. No collective is added and the optimizer's own call is left as is."""
+    grads = [g for g, _ in pairs]
+    tap = _Tap(self, probe, iteration, grads, user_norms, user_global)
+    outer, _tap_tls.tap = getattr(_tap_tls, "tap", None), tap
+    try:
+        result = original(self, pairs, *args, **kwargs)
+    finally:
+        _tap_tls.tap = outer
+    if tap.state is not None:
+        probe.emit_after(tap.state, iteration, tap.reduced_sq)
+    # else: the clip step was not reached (a subclass replaced it, or nothing was applied):
+    # no row for this step rather than one whose change check would come after the update
+    return result
+
+
+class _Tap:
+    """What one replica's apply hands to its tapped clip step, and what it gets back."""
+
+    def __init__(self, optimizer, probe, iteration, grads, user_norms, user_global):
+        self.optimizer = optimizer
+        self.probe = probe
+        self.iteration = iteration
+        self.grads = grads
+        self.user_norms = user_norms
+        self.user_global = user_global
+        self.state = None
+        self.reduced_sq = None
+
+    def before_clip(self, reduced):
+        """``reduced``: the non-None all-reduced gradients, in the order of the apply's pairs."""
+        probe = self.probe
+        aggregate_pre = None
+        if probe.has_clipping() and not probe.user_clip:
+            aggregate_pre = tf.sqrt(tf.add_n([hooks.gs_sq(g) for g in reduced]))
+        self.state = probe.emit_before(self.iteration, self.grads, self.optimizer, self.user_norms,
+                                       self.user_global, aggregate_pre)
+
+    def after_clip(self, clipped):
+        """``clipped``: the gradients the optimizer applies (non-None, same order)."""
+        if len(clipped) != sum(1 for none in self.probe.none_mask if not none):
+            return  # a gradient transformer changed the list: the row's applied norms stay NaN
+        real = iter(clipped)
+        self.reduced_sq = [None if none else hooks.gs_sq(next(real)) for none in self.probe.none_mask]
+
+
+def _make_tap(attr, key, pairs: bool):
+    """The clip step of one tf_keras optimizer family, reporting to the pending replica apply
+    (``pairs``: OptimizerV2's ``_transform_gradients`` takes (gradient, variable) pairs)."""
+
+    def tapped(self, grads, *args, **kwargs):
+        if key not in hooks._extra:  # restored while a reference to the patch was held
+            return getattr(type(self), attr)(self, grads, *args, **kwargs)
+        original = hooks._extra[key][2]
+        tap = getattr(_tap_tls, "tap", None)
+        if tap is None or tap.optimizer is not self or tap.state is not None:
+            return original(self, grads, *args, **kwargs)
+        if not isinstance(grads, (list, tuple)):
+            grads = list(grads)
+        reduced = [g for g, _ in grads] if pairs else grads
+        tap.before_clip([g for g in reduced if g is not None])
+        result = original(self, grads, *args, **kwargs)
+        if not isinstance(result, (list, tuple)):
+            result = list(result)
+        clipped = [g for g, _ in result] if pairs else result
+        tap.after_clip([g for g in clipped if g is not None])
+        return result
+
+    tapped.__auditor_patch__ = True
+    return tapped
 
 
 # ---- TF1 graph mode --------------------------------------------------------------------------

@@ -156,3 +156,53 @@ def test_patches_restored_and_hooked_only_inside():
         assert all(getattr(f, "__auditor_patch__", False) for f in inside)
     after = (v3.Optimizer.__dict__["apply_gradients"], optimizer_v2.OptimizerV2.__dict__["apply_gradients"])
     assert after == before and inside != before
+
+
+def _lso_run(kind, mode, watched, aux=False, steps=3):
+    """A custom loop with tf_keras' LossScaleOptimizer (dynamic loss scale, starts at 2**15)."""
+    model = _model(aux)
+    opt = tf_keras.mixed_precision.LossScaleOptimizer(OPTIMIZERS[kind]())
+    x, y = (tf.constant(a) for a in _data())
+    variables = model.trainable_variables
+    with tf.GradientTape() as tape:  # the unscaled gradients of the first step, for reference
+        loss = tf.reduce_mean(tf.square(model(x) - y))
+    reference = [g for g in tape.gradient(loss, variables) if g is not None]
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+            scaled = opt.get_scaled_loss(loss)
+        grads = opt.get_unscaled_gradients(tape.gradient(scaled, variables))
+        opt.apply_gradients(zip(grads, variables))
+
+    if mode == "function":
+        step = tf.function(step)
+    audit = None
+    if watched:
+        with auditor.watch(summary=False, check_changes="every") as audit:
+            for _ in range(steps):
+                step()
+    else:
+        for _ in range(steps):
+            step()
+    weights = [w.numpy() for w in model.weights] + [v.numpy() for v in opt.variables()]
+    return audit, opt, reference, weights
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_loss_scale_optimizer_unscaled_norms_planted_and_clean(kind, mode):
+    clean, opt, reference, weights = _lso_run(kind, mode, watched=True)
+    assert float(opt.loss_scale.numpy()) == 2.0 ** 15  # the loss really was scaled
+    assert clean.findings == []
+    assert len(clean.steps) == 3 == int(opt.iterations.numpy())
+    assert [r.step for r in clean.steps] == [0, 1, 2]
+    expected = float(np.sqrt(sum(np.sum(np.square(g.numpy().astype(np.float64))) for g in reference)))
+    assert clean.steps[0].global_norm == pytest.approx(expected, rel=1e-4)  # unscaled
+    assert all(r.global_norm < 1e3 and len(r.changed_vars) == 4 for r in clean.steps)
+    _, _, _, plain = _lso_run(kind, mode, watched=False)
+    assert _bitwise(plain, weights)
+
+    planted, _, _, _ = _lso_run(kind, mode, watched=True, aux=True)
+    assert [f.code for f in planted.findings] == ["GRD101"]
+    assert sorted(_short(p) for p in planted.findings[0].variables) == ["aux/bias:0", "aux/kernel:0"]
