@@ -1,7 +1,8 @@
 """tf_keras (legacy Keras 2) optimizers under tf.distribute.MirroredStrategy on two logical CPU
 devices, for both the 2.11+ optimizer and ``tf_keras.optimizers.legacy`` (OptimizerV2): one
 record per optimizer step, the all-reduced norm (checked against numpy), each replica's own
-norm, and no GRD109: tf_keras sums the replicas' gradients before it clips them."""
+norm, and no GRD109: tf_keras sums the replicas' gradients before it clips them.
+``strategy`` is conftest's session-wide MirroredStrategy."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,14 +21,6 @@ ADAM = {
     "v3": lambda **kw: tf_keras.optimizers.Adam(0.01, **kw),
     "legacy": lambda **kw: tf_keras.optimizers.legacy.Adam(0.01, **kw),
 }
-
-
-@pytest.fixture(scope="module")
-def strategy():
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("TensorFlow initialised its devices before the CPU could be split")
-    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
 
 
 def _data():
