@@ -334,7 +334,8 @@ def check_replica_clipping(records) -> list[Finding]:
             out.append(make_finding(
                 "GRD109",
                 f"optimizer {label}: {first.clip_kind}={first.clip_bound:.4g} is applied per replica before "
-                f"the all-reduce across {len(first.replica_norms)} replicas; the applied gradient norm reached "
+                f"the all-reduce across {first.replicas_in_sync or len(first.replica_norms)} replicas; "
+                f"the applied gradient norm reached "
                 f"{worst:.4g} (over the bound on {len(over)} of {len(group)} steps).",
                 first.step))
     return out

@@ -193,8 +193,8 @@ def _user_clip_norms(grads):
 
 # ---- tf.distribute --------------------------------------------------------------------------------
 def replica_info():
-    """``(local replica index, local replica count, device)`` inside a replica context of a
-    strategy with more than one replica in sync, else None. Local: per worker, so that
+    """``(local replica index, local replica count, device, replicas in sync)`` inside a replica
+    context of a strategy with more than one replica in sync, else None. Local: per worker, so that
     ``MultiWorkerMirroredStrategy`` keeps per-process state only."""
     if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
         return None
@@ -203,13 +203,18 @@ def replica_info():
         return None
     ctx = tf.distribute.get_replica_context()
     devices = [str(d) for d in strategy.extended.worker_devices]
-    device = str(ctx.devices[0]) if getattr(ctx, "devices", None) else None
+    try:
+        device = str(ctx.devices[0]) if getattr(ctx, "devices", None) else None
+    except IndexError:
+        # MirroredReplicaContext.devices indexes this worker's device list with the global
+        # replica id: IndexError on MultiWorkerMirroredStrategy workers other than the first.
+        device = None
     if device in devices:
         index = devices.index(device)
     else:
         index = int(tf.get_static_value(ctx.replica_id_in_sync_group) or 0) % max(len(devices), 1)
         device = devices[index] if devices else None
-    return index, max(len(devices), 1), device
+    return index, max(len(devices), 1), device, strategy.num_replicas_in_sync
 
 
 def _aggregate_pre_norm(grads):

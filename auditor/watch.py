@@ -36,6 +36,7 @@ class StepRecord:
     replica_norms: list | None = None  # tf.distribute: each replica's norm before clipping
     clip_bound: float | None = None  # tf.distribute: the configured global_clipnorm (or clipnorm)
     clip_kind: str | None = None  # "global_clipnorm" or "clipnorm" (with clip_bound)
+    replicas_in_sync: int | None = None  # tf.distribute: all workers' replicas (replica_norms: this worker's)
 
     def to_dict(self) -> dict:
         return {
@@ -51,7 +52,8 @@ class StepRecord:
             "nonfinite": list(self.nonfinite),
             **({} if self.replica_norms is None else {
                 "replica_norms": [_json_float(x) for x in self.replica_norms],
-                "clip_bound": _json_float(self.clip_bound), "clip_kind": self.clip_kind}),
+                "clip_bound": _json_float(self.clip_bound), "clip_kind": self.clip_kind,
+                "replicas_in_sync": self.replicas_in_sync}),
         }
 
 
@@ -396,6 +398,7 @@ class Audit:
             replica_norms=[sp[1] if probe.user_clip else sp[0] for sp in split],
             clip_bound=bound,
             clip_kind=kind,
+            replicas_in_sync=probe.replica[3],
         )
 
     # ---- findings --------------------------------------------------------------------------------

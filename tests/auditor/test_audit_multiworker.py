@@ -53,7 +53,6 @@ def _launch(tmp):
 # worker_devices_by_replica[replica_id_in_sync_group]: a per-worker list indexed with the global
 # replica id, so IndexError on every worker but the first (see the fix in docs/auditor.md's
 # MultiWorkerMirroredStrategy paragraph). Recognised exactly, so that the fix turns these tests on.
-REPLICA_INFO_BUG = ("in replica_info", "ctx.devices[0]", "IndexError: list index out of range")
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +76,6 @@ def workers(tmp_path_factory):
     failed = [k for k, proc in enumerate(procs) if proc.returncode != 0]
     if failed:
         stderr = [outputs[k][1] for k in range(2)]
-        if any(all(s in err for s in REPLICA_INFO_BUG) for err in stderr):
-            pytest.xfail("auditor bug: hooks.replica_info raises IndexError on MultiWorkerMirroredStrategy "
-                         "worker 1 (TF's MirroredReplicaContext.devices indexes the local device list with "
-                         "the global replica id)")
         report = "\n".join(f"--- worker {k} rc={procs[k].returncode} stderr:\n{stderr[k][-4000:]}" for k in range(2))
         pytest.fail(f"worker(s) {failed} failed or timed out after {TIMEOUT}s\n{report}")
     results = []
@@ -150,9 +145,6 @@ def test_planted_global_clipnorm_fires_grd109(workers, name):
 def test_grd109_message_counts_the_replicas_in_sync(workers, name):
     for w in workers:
         message = w[name]["audit"]["findings"][0]["message"]
-        if "across 1 replicas" in message:
-            pytest.xfail("auditor bug: GRD109 counts len(replica_norms), this worker's local replicas, "
-                         "not the 2 replicas in sync: " + message)
         assert "across 2 replicas" in message
 
 
