@@ -149,7 +149,7 @@ def _tfk_apply_replica(original, self, pairs, args, kwargs, probe, iteration, us
     finally:
         _tap_tls.tap = outer
     if tap.state is not None:
-        probe.emit_after(tap.state, iteration, tap.reduced_sq)
+        probe.emit_after(tap.state, iteration, tap.reduced_sq, tap.reduced_grads)
     # else: the clip step was not reached (a subclass replaced it, or nothing was applied):
     # no row for this step rather than one whose change check would come after the update
     return result
@@ -167,6 +167,7 @@ class _Tap:
         self.user_global = user_global
         self.state = None
         self.reduced_sq = None
+        self.reduced_grads = None
 
     def before_clip(self, reduced):
         """``reduced``: the non-None all-reduced gradients, in the order of the apply's pairs."""
@@ -182,7 +183,8 @@ class _Tap:
         if len(clipped) != sum(1 for none in self.probe.none_mask if not none):
             return  # a gradient transformer changed the list: the row's applied norms stay NaN
         real = iter(clipped)
-        self.reduced_sq = [None if none else hooks.gs_sq(next(real)) for none in self.probe.none_mask]
+        self.reduced_grads = [None if none else next(real) for none in self.probe.none_mask]
+        self.reduced_sq = [None if g is None else hooks.gs_sq(g) for g in self.reduced_grads]
 
 
 def _make_tap(attr, key, pairs: bool):

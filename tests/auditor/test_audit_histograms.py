@@ -128,10 +128,12 @@ def test_fit_histograms_match_the_first_step_gradient(tmp_path, fit_kwargs):
         np.testing.assert_allclose([got[0][0, 0], got[0][-1, 1]], [want[0, 0], want[-1, 1]], rtol=1e-4, atol=1e-6)
 
 
-def test_mirrored_strategy_histogram_is_of_the_all_reduced_gradient(tmp_path, strategy):
+@pytest.mark.parametrize("family", ["keras", "tf_keras"])
+def test_mirrored_strategy_histogram_is_of_the_all_reduced_gradient(tmp_path, strategy, family):
+    optimizers = keras.optimizers if family == "keras" else pytest.importorskip("tf_keras").optimizers
     with strategy.scope():
         var = tf.Variable(tf.zeros([8]), name="w")
-        opt = keras.optimizers.SGD(0.0)
+        opt = optimizers.SGD(0.0)
     base = np.random.RandomState(3).randn(8).astype("float32")
 
     @tf.function
