@@ -245,7 +245,8 @@ class HostRing:
 class HostProbe(Probe):
     """A TF1 apply site: rows arrive from a ``tf.numpy_function`` when the train op runs.
 
-    ``step`` of a record: how many times this train op had run before (per train op)."""
+    ``step`` of a record: the ``global_step`` before the update when the train op increments
+    one, else how many times this train op had run before (per train op)."""
 
     def __init__(self, optimizer, variables, none_mask):  # noqa: D107 (no device state)
         self.optimizer_ref = weakref.ref(optimizer)
@@ -263,18 +264,27 @@ class HostProbe(Probe):
         self.snapshots = None  # compared in-graph on every recorded run
         self.runs = 0
         self._run_lock = threading.Lock()
+        self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
+        self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
 
     def configure(self):
         pass
 
-    def deliver(self, row):
-        """Called by the side op on every run of the train op (in a TensorFlow thread)."""
+    def next_run(self):
+        """The run counter (a side op of each run, when no ``global_step`` numbers the steps)."""
         with self._run_lock:
             step = self.runs
             self.runs += 1
+        return np.int64(step)
+
+    def deliver(self, row, step, hist):
+        """Called by the side op on every run of the train op (in a TensorFlow thread)."""
+        step = int(step)
         subscribers = list(self.subscribers)
         if subscribers and step % min(s.every for s in subscribers) == 0:
             self.ring.push(row, step)
+            if self.hist_every and step % self.hist_every == 0:
+                self.hist_ring.push(hist, step)
             hooks.drain_probe(self)
         return np.int64(step)
 
@@ -305,6 +315,24 @@ def _snapshot(var):
     return tf.raw_ops.DeepCopy(x=var.read_value())
 
 
+def _histograms(probe, sessions, grads, step):
+    """The gradient histograms row on steps that are multiples of the watches' ``histogram_every``
+    (a ``cond`` in the graph; NaN otherwise), or an empty tensor when no watch writes them."""
+    wanted = [int(s.histogram_every) for s in sessions if s.logdir and s.histogram_every]
+    if not wanted:
+        return tf.zeros([0], tf.float32)
+    probe.hist_every = min(wanted)
+    probe.hist_on = True
+    width = probe.hist_ring.width
+
+    def compute():
+        blank = tf.fill([2 + gs.HIST_BINS], float("nan"))
+        return tf.concat([blank if g is None else gs.histogram(g) for g in grads], 0)
+
+    due = tf.equal(tf.math.floormod(step, probe.hist_every), 0)
+    return tf.cond(due, compute, lambda: tf.fill([width], float("nan")))
+
+
 def _patched_v1_apply_gradients(self, grads_and_vars, global_step=None, name=None, *args, **kwargs):
     entry = hooks._extra.get("v1_apply_gradients")
     original = entry[2] if entry else type(self).apply_gradients
@@ -324,9 +352,14 @@ def _patched_v1_apply_gradients(self, grads_and_vars, global_step=None, name=Non
     n = len(variables)
     measured = Probe._measure(probe, grads, _clip_config(self), user_norms, user_global)
     snaps = [_snapshot(v) if check and not none else None for v, none in zip(variables, none_mask)]
+    if global_step is not None:  # resumed runs keep their step numbers
+        step = tf.cast(_snapshot(global_step), tf.int64)
+    else:
+        step = tf.numpy_function(probe.next_run, [], tf.int64, stateful=True, name="auditor_step")
+    hist = _histograms(probe, sessions, grads, step)
     hooks._tls.in_apply = True
     try:
-        with tf.control_dependencies([measured] + [s for s in snaps if s is not None]):
+        with tf.control_dependencies([measured, step] + [s for s in snaps if s is not None]):
             result = original(self, pairs, global_step, name, *args, **kwargs)
     finally:
         hooks._tls.in_apply = False
@@ -339,7 +372,7 @@ def _patched_v1_apply_gradients(self, grads_and_vars, global_step=None, name=Non
             changed = tf.zeros([n], tf.bool)
         row = tf.concat([measured[:3], tf.constant([1.0 if check else 0.0]), measured[3:],
                          tf.cast(changed, tf.float32)], 0)
-        delivered = tf.numpy_function(probe.deliver, [row], tf.int64, stateful=True,
+        delivered = tf.numpy_function(probe.deliver, [row, step, hist], tf.int64, stateful=True,
                                       name="auditor_record")
     if tf.executing_eagerly():
         return result

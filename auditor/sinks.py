@@ -62,61 +62,83 @@ def tag_for(path: str, name: str) -> str:
 class TensorBoardSink:
     """Per-step scalars (global norm, clipped norm, clip ratio, None-gradient count, per-variable
     norms), per-variable histograms of gradient values (computed on the device every
-    ``histogram_every`` steps) and the findings as text."""
+    ``histogram_every`` steps) and the findings as text.
+
+    Events are written with TensorBoard's own event-file writer and protos (no TensorFlow ops),
+    so writing works the same from eager code, a ``tf.numpy_function`` of a TF1 ``Session`` run,
+    or a program that disabled eager execution."""
 
     def __init__(self, logdir):
-        import tensorflow as tf
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self.tf = tf
-        with tf.init_scope():
-            self.writer = tf.summary.create_file_writer(os.fspath(logdir))
+        self.writer = EventFileWriter(os.fspath(logdir))
+        self._metadata: dict = {}
+
+    def _write(self, tag, value, step, plugin) -> None:
+        import time
+
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.util import tensor_util
+
+        metadata = self._metadata.get((plugin, tag))
+        if metadata is None:  # full metadata on a tag's first value only, as tf.summary does
+            metadata = _plugin_metadata(plugin)
+            self._metadata[(plugin, tag)] = summary_pb2.SummaryMetadata(plugin_data=metadata.plugin_data)
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=tag, tensor=tensor_util.make_tensor_proto(value), metadata=metadata)])
+        self.writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
     def records(self, records) -> None:
-        tf = self.tf
-        with tf.init_scope(), self.writer.as_default():
-            for r in records:
-                prefix = f"auditor/{r.optimizer}"
-                for name in ("global_norm", "clipped_norm", "clip_ratio"):
-                    value = getattr(r, name)
-                    if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                        tf.summary.scalar(f"{prefix}/{name}", value, step=r.step)
-                tf.summary.scalar(f"{prefix}/none_gradients", len(r.none_vars), step=r.step)
-                for path, norm in r.var_norms.items():
-                    if norm is not None:
-                        tf.summary.scalar(tag_for(path, "grad_norm"), norm, step=r.step)
+        import numpy as np
+
+        for r in records:
+            prefix = f"auditor/{r.optimizer}"
+            for name in ("global_norm", "clipped_norm", "clip_ratio"):
+                value = getattr(r, name)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    self._write(f"{prefix}/{name}", np.float32(value), r.step, "scalars")
+            self._write(f"{prefix}/none_gradients", np.float32(len(r.none_vars)), r.step, "scalars")
+            for path, norm in r.var_norms.items():
+                if norm is not None:
+                    self._write(tag_for(path, "grad_norm"), np.float32(norm), r.step, "scalars")
         self.writer.flush()
 
     def histograms(self, step: int, per_variable) -> None:
         """``per_variable``: ``(path, (min, max, counts) or None)`` pairs of one step."""
         import numpy as np
-        from tensorboard.plugins.histogram import metadata
 
-        tf = self.tf
-        with tf.init_scope(), self.writer.as_default():
-            for path, hist in per_variable:
-                if hist is None:
-                    continue
-                lo, hi, counts = hist
-                if hi > lo:
-                    edges = np.linspace(lo, hi, len(counts) + 1)
-                    buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
-                else:  # every value equal: one bucket around it, as TensorBoard draws it
-                    buckets = np.array([[lo - 0.5, lo + 0.5, counts.sum()]])
-                tag = tag_for(path, "grad_hist")
-                tf.summary.write(tag, tf.constant(buckets, tf.float64), step=step,
-                                 metadata=metadata.create_summary_metadata(tag, f"gradient values of {path}"))
+        for path, hist in per_variable:
+            if hist is None:
+                continue
+            lo, hi, counts = hist
+            if hi > lo:
+                edges = np.linspace(lo, hi, len(counts) + 1)
+                buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
+            else:  # every value equal: one bucket around it, as TensorBoard draws it
+                buckets = np.array([[lo - 0.5, lo + 0.5, counts.sum()]])
+            self._write(tag_for(path, "grad_hist"), buckets.astype(np.float64), step, "histograms")
         self.writer.flush()
 
     def close(self, audit, findings) -> None:
-        tf = self.tf
-        with tf.init_scope(), self.writer.as_default():
-            for i, f in enumerate(findings):
-                tf.summary.text(f"auditor/findings/{f.code}", f"**{f.code} {f.name}** (step {f.step}): {f.message}",
-                                step=f.step if f.step is not None else i)
-            if not findings:
-                tf.summary.text("auditor/findings", "no findings", step=0)
-        self.writer.flush()
+        import numpy as np
+
+        for i, f in enumerate(findings):
+            text = f"**{f.code} {f.name}** (step {f.step}): {f.message}"
+            self._write(f"auditor/findings/{f.code}", np.array(text, dtype=object),
+                        f.step if f.step is not None else i, "text")
+        if not findings:
+            self._write("auditor/findings", np.array("no findings", dtype=object), 0, "text")
         self.writer.close()
+
+
+def _plugin_metadata(plugin: str):
+    """TensorBoard's summary metadata for a scalar, histogram or text value."""
+    from tensorboard.plugins.histogram import metadata as histogram
+    from tensorboard.plugins.scalar import metadata as scalar
+    from tensorboard.plugins.text import metadata as text
+
+    module = {"scalars": scalar, "histograms": histogram, "text": text}[plugin]
+    return module.create_summary_metadata(display_name="", description="")
 
 
 def log_findings(findings) -> None:

@@ -48,6 +48,11 @@ def test_tensorboard_events_read_back(tmp_path):
     texts = [t for t in tensor_tags if t.startswith("auditor/findings")]
     codes = {t.rsplit("/", 1)[1] for t in texts}
     assert codes == {f.code for f in audit.findings} == {"GRD101", "GRD107"}
+    (text,) = acc.Tensors("auditor/findings/GRD101")
+    assert tf.make_ndarray(text.tensor_proto).item().decode().startswith("**GRD101 none-gradient**")
+    assert acc.SummaryMetadata("auditor/findings/GRD101").plugin_data.plugin_name == "text"
+    assert acc.SummaryMetadata(f"{kernel}/grad_hist").plugin_data.plugin_name == "histograms"
+    assert acc.SummaryMetadata(f"auditor/{opt}/global_norm").plugin_data.plugin_name == "scalars"
 
 
 def test_jsonl_streams_while_training(tmp_path):

@@ -54,6 +54,23 @@ def test_clean_twins_have_no_findings(result):
 
 def test_global_step_still_incremented(result):
     assert result["full"]["watched"]["global_step"] == result["full"]["plain"]["global_step"] == 5
+    assert result["resumed"]["watched"]["global_step"] == result["resumed"]["plain"]["global_step"] == 105
+    assert result["resumed"]["watched"]["weights"] == result["resumed"]["plain"]["weights"]
+
+
+def test_steps_follow_the_global_step_of_a_resumed_run(result):
+    resumed = result["resumed"]["watched"]
+    assert [s["step"] for s in resumed["steps"]] == [100, 101, 102, 103, 104]
+    assert resumed["findings"] == []
+
+
+@pytest.mark.parametrize("name, first", [("full", 0), ("resumed", 100)])
+def test_gradient_histograms_every_n_steps(result, name, first):
+    hists = result[name]["watched"]["histograms"]
+    sizes = {"W1:0": 32, "b1:0": 8, "W2:0": 8, "b2:0": 1}
+    assert set(hists) == set(sizes)
+    for var, by_step in hists.items():
+        assert by_step == {str(first + k): sizes[var] for k in (0, 2, 4)}  # every element counted once
 
 
 def test_raise_on_grd101_raises_at_exit(result):

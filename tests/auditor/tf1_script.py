@@ -11,7 +11,9 @@ with and without ``watch()``.
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,6 +31,7 @@ from auditor import hooks  # noqa: E402
 
 v1 = tf.compat.v1
 STEPS = 5
+HISTOGRAMS = ("full", "resumed")  # scenarios watched with a logdir (histogram_every=2)
 
 
 def _data():
@@ -51,6 +54,11 @@ def _build(scenario):
         return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W2, b2])
     if scenario == "full":  # with a global step, which the train op must still increment
         return v1.train.AdamOptimizer(0.01).minimize(loss, global_step=v1.train.get_or_create_global_step())
+    if scenario == "resumed":  # a run restored at global step 100: records keep those numbers
+        keys = v1.GraphKeys
+        step = v1.get_variable(keys.GLOBAL_STEP, shape=[], dtype=tf.int64, initializer=v1.constant_initializer(100),
+                               trainable=False, collections=[keys.GLOBAL_VARIABLES, keys.GLOBAL_STEP])
+        return v1.train.AdamOptimizer(0.01).minimize(loss, global_step=step)
     if scenario == "clip":
         opt = v1.train.GradientDescentOptimizer(0.05)
         gvs = opt.compute_gradients(loss, var_list=[W1, b1, W2, b2])
@@ -61,10 +69,22 @@ def _build(scenario):
     raise ValueError(scenario)
 
 
+def _histograms(logdir):
+    """{variable: {step: total bucket count}} read back with TensorBoard's EventAccumulator."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(logdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return {tag[: -len("/grad_hist")]: {e.step: float(tf.make_ndarray(e.tensor_proto)[:, 2].sum())
+                                        for e in acc.Tensors(tag)}
+            for tag in acc.Tags()["tensors"] if tag.endswith("/grad_hist")}
+
+
 def _run(scenario, watched):
     graph = tf.Graph()
+    logdir = tempfile.mkdtemp() if watched and scenario in HISTOGRAMS else None
     with graph.as_default():
-        audit = auditor.watch(summary=False) if watched else None
+        audit = auditor.watch(summary=False, logdir=logdir, histogram_every=2) if watched else None
         if audit is not None:
             audit.__enter__()
         train_op = _build(scenario)
@@ -84,11 +104,14 @@ def _run(scenario, watched):
     if audit is not None:
         out["steps"] = [r.to_dict() for r in audit.steps]
         out["findings"] = [{"code": f.code, "variables": sorted(f.variables)} for f in audit.findings]
+    if logdir is not None:
+        out["histograms"] = _histograms(logdir)
+        shutil.rmtree(logdir)
     return out
 
 
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
-for name in ("partial", "full", "clip", "none_grad"):
+for name in ("partial", "full", "resumed", "clip", "none_grad"):
     result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
 
 # raise_on: the planted None gradient raises AuditError when the watch exits (graph mode has no
