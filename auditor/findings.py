@@ -152,20 +152,18 @@ def check_not_updated(unchanged_applied: set[str], unchanged_tape_only: set[str]
 
 
 def _cycle_period(keys: list, min_repeats: int) -> int | None:
-    """Smallest period p >= 2 of ``keys`` whose sets are pairwise disjoint, repeating enough."""
+    """Smallest period p >= 2 such that ``keys`` splits into windows of p pairwise-disjoint sets,
+    every window holding the same sets (in any order: TF1 runs sibling apply ops concurrently)."""
     n = len(keys)
     for p in range(2, n // max(min_repeats, 1) + 1):
-        if all(keys[i] == keys[i - p] for i in range(p, n)):
-            head = keys[:p]
-            union = set()
-            disjoint = True
-            for key in head:
-                if union & key:
-                    disjoint = False
-                    break
-                union |= key
-            if disjoint:
-                return p
+        head = keys[:p]
+        if len(set(head)) != p or any(a & b for i, a in enumerate(head) for b in head[i + 1:]):
+            continue
+        members = set(head)
+        windows = [keys[i:i + p] for i in range(0, n, p)]
+        if all(set(w) == members and len(w) == p for w in windows[:-1]) and \
+                len(set(windows[-1])) == len(windows[-1]) and set(windows[-1]) <= members:
+            return p
     return None
 
 

@@ -246,7 +246,8 @@ class HostProbe(Probe):
     """A TF1 apply site: rows arrive from a ``tf.numpy_function`` when the train op runs.
 
     ``step`` of a record: the ``global_step`` before the update when the train op increments
-    one, else how many times this train op had run before (per train op)."""
+    one, else how many times the optimizer's train ops had run before (like Keras' per-optimizer
+    ``iterations``)."""
 
     def __init__(self, optimizer, variables, none_mask):  # noqa: D107 (no device state)
         self.optimizer_ref = weakref.ref(optimizer)
@@ -262,8 +263,7 @@ class HostProbe(Probe):
         self.extra = 0
         self.ring = HostRing(5 + 3 * len(self.variables))
         self.snapshots = None  # compared in-graph on every recorded run
-        self.runs = 0
-        self._run_lock = threading.Lock()
+        self.runs = _run_counter(optimizer)
         self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
 
@@ -272,10 +272,7 @@ class HostProbe(Probe):
 
     def next_run(self):
         """The run counter (a side op of each run, when no ``global_step`` numbers the steps)."""
-        with self._run_lock:
-            step = self.runs
-            self.runs += 1
-        return np.int64(step)
+        return np.int64(self.runs.next())
 
     def deliver(self, row, step, hist):
         """Called by the side op on every run of the train op (in a TensorFlow thread)."""
@@ -287,6 +284,29 @@ class HostProbe(Probe):
                 self.hist_ring.push(hist, step)
             hooks.drain_probe(self)
         return np.int64(step)
+
+
+class _Counter:
+    def __init__(self):
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self.value += 1
+            return self.value - 1
+
+
+_counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _run_counter(optimizer) -> _Counter:
+    """One run counter per TF1 optimizer, shared by all its train ops."""
+    with hooks._lock:
+        counter = _counters.get(optimizer)
+        if counter is None:
+            counter = _counters[optimizer] = _Counter()
+        return counter
 
 
 _eager_probes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

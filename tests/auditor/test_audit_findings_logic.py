@@ -30,6 +30,19 @@ def test_disjoint_cycle_is_multiple_applies(period):
     assert finding.code == "GRD103" and f"{period} times per training step" in finding.message
 
 
+def test_cycle_order_within_a_step_may_vary():
+    # TF1 runs sibling apply ops of one sess.run concurrently: each step's order is arbitrary.
+    orders = [("a", "b", "c"), ("c", "a", "b"), ("b", "c", "a"), ("a", "c", "b")]
+    records = [rec(3 * k + i, (name,)) for k, order in enumerate(orders) for i, name in enumerate(order)]
+    (finding,) = fnd.check_apply_patterns(records, [], T)
+    assert finding.code == "GRD103" and "3 times per training step" in finding.message
+
+
+def test_set_repeated_inside_a_window_is_not_a_cycle():
+    records = [rec(i, (n,)) for i, n in enumerate("abab" "aabb" "abab")]
+    assert codes(fnd.check_apply_patterns(records, [], T)) == ["GRD108"]
+
+
 def test_cycle_needs_enough_repeats():
     records = [rec(0, ("g",)), rec(1, ("d",))]  # one G/D pair only: not yet a cycle
     assert codes(fnd.check_apply_patterns(records, [], T)) == ["GRD108"]

@@ -133,3 +133,10 @@ def test_v1_optimizer_used_eagerly():
     assert clean.findings == [] and all(r.changed_vars == ["v:0"] for r in clean.steps)
     _, plain_v = _eager_v1(False, with_unused=False)
     assert watched_v.tobytes() == plain_v.tobytes()
+
+
+@pytest.mark.parametrize("code", ["GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108"])
+def test_each_finding_planted_fires_and_clean_twin_is_silent(result, code):
+    case = result["findings"][code]
+    assert code in case["planted"]["codes"], case
+    assert case["clean"] == {"codes": [], "records": 12}  # one record per session run

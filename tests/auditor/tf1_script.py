@@ -110,7 +110,51 @@ def _run(scenario, watched):
     return out
 
 
+def _finding_case(code, planted, steps=12):
+    """One planted bug (or its clean twin) for GRD102-GRD108 in a TF1 graph: the finding codes."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with auditor.watch(summary=False) as audit:
+            rng = np.random.RandomState(1)
+            x_np, y_np = _data()
+            if code == "GRD104" and planted:
+                x_np = x_np.copy()
+                x_np[3, 1] = np.nan
+            if code == "GRD105" and planted:
+                y_np = y_np * 1e6
+            x, y = tf.constant(x_np), tf.constant(y_np)
+            W1 = v1.get_variable("W1", initializer=rng.randn(4, 8).astype("float32") * 0.5)
+            b1 = v1.get_variable("b1", initializer=np.zeros(8, "float32"))
+            W2 = v1.get_variable("W2", initializer=rng.randn(8, 1).astype("float32") * 0.5)
+            tiny = code == "GRD106" and planted
+            Wb = v1.get_variable("Wb", initializer=np.full([4, 1], 1e-12 if tiny else 0.3, "float32"))
+            scale = {"GRD102": 0.0, "GRD106": 1e-12}.get(code, 1.0) if planted else 1.0
+            pred = tf.matmul(tf.nn.relu(tf.matmul(x, W1) + b1), W2) + scale * tf.matmul(x, Wb)
+            loss = tf.reduce_mean(tf.square(pred - y))
+            opt = v1.train.GradientDescentOptimizer(1e-9 if code == "GRD105" and planted else 0.01)
+            everything = [W1, b1, W2, Wb]
+            gvs = opt.compute_gradients(loss, var_list=everything)
+            if code == "GRD107":
+                clipped, _ = tf.clip_by_global_norm([g for g, _ in gvs], 1e-3 if planted else 1e3)
+                gvs = list(zip(clipped, everything))
+            if code == "GRD103" and planted:  # one apply per variable, all in one train op
+                ops = [opt.apply_gradients([gv]) for gv in gvs]
+            else:
+                ops = [opt.apply_gradients(gvs)]
+            second = ops
+            if code == "GRD108" and planted:  # freeze W1/b1 halfway, same optimizer
+                second = [opt.apply_gradients(gvs[2:])]
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for k in range(steps):
+                    sess.run(ops if k < steps // 2 else second)
+        n_applies = len(audit.steps)
+    return {"codes": sorted({f.code for f in audit.findings}), "records": n_applies}
+
+
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
+result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
+                      for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}
 for name in ("partial", "full", "resumed", "clip", "none_grad"):
     result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
 
