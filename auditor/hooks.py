@@ -242,8 +242,12 @@ def _patched_all_reduce_sum(self, grads_and_vars):
     pending = getattr(_tls, "reduce_for", None)
     if pending is not None and pending[0] is self:
         result = list(result)
-        _tls.reduced = [None if g is None else gs_sq(g) for g, _ in result]
-        _tls.reduced_grads = [g for g, _ in result]
+        none_mask = pending[1]
+        if len(result) == none_mask.count(False):  # Keras dropped the None gradients: realign
+            real = iter(g for g, _ in result)
+            reduced = [None if none else next(real) for none in none_mask]
+            _tls.reduced = [None if g is None else gs_sq(g) for g in reduced]
+            _tls.reduced_grads = reduced
     return result
 
 
@@ -278,7 +282,7 @@ def _patched_apply(self, grads, trainable_variables=None):
     if replica is not None and probe.has_clipping() and not probe.user_clip:
         aggregate_pre = _aggregate_pre_norm(grads)
     _tls.in_apply = True
-    _tls.reduce_for = (self,) if replica is not None else None
+    _tls.reduce_for = (self, none_mask) if replica is not None else None
     _tls.reduced = _tls.reduced_grads = None
     try:
         iteration = tf.identity(self._iterations.value)  # read before apply increments it

@@ -1,0 +1,158 @@
+"""Planted bugs for GRD101-GRD108 and their clean twins, shared by the engine-specific finding tests."""
+import numpy as np
+import tensorflow as tf
+import keras
+
+from audit_helpers import Net, data, make_net, mse
+
+STEPS = 12  # custom-loop steps; fit: 32 samples / batch 8 * 3 epochs = 12 steps
+
+
+class Scenario:
+    """A training setup with a planted bug (planted=True) and its clean twin."""
+
+    code = None
+
+    def net(self, planted):
+        return make_net()
+
+    def optimizer(self, planted):
+        return keras.optimizers.SGD(0.01)
+
+    def data(self, planted):
+        return data()
+
+    def phases(self, planted):
+        """[(variant, steps)]: custom loops run one compiled step function per variant."""
+        return [("main", STEPS)]
+
+    def step(self, model, opt, x, y, planted, variant):
+        with tf.GradientTape() as tape:
+            loss = mse(model, x, y)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    def fit_model(self, planted):
+        return self.net(planted)
+
+    def fit_callbacks(self, planted):
+        return []
+
+
+class NoneGradient(Scenario):
+    code = "GRD101"
+
+    def net(self, planted):
+        return make_net(use_b=not planted)  # planted: layer b is built but never used
+
+
+class NotUpdated(Scenario):
+    code = "GRD102"
+
+    def net(self, planted):
+        return make_net(b_scale=0.0 if planted else 1.0)  # planted: b's gradients are exactly 0
+
+
+class MultipleApplies(Scenario):
+    code = "GRD103"
+
+    def optimizer(self, planted):
+        opt = keras.optimizers.SGD(0.01)
+        return opt
+
+    def step(self, model, opt, x, y, planted, variant):
+        with tf.GradientTape() as tape:
+            loss = mse(model, x, y)
+        grads = tape.gradient(loss, model.trainable_variables)
+        if planted:  # per-variable apply loop
+            for g, v in zip(grads, model.trainable_variables):
+                opt.apply_gradients([(g, v)])
+        else:
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    def fit_model(self, planted):
+        keras.utils.set_random_seed(0)
+        model = PerVariableNet() if planted else Net()
+        model.build((None, 4))
+        return model
+
+
+class PerVariableNet(Net):
+    """A model whose custom train_step applies each variable separately (the GRD103 bug)."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+        grads = tape.gradient(loss, self.trainable_variables)
+        for g, v in zip(grads, self.trainable_variables):
+            self.optimizer.apply_gradients([(g, v)])
+        return {"loss": loss}
+
+
+class NonFinite(Scenario):
+    code = "GRD104"
+
+    def data(self, planted):
+        x, y = data()
+        if planted:
+            x = x.copy()
+            x[3, 1] = np.nan
+        return x, y
+
+
+class Exploding(Scenario):
+    code = "GRD105"
+
+    def optimizer(self, planted):
+        return keras.optimizers.SGD(1e-9 if planted else 0.01)
+
+    def data(self, planted):
+        x, y = data()
+        return x, (y * 1e6 if planted else y)
+
+
+class Vanishing(Scenario):
+    code = "GRD106"
+
+    def net(self, planted):
+        # planted: branch b is scaled by 1e-12 (its weights start tiny, so updates still show)
+        return make_net(b_scale=1e-12, b_init=1e-12) if planted else make_net()
+
+
+class ClipSaturated(Scenario):
+    code = "GRD107"
+
+    def optimizer(self, planted):
+        return keras.optimizers.Adam(1e-3, global_clipnorm=1e-3 if planted else 1e3)
+
+
+class VariableSetChanged(Scenario):
+    code = "GRD108"
+
+    def phases(self, planted):
+        return [("all", STEPS // 2), ("subset" if planted else "all", STEPS // 2)]
+
+    def step(self, model, opt, x, y, planted, variant):
+        variables = model.trainable_variables
+        if variant == "subset":  # planted: freeze layer a halfway, same optimizer
+            variables = [v for v in variables if not v.path.startswith(model.a.path)]
+        with tf.GradientTape() as tape:
+            loss = mse(model, x, y)
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+
+    def fit_callbacks(self, planted):
+        class Freeze(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    if planted:
+                        self.model.a.trainable = False
+                    self.model.make_train_function(force=True)
+
+        return [Freeze()]
+
+
+SCENARIOS = [NoneGradient(), NotUpdated(), MultipleApplies(), NonFinite(), Exploding(), Vanishing(),
+             ClipSaturated(), VariableSetChanged()]
+IDS = [s.code for s in SCENARIOS]
