@@ -1,6 +1,6 @@
 """tf_keras (legacy Keras 2) optimizers, both families: each runtime finding GRD102-GRD108 fires on
-a planted bug and its clean twin stays silent, in eager and tf.function loops (GRD101 and the
-clean/bitwise cases are in test_audit_tf_keras.py)."""
+a planted bug and its clean twin stays silent, in eager and tf.function loops and in ``fit`` (GRD101
+and the bitwise cases are in test_audit_tf_keras.py)."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -27,6 +27,33 @@ class Branchy(tf_keras.Model):
 
     def call(self, x):
         return self.out(self.a(x)) + self.b_scale * self.b(x)
+
+
+class PerVariableBranchy(Branchy):
+    """A custom ``train_step`` that applies each variable separately (the GRD103 bug)."""
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
+        grads = tape.gradient(loss, self.trainable_variables)
+        for g, v in zip(grads, self.trainable_variables):
+            self.optimizer.apply_gradients([(g, v)])
+        return {"loss": loss}
+
+
+class FreezeA(tf_keras.callbacks.Callback):
+    """After the first epoch: freeze layer a (planted GRD108) and retrace the train function."""
+
+    def __init__(self, planted):
+        super().__init__()
+        self.planted = planted
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            if self.planted:
+                self.model.a.trainable = False
+            self.model.make_train_function(force=True)
 
 
 def _data(nan=False, scale=1.0):
@@ -99,5 +126,37 @@ def test_planted_fires(code, family, mode):
 @pytest.mark.parametrize("code", sorted(SCENARIOS))
 def test_clean_twin_is_silent(code, family, mode):
     audit, opt = _run(code, False, family, mode)
+    assert codes(audit) == [], audit.summary()
+    assert len(audit.steps) == int(opt.iterations.numpy()) == STEPS
+
+
+def _fit(code, planted, family):
+    """``model.fit``: 32 samples, batch 8, 3 epochs = 12 optimizer steps."""
+    model_kw, (opt_name, opt_kw), data_kw, style = SCENARIOS[code](planted)
+    tf_keras.utils.set_random_seed(0)
+    model = (PerVariableBranchy if style == "per_variable" else Branchy)(**model_kw)
+    x, y = _data(**data_kw)
+    model(x[:1])
+    opt = getattr(FAMILIES[family], opt_name)(**opt_kw)
+    if hasattr(opt, "build"):
+        opt.build(model.trainable_variables)
+    model.compile(optimizer=opt, loss="mse")
+    callbacks = [FreezeA(style == "freeze_a")] if code == "GRD108" else []
+    with auditor.watch(model, summary=False) as audit:
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
+    return audit, opt
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("code", sorted(SCENARIOS))
+def test_fit_planted_fires(code, family):
+    audit, _ = _fit(code, True, family)
+    assert code in codes(audit), audit.summary()
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("code", sorted(SCENARIOS))
+def test_fit_clean_twin_is_silent(code, family):
+    audit, opt = _fit(code, False, family)
     assert codes(audit) == [], audit.summary()
     assert len(audit.steps) == int(opt.iterations.numpy()) == STEPS
