@@ -60,7 +60,11 @@ def register(session) -> None:
         candidates = list(_live) + list(_probes.values()) + [p for ps in list(_traced.values()) for p in ps]
         for probe in candidates:
             opt = probe.optimizer_ref()
-            if opt is not None and session._owns(opt):
+            if opt is None:
+                continue
+            # watch(model): sites of the model's optimizer, from any thread; a plain watch():
+            # the sites this thread traced inside an earlier watch (they went inert at its exit).
+            if session._owns(opt) or (session.model is None and session._thread in getattr(probe, "traced_by", ())):
                 inherited.append(probe)
         _sessions.append(session)
         seen = set()
@@ -158,6 +162,7 @@ def attach_probe(optimizer, probe, sessions, grads, keep_traced: bool = True):
             kept = _traced.setdefault(optimizer, [])
             if probe not in kept:
                 kept.append(probe)
+            probe.traced_by.add(current_thread_id())
     for session in sessions:
         subscribe(probe, session)
         session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)

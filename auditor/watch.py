@@ -98,6 +98,10 @@ class Audit:
         self.histogram_every = histogram_every
         self._records: deque = deque(maxlen=history)  # the last `history` records (all with None)
         self.recorded_count = 0  # every record ever ingested (also those that left the window)
+        self._evicted: list = []  # records that left the window, not yet checked for findings
+        self._past_findings: list[Finding] = []  # findings of earlier windows (history is not None)
+        self._evicted_applied: set[str] = set()  # variables with a real gradient in earlier windows
+        self._evicted_seen: set[str] = set()  # variables applied at all in earlier windows
         self._sinks: list = []
         self._findings: list[Finding] | None = None
         self._paths: dict[int, str] = {}
@@ -342,7 +346,12 @@ class Audit:
             self._last_step[label] = max(self._last_step.get(label, -1), record.step)
         for record in new:
             self._last_step[label] = max(self._last_step.get(label, -1), record.step)
-        self._records.extend(new)
+        for record in new:
+            if self.history is not None and len(self._records) >= self.history:
+                self._evicted.append(self._records.popleft())
+            self._records.append(record)
+        if self.history is not None and len(self._evicted) >= self.history:
+            self._fold_evicted()
         self.recorded_count += len(new)
         for sink in self._sinks:
             sink.records(new)
@@ -402,6 +411,30 @@ class Audit:
         )
 
     # ---- findings --------------------------------------------------------------------------------
+    def _fold_evicted(self) -> None:
+        """Records that left the ``history`` window are checked for findings in chunks of
+        ``history`` first, so a long run keeps (say) a NaN at step 100 of 20,000."""
+        chunk, self._evicted = sorted(self._evicted, key=lambda r: (r.step, r.optimizer)), []
+        if chunk:
+            found = fnd.check_none_gradients(chunk, {}, set())
+            found += self._record_findings(chunk, set(), complete=True)
+            self._past_findings += found
+            for r in chunk:
+                self._evicted_applied.update(p for p in r.var_set if p not in r.none_vars)
+                self._evicted_seen.update(r.var_set)
+
+    def _record_findings(self, records, skip_vanishing: set, complete: bool) -> list[Finding]:
+        """The findings that follow from step records alone (apply patterns, NaN, norms, clipping);
+        ``complete``: the records are final (vanishing and saturation need the whole span)."""
+        out = fnd.check_apply_patterns(records, self._marks, self.thresholds)
+        out += fnd.check_nonfinite(records)
+        out += fnd.check_exploding(records, self.thresholds)
+        if complete:
+            out += fnd.check_vanishing(records, self.thresholds, skip_vanishing)
+            out += fnd.check_clipping(records, self.thresholds)
+        out += fnd.check_replica_clipping(records)
+        return out
+
     def _check_streaming(self) -> None:
         codes = [c for c in self.raise_on if c in _STREAMING and c not in self._raised_codes]
         if not codes:
@@ -439,8 +472,9 @@ class Audit:
 
     def _evaluate(self) -> None:
         records = self.steps if self._active else sorted(self._records, key=lambda r: (r.step, r.optimizer))
-        t = self.thresholds
-        applied_real, applied_any = set(), set()
+        if not self._active:
+            self._fold_evicted()
+        applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)
         for r in records:
             applied_any.update(r.var_set)
             applied_real.update(p for p in r.var_set if p not in r.none_vars)
@@ -457,14 +491,19 @@ class Audit:
                 and e[1] is not None
             }
             out += fnd.check_not_updated(unchanged_applied, unchanged_tape, none_flagged)
-        out += fnd.check_apply_patterns(records, self._marks, t)
-        out += fnd.check_nonfinite(records)
-        out += fnd.check_exploding(records, t)
         not_updated = set().union(*(f.variables for f in out if f.code == "GRD102")) if out else set()
-        if not self._active:
-            out += fnd.check_vanishing(records, t, not_updated | none_flagged)
-            out += fnd.check_clipping(records, t)
-        out += fnd.check_replica_clipping(records)
+        skip = not_updated | none_flagged
+        out += self._record_findings(records, skip, complete=not self._active)
+        # Earlier windows first: per code and variables, the first occurrence is the one kept.
+        seen, merged = set(), []
+        for finding in self._past_findings + out:
+            if finding.code == "GRD106" and set(finding.variables) <= skip and finding.variables:
+                continue
+            key = (finding.code, tuple(sorted(finding.variables or ())))
+            if key not in seen:
+                seen.add(key)
+                merged.append(finding)
+        out = merged
         out.sort(key=lambda f: (f.code, f.step if f.step is not None else -1))
         self._findings = out
 

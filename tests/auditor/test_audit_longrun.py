@@ -45,3 +45,62 @@ def test_ten_thousand_steps_keep_host_memory_bounded(tmp_path):
             steps += json.loads(line)["type"] == "step"
     assert steps == 10_000
     assert audit.findings == []
+
+
+def test_findings_from_steps_that_left_the_history_window_are_kept(tmp_path):
+    """history=16 over 100 steps: a NaN batch at step 5 and a None gradient only in the first 10
+    steps must still be findings at exit (and in the JSONL), with their first step."""
+    model = make_net()
+    opt = keras.optimizers.SGD(1e-3)
+    x, y = (tf.constant(a) for a in data())
+    x_nan = tf.tensor_scatter_nd_update(x, [[3, 1]], [float("nan")])
+    variables = model.trainable_variables
+    b_vars = [v for v in variables if "/b/" in v.path]
+
+    @tf.function
+    def step(xb, drop_b):
+        with tf.GradientTape() as tape:
+            loss = mse(model, xb, y)
+        grads = tape.gradient(loss, variables)
+        if drop_b:  # a None gradient for layer b
+            grads = [None if any(v is b for b in b_vars) else g for g, v in zip(grads, variables)]
+        opt.apply_gradients(zip(grads, variables))
+
+    path = tmp_path / "window.jsonl"
+    with auditor.watch(summary=False, jsonl=path, history=16) as audit:
+        for k in range(100):
+            if k == 5:
+                clean = [v.numpy() for v in variables]
+                step(x_nan, False)
+                for v, c in zip(variables, clean):  # undo the NaN update: training goes on finite
+                    v.assign(c)
+            else:
+                step(x, k < 10)
+        assert len(audit.steps) == 16
+    found = {f.code: f for f in audit.findings}
+    assert sorted(found) == ["GRD101", "GRD104"], audit.summary()
+    assert found["GRD104"].step == 5
+    assert found["GRD101"].step == 0 and sorted(v.split("/", 1)[1] for v in found["GRD101"].variables) == [
+        "b/bias", "b/kernel"]
+    with open(path) as lines:
+        codes_in_file = [json.loads(line)["code"] for line in lines if json.loads(line)["type"] == "finding"]
+    assert sorted(codes_in_file) == ["GRD101", "GRD104"]
+
+
+def test_window_chunks_do_not_invent_findings():
+    """A healthy 100-step run checked in chunks of 16 stays silent (chunk edges are not step edges)."""
+    model = make_net()
+    opt = keras.optimizers.Adam(1e-3, global_clipnorm=1e3)
+    x, y = (tf.constant(a) for a in data())
+    variables = model.trainable_variables
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = mse(model, x, y)
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    with auditor.watch(summary=False, history=16) as audit:
+        for _ in range(100):
+            step()
+    assert audit.findings == [] and audit.recorded_count == 100

@@ -213,3 +213,40 @@ def test_repeated_entry_leaves_no_patch_and_no_growth():
     assert sizes[-1][0] <= before + 2  # one probe per apply site (tf.function and eager)
     assert int(opt.iterations.numpy()) == 12 + 6
     assert np.isfinite(model.trainable_variables[0].numpy()).all()
+
+
+def test_plain_watch_reenters_a_function_traced_in_an_earlier_watch():
+    """A loop that opens watch() per epoch around one tf.function records every epoch (the site
+    traced in epoch 0 is re-enabled on this thread); a plain watch in another thread does not
+    pick it up."""
+    model, x, y = make_net(), *(tf.constant(a) for a in data())
+    opt = keras.optimizers.SGD(0.01)
+    step = tf.function(lambda: standard_step(model, opt, x, y))
+    counts = []
+    for _ in range(3):
+        with auditor.watch(summary=False) as audit:
+            for _ in range(4):
+                step()
+        counts.append([r.step for r in audit.steps])
+    assert counts == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+    other = {}
+
+    def elsewhere():
+        with auditor.watch(summary=False) as audit:
+            started.set()
+            finished.wait(60)
+        other["steps"] = len(audit.steps)
+
+    started, finished = threading.Event(), threading.Event()
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    assert started.wait(60)
+    try:
+        with auditor.watch(summary=False) as mine:
+            step()
+            step()
+    finally:
+        finished.set()
+        thread.join(60)
+    assert len(mine.steps) == 2 and other == {"steps": 0}
