@@ -25,6 +25,10 @@ _live: set = set()  # probes with subscribers (kept alive here)
 # Probes traced into a graph stay alive as long as their optimizer, so a later watch(model)
 # can re-enable them; eager-only probes are dropped when no watch uses them.
 _traced: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# The apply sites each outermost tf.function traced, so a later watch re-enables them when the
+# function is called again inside it (a watch per epoch around one function records every epoch).
+_function_sites: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_calling: dict = {}  # owner thread id -> the outermost tf.function it is calling (set while tracing)
 _CLIP_MEMORY = 4096
 
 
@@ -60,11 +64,7 @@ def register(session) -> None:
         candidates = list(_live) + list(_probes.values()) + [p for ps in list(_traced.values()) for p in ps]
         for probe in candidates:
             opt = probe.optimizer_ref()
-            if opt is None:
-                continue
-            # watch(model): sites of the model's optimizer, from any thread; a plain watch():
-            # the sites this thread traced inside an earlier watch (they went inert at its exit).
-            if session._owns(opt) or (session.model is None and session._thread in getattr(probe, "traced_by", ())):
+            if opt is not None and session._owns(opt):
                 inherited.append(probe)
         _sessions.append(session)
         seen = set()
@@ -162,7 +162,11 @@ def attach_probe(optimizer, probe, sessions, grads, keep_traced: bool = True):
             kept = _traced.setdefault(optimizer, [])
             if probe not in kept:
                 kept.append(probe)
-            probe.traced_by.add(current_thread_id())
+            outer = _calling.get(current_thread_id())
+            if outer is not None:
+                sites = _function_sites.setdefault(outer, [])
+                if probe not in sites:
+                    sites.append(probe)
     for session in sessions:
         subscribe(probe, session)
         session._on_trace(probe)  # may raise AuditError for a None gradient (raise_on GRD101)
@@ -343,15 +347,36 @@ def _patched_function_call(self, *args, **kwargs):
         return original(self, *args, **kwargs)
     _ensure_tf_keras()
     depth = getattr(_tls, "fn_depth", 0)
+    tid = current_thread_id()
+    if depth == 0:
+        _resubscribe_sites(self)
+        _calling[tid] = self
     _tls.fn_depth = depth + 1
     try:
         result = original(self, *args, **kwargs)
     finally:
         _tls.fn_depth = depth
+        if depth == 0:
+            _calling.pop(tid, None)
     if depth == 0 and tf.executing_eagerly():
         for session in active_sessions():
             session._after_function_call()
     return result
+
+
+def _resubscribe_sites(function) -> None:
+    """Re-enable the sites ``function`` traced in an earlier watch for the watches of this call."""
+    try:
+        sites = _function_sites.get(function)
+    except TypeError:  # not weak-referenceable
+        return
+    for probe in sites or ():
+        opt = probe.optimizer_ref()
+        if opt is None:
+            continue
+        for session in active_sessions(opt):
+            if session not in probe.subscribers:
+                subscribe(probe, session)
 
 
 # ---- install / restore ----------------------------------------------------------------------------
@@ -397,6 +422,9 @@ def patch_targets():
         (tf.GradientTape, "gradient", "gradient", _patched_gradient),
         (tf, "clip_by_global_norm", "clip_by_global_norm", _patched_clip_by_global_norm),
         (tf, "clip_by_norm", "clip_by_norm", _patched_clip_by_norm),
+        # TF1 code imports `tensorflow.compat.v1 as tf`: the same functions under a second name.
+        (tf.compat.v1, "clip_by_global_norm", "v1_clip_by_global_norm", _patched_clip_by_global_norm),
+        (tf.compat.v1, "clip_by_norm", "v1_clip_by_norm", _patched_clip_by_norm),
         (_function_class(), "__call__", "function_call", _patched_function_call),
     ]
 

@@ -50,7 +50,6 @@ class Probe:
         self.variables = list(variables)
         self.none_mask = tuple(none_mask)
         self.user_clip = False
-        self.traced_by: set[int] = set()  # threads that traced this site into a graph
         self.subscribers: list = []
         self.replica = replica
         self.group = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask))

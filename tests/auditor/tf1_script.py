@@ -62,7 +62,7 @@ def _build(scenario):
     if scenario == "clip":
         opt = v1.train.GradientDescentOptimizer(0.05)
         gvs = opt.compute_gradients(loss, var_list=[W1, b1, W2, b2])
-        return opt.apply_gradients([(tf.clip_by_norm(g, 0.05), v) for g, v in gvs])
+        return opt.apply_gradients([(v1.clip_by_norm(g, 0.05), v) for g, v in gvs])
     if scenario == "none_grad":  # a variable in var_list that the loss does not use
         unused = v1.get_variable("unused", initializer=np.ones(3, "float32"))
         return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W1, b1, W2, b2, unused])
@@ -135,7 +135,7 @@ def _finding_case(code, planted, steps=12):
             everything = [W1, b1, W2, Wb]
             gvs = opt.compute_gradients(loss, var_list=everything)
             if code == "GRD107":
-                clipped, _ = tf.clip_by_global_norm([g for g, _ in gvs], 1e-3 if planted else 1e3)
+                clipped, _ = v1.clip_by_global_norm([g for g, _ in gvs], 1e-3 if planted else 1e3)
                 gvs = list(zip(clipped, everything))
             if code == "GRD103" and planted:  # one apply per variable, all in one train op
                 ops = [opt.apply_gradients([gv]) for gv in gvs]
