@@ -259,7 +259,9 @@ class Audit:
                     snap = None
                     if self.check_changes != "off" and not self._is_applied(var):
                         with tf.init_scope():
-                            snap = tf.identity(gs.read(var))
+                            # A TF1 graph has no value to take here (it lives in a Session).
+                            if tf.executing_eagerly():
+                                snap = tf.identity(gs.read(var))
                     entry = self._tape[id(var)] = [var, snap, 0, 0]
                     self._path(var)
                 entry[2 if grad is None else 3] += 1

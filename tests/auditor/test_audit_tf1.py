@@ -42,6 +42,14 @@ def test_partial_update_reports_exactly_the_trained_variables(result):
     for step in watched["steps"]:
         assert step["changed_vars"] == ["W2:0", "b2:0"]  # a snapshot aliasing a RefVariable would say []
         assert sorted(step["var_norms"]) == ["W2:0", "b2:0"]
+    if result["mode"] == "v1_behavior":
+        assert "tape_partial" not in result  # GradientTape cannot differentiate RefVariables
+        return
+    # The same partial update through a GradientTape in the graph (the tape also saw W1 and b1).
+    tape_steps = result["tape_partial"]["watched"]["steps"]
+    assert len(tape_steps) == 5 and result["tape_partial"]["watched"]["findings"] == []
+    assert all(s["changed_vars"] == ["W2:0", "b2:0"] for s in tape_steps)
+    assert result["tape_partial"]["watched"]["weights"] == result["tape_partial"]["plain"]["weights"]
 
 
 def test_clean_twins_have_no_findings(result):

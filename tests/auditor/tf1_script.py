@@ -50,6 +50,12 @@ def _build(scenario):
     b2 = v1.get_variable("b2", initializer=np.zeros(1, "float32"))
     pred = tf.matmul(tf.nn.relu(tf.matmul(x, W1) + b1), W2) + b2
     loss = tf.reduce_mean(tf.square(pred - y))
+    if scenario == "tape_partial":  # a GradientTape in the graph; only the second layer applied
+        with tf.GradientTape() as tape:
+            pred = tf.matmul(tf.nn.relu(tf.matmul(x, W1) + b1), W2) + b2
+            tape_loss = tf.reduce_mean(tf.square(pred - y))
+        grads = tape.gradient(tape_loss, [W1, b1, W2, b2])
+        return v1.train.GradientDescentOptimizer(0.05).apply_gradients(list(zip(grads[2:], [W2, b2])))
     if scenario == "partial":  # seed 003: only the second layer is trained, on purpose
         return v1.train.GradientDescentOptimizer(0.05).minimize(loss, var_list=[W2, b2])
     if scenario == "full":  # with a global step, which the train op must still increment
@@ -155,7 +161,9 @@ def _finding_case(code, planted, steps=12):
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
 result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
                       for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}
-for name in ("partial", "full", "resumed", "clip", "none_grad"):
+# GradientTape cannot differentiate RefVariables (TF itself fails), so no tape under v1_behavior.
+TAPE = ("tape_partial",) if MODE != "v1_behavior" else ()
+for name in ("partial", "full", "resumed", "clip", "none_grad") + TAPE:
     result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
 
 # raise_on: the planted None gradient raises AuditError when the watch exits (graph mode has no
