@@ -255,7 +255,6 @@ def _patched_all_reduce_sum(self, grads_and_vars):
         if len(result) == none_mask.count(False):  # Keras dropped the None gradients: realign
             real = iter(g for g, _ in result)
             reduced = [None if none else next(real) for none in none_mask]
-            _tls.reduced = [None if g is None else gs_sq(g) for g in reduced]
             _tls.reduced_grads = reduced
     return result
 
@@ -292,16 +291,16 @@ def _patched_apply(self, grads, trainable_variables=None):
         aggregate_pre = _aggregate_pre_norm(grads)
     _tls.in_apply = True
     _tls.reduce_for = (self, none_mask) if replica is not None else None
-    _tls.reduced = _tls.reduced_grads = None
+    _tls.reduced_grads = None
     try:
         iteration = tf.identity(self._iterations.value)  # read before apply increments it
         state = probe.emit_before(iteration, grads, self, user_norms, user_global, aggregate_pre)
         result = original(self, grads, trainable_variables)
-        probe.emit_after(state, iteration, _tls.reduced, getattr(_tls, "reduced_grads", None))
+        probe.emit_after(state, iteration, _tls.reduced_grads)
     finally:
         _tls.in_apply = False
         _tls.reduce_for = None
-        _tls.reduced = _tls.reduced_grads = None
+        _tls.reduced_grads = None
     if tf.executing_eagerly():
         for session in sessions:
             session._after_eager_apply(probe)

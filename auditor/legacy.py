@@ -149,7 +149,7 @@ def _tfk_apply_replica(original, self, pairs, args, kwargs, probe, iteration, us
     finally:
         _tap_tls.tap = outer
     if tap.state is not None:
-        probe.emit_after(tap.state, iteration, tap.reduced_sq, tap.reduced_grads)
+        probe.emit_after(tap.state, iteration, tap.reduced_grads)
     # else: the clip step was not reached (a subclass replaced it, or nothing was applied):
     # no row for this step rather than one whose change check would come after the update
     return result
@@ -166,15 +166,15 @@ class _Tap:
         self.user_norms = user_norms
         self.user_global = user_global
         self.state = None
-        self.reduced_sq = None
         self.reduced_grads = None
 
     def before_clip(self, reduced):
         """``reduced``: the non-None all-reduced gradients, in the order of the apply's pairs."""
         probe = self.probe
-        aggregate_pre = None
-        if probe.has_clipping() and not probe.user_clip:
-            aggregate_pre = tf.sqrt(tf.add_n([hooks.gs_sq(g) for g in reduced]))
+        def summed_norm():  # measured only on recorded steps (inside the probe's cond)
+            return tf.sqrt(tf.add_n([hooks.gs_sq(g) for g in reduced]))
+
+        aggregate_pre = summed_norm if probe.has_clipping() and not probe.user_clip else None
         self.state = probe.emit_before(self.iteration, self.grads, self.optimizer, self.user_norms,
                                        self.user_global, aggregate_pre)
 
@@ -184,7 +184,6 @@ class _Tap:
             return  # a gradient transformer changed the list: the row's applied norms stay NaN
         real = iter(clipped)
         self.reduced_grads = [None if none else next(real) for none in self.probe.none_mask]
-        self.reduced_sq = [None if g is None else hooks.gs_sq(g) for g in self.reduced_grads]
 
 
 def _make_tap(attr, key, pairs: bool):

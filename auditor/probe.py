@@ -118,7 +118,8 @@ class Probe:
         def measure():
             if self.replica is None:
                 self._emit_histograms(iteration, grads)
-            return self._measure(grads, config, user_norms, user_global, aggregate_pre)
+            pre = aggregate_pre() if callable(aggregate_pre) else aggregate_pre
+            return self._measure(grads, config, user_norms, user_global, pre)
 
         measured = tf.cond(record, measure, lambda: tf.zeros([width], tf.float32))
         if self.snapshots is None:
@@ -142,23 +143,24 @@ class Probe:
         gs.cond(check, take_snapshot, lambda: tf.constant(False))
         return record, check, measured
 
-    def emit_after(self, state, iteration, reduced_sq=None, reduced_grads=None):
+    def emit_after(self, state, iteration, reduced_grads=None):
         """Ops run after ``apply``: compare with the snapshot, append the row (if recording).
 
-        ``reduced_sq``: per variable, the squared norm of the all-reduced gradient (replicas);
-        ``reduced_grads``: those gradients (for the histograms)."""
+        ``reduced_grads``: per variable, the all-reduced gradient (replicas), measured for the
+        row and the histograms only on recorded steps."""
         record, check, measured = state
         n = len(self.variables)
-        tail = []
-        if self.extra:
+
+        def reduced_tail():
+            if not self.extra:
+                return []
             nan = tf.constant(math.nan, tf.float32)
-            if reduced_sq is None:
-                tail = [tf.fill([n + 1], nan)]
-            else:
-                sq = [nan if r is None else r for r in reduced_sq]
-                real = [r for r in reduced_sq if r is not None]
-                total = tf.sqrt(tf.add_n(real)) if real else nan
-                tail = [tf.sqrt(tf.stack(sq)), tf.reshape(total, [1])]
+            if reduced_grads is None:
+                return [tf.fill([n + 1], nan)]
+            sq = [nan if g is None else gs.sq_norm(g) for g in reduced_grads]
+            real = [r for r, g in zip(sq, reduced_grads) if g is not None]
+            total = tf.sqrt(tf.add_n(real)) if real else nan
+            return [tf.sqrt(tf.stack(sq)), tf.reshape(total, [1])]
 
         def write_row():
             if self.snapshots is None:
@@ -172,7 +174,7 @@ class Probe:
 
                 changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
             row = tf.concat([measured[:3], tf.reshape(tf.cast(check, tf.float32), [1]), measured[3:],
-                             tf.cast(changed, tf.float32)] + tail, 0)
+                             tf.cast(changed, tf.float32)] + reduced_tail(), 0)
             self.ring.write(row, iteration)
             if self.replica is not None and reduced_grads is not None:
                 self._emit_histograms(iteration, reduced_grads)

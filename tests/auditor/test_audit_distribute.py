@@ -139,3 +139,29 @@ def test_fit_under_strategy_scope(strategy, clip):
         assert audit.findings == []
     else:
         assert codes(audit) == ["GRD109"]
+
+
+def test_hook_ops_outside_the_recording_cond_do_not_touch_the_gradients(strategy):
+    """A strategy.run function traced inside a watch keeps the hook's ops after exit: every op that
+    reads the gradients (norms of the per-replica and all-reduced gradients) must sit inside the
+    probe's cond, so the function is inert once the watch is gone."""
+    model, opt = _model(strategy)
+    x, y = _data()
+    ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
+    xb, yb = next(iter(ds))
+
+    @tf.function
+    def step(xb, yb):
+        def replica_step(xb, yb):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(model(xb) - yb)) / GLOBAL_BATCH
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+        strategy.run(replica_step, args=(xb, yb))
+
+    with auditor.watch(summary=False) as audit:
+        step(xb, yb)
+    assert len(audit.steps) == 1
+    top_level = [op.type for op in step.get_concrete_function(xb, yb).graph.get_operations()]
+    assert "L2Loss" not in top_level and "Sqrt" not in top_level
+    assert any(t in ("If", "StatelessIf") for t in top_level)  # the hook's ops are there, in conds
