@@ -188,7 +188,7 @@ def _user_clip_norms(grads):
             if tensor is g:
                 found = (kind, norm)
                 break
-        if found and _same_context(found[1]):
+        if found and _same_context(g):
             if found[0] == "global":
                 global_norm = found[1]
                 per.append(None)
@@ -335,7 +335,9 @@ def _patched_clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
 def _patched_clip_by_norm(t, clip_norm, axes=None, name=None):
     result = _originals["clip_by_norm"](t, clip_norm, axes=axes, name=name)
     if _sessions and not getattr(_tls, "in_apply", False) and active_sessions() and axes is None and not isinstance(t, tf.IndexedSlices):
-        norm = tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+        def norm(t=t):  # built where it is used: inside the probe's recording cond
+            return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+
         _remember_clip(result, "single", norm)
     return result
 

@@ -223,7 +223,7 @@ class Probe:
             pre = tf.cast(user_global, tf.float32) / scale
         elif any(u is not None for u in user_norms):
             pre_sq = [
-                tf.square(tf.cast(u, tf.float32) / scale) if u is not None else s
+                tf.square(tf.cast(u() if callable(u) else u, tf.float32) / scale) if u is not None else s
                 for u, s, g in zip(user_norms, sq, grads) if g is not None
             ]
             pre = tf.sqrt(tf.add_n(pre_sq))
