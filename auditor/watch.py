@@ -118,6 +118,7 @@ class Audit:
         self._calls = 0
         self._drain_every = 1
         self._eager_pending: dict[int, int] = {}
+        self._sink_batches: dict[int, list] = {}  # thread -> records of its drain of all probes
         self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
         self._lock = threading.RLock()
 
@@ -141,8 +142,7 @@ class Audit:
 
         try:
             try:
-                for probe in list(self._probes):
-                    hooks.drain_probe(probe)
+                self._drain_all()
                 self._compare_at_exit()
             finally:
                 hooks.unregister(self)
@@ -196,7 +196,8 @@ class Audit:
     def steps(self) -> list[StepRecord]:
         """Per-step records, drained from the device first if the watch is still active."""
         self._drain_now()
-        return sorted(self._records, key=lambda r: (r.step, r.optimizer))
+        with self._lock:
+            return sorted(self._records, key=lambda r: (r.step, r.optimizer))
 
     @property
     def findings(self) -> list[Finding]:
@@ -291,16 +292,31 @@ class Audit:
             self._raise_pending()
 
     def _drain_now(self) -> None:
-        if not self._active:
-            return
+        if self._active:
+            self._drain_all()
+
+    def _drain_all(self) -> None:
+        """Drain every probe of this watch; the sinks get the new records in step order."""
         from auditor import hooks
 
-        for probe in list(self._probes):
-            hooks.drain_probe(probe)
-            self._eager_pending[id(probe)] = 0
+        me = threading.get_ident()
+        self._sink_batches[me] = []
+        try:
+            for probe in list(self._probes):
+                hooks.drain_probe(probe)
+                self._eager_pending[id(probe)] = 0
+        finally:
+            batch = sorted(self._sink_batches.pop(me), key=lambda r: (r.step, r.optimizer))
+            with self._lock:
+                for sink in self._sinks:
+                    sink.records(batch)
 
     def _ingest(self, probe, rows, tags, lost) -> None:
-        """Turn drained rows into StepRecords (called by hooks.drain_probe)."""
+        """Turn drained rows into StepRecords (called by hooks.drain_probe, in any thread)."""
+        with self._lock:
+            self._ingest_locked(probe, rows, tags, lost)
+
+    def _ingest_locked(self, probe, rows, tags, lost) -> None:
         if lost:
             self.lost_records += int(lost)
         if len(rows) == 0:
@@ -346,6 +362,8 @@ class Audit:
             )
             new.append(record)
             self._last_step[label] = max(self._last_step.get(label, -1), record.step)
+        if self.every > 1:  # a nested watch with a smaller `every` makes the site record more often
+            new = [r for r in new if r.step % self.every == 0]
         for record in new:
             self._last_step[label] = max(self._last_step.get(label, -1), record.step)
         for record in new:
@@ -355,8 +373,12 @@ class Audit:
         if self.history is not None and len(self._evicted) >= self.history:
             self._fold_evicted()
         self.recorded_count += len(new)
-        for sink in self._sinks:
-            sink.records(new)
+        batch = self._sink_batches.get(threading.get_ident())
+        if batch is not None:
+            batch.extend(new)  # sent sorted when the drain of all probes ends
+        else:
+            for sink in self._sinks:
+                sink.records(new)
         if self.raise_on and self._pending_error is None:
             self._check_streaming()
 
@@ -366,6 +388,8 @@ class Audit:
             return
         paths = [self._path(v) for v in probe.variables]
         for row, tag in zip(rows, tags):
+            if not self.histogram_every or int(tag) % self.histogram_every:
+                continue  # another watch on this site asked for more histograms
             for sink in self._sinks:
                 sink.histograms(int(tag), zip(paths, probe.split_histograms(row)))
 

@@ -107,3 +107,26 @@ def test_gradlint_report_clean_run_and_bad_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     assert main(str(bad)) == 2
+
+
+def test_jsonl_steps_in_order_with_several_apply_sites(tmp_path):
+    """A per-variable apply loop has one site per variable; the file still lists steps in order."""
+    model = make_net()
+    opt = keras.optimizers.SGD(0.01)
+    opt.build(model.trainable_variables)
+    x, y = (tf.constant(a) for a in data())
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        for g, v in zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables):
+            opt.apply_gradients([(g, v)])
+
+    path = tmp_path / "per_variable.jsonl"
+    with auditor.watch(summary=False, jsonl=path) as audit:
+        for _ in range(5):
+            step()
+    with open(path) as lines:
+        steps = [json.loads(line)["step"] for line in lines if json.loads(line)["type"] == "step"]
+    assert steps == list(range(30)) and "GRD103" in [f.code for f in audit.findings]

@@ -250,3 +250,28 @@ def test_plain_watch_reenters_a_function_traced_in_an_earlier_watch():
         finished.set()
         thread.join(60)
     assert len(mine.steps) == 2 and other == {"steps": 0}
+
+
+def test_nested_watches_keep_their_own_every_and_histogram_every(tmp_path):
+    """The shared site records at the smaller `every`; each watch still keeps only its own steps
+    (and its own histograms)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, x, y = make_net(), *(tf.constant(a) for a in data())
+    opt = keras.optimizers.SGD(0.01)
+    step = tf.function(lambda: standard_step(model, opt, x, y))
+    with auditor.watch(summary=False, every=3, logdir=str(tmp_path / "outer"), histogram_every=6) as outer:
+        with auditor.watch(summary=False, logdir=str(tmp_path / "inner"), histogram_every=2) as inner:
+            for _ in range(12):
+                step()
+    assert [r.step for r in inner.steps] == list(range(12))
+    assert [r.step for r in outer.steps] == [0, 3, 6, 9]
+
+    def hist_steps(logdir):
+        acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+        acc.Reload()
+        tag = next(t for t in acc.Tags()["tensors"] if t.endswith("/grad_hist"))
+        return [e.step for e in acc.Tensors(tag)]
+
+    assert hist_steps(tmp_path / "inner") == [0, 2, 4, 6, 8, 10]
+    assert hist_steps(tmp_path / "outer") == [0, 6]
