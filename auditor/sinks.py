@@ -16,10 +16,15 @@ logger = logging.getLogger("auditor")
 
 def open_sinks(audit) -> list:
     sinks = []
-    if audit.jsonl:
-        sinks.append(JsonlSink(audit.jsonl, audit))
-    if audit.logdir:
-        sinks.append(TensorBoardSink(audit.logdir))
+    try:
+        if audit.jsonl:
+            sinks.append(JsonlSink(audit.jsonl, audit))
+        if audit.logdir:
+            sinks.append(TensorBoardSink(audit.logdir))
+    except BaseException:
+        for sink in sinks:  # a bad logdir must not leave the JSONL file open
+            sink.close(audit, [])
+        raise
     return sinks
 
 
@@ -71,7 +76,10 @@ class TensorBoardSink:
     def __init__(self, logdir):
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-        self.writer = EventFileWriter(os.fspath(logdir))
+        logdir = os.fspath(logdir)
+        if "://" not in logdir:  # a local path: a clear OSError now rather than TF's later
+            os.makedirs(logdir, exist_ok=True)
+        self.writer = EventFileWriter(logdir)
         self._metadata: dict = {}
 
     def _write(self, tag, value, step, plugin) -> None:

@@ -132,8 +132,12 @@ class Audit:
 
         self._thread = hooks.current_thread_id()
         self._sinks = sinks.open_sinks(self)
-        self._reset_train_function()
-        hooks.register(self)
+        try:
+            self._reset_train_function()
+            hooks.register(self)
+        except BaseException:
+            self._close_sinks([])
+            raise
         self._active = True
         return self
 
@@ -143,6 +147,9 @@ class Audit:
         try:
             try:
                 self._drain_all()
+                # A step whose other replicas' rows were lost to a full ring cannot be rebuilt.
+                self.lost_records += len(self._replica_rows)
+                self._replica_rows.clear()
                 self._compare_at_exit()
             finally:
                 hooks.unregister(self)

@@ -130,3 +130,19 @@ def test_jsonl_steps_in_order_with_several_apply_sites(tmp_path):
     with open(path) as lines:
         steps = [json.loads(line)["step"] for line in lines if json.loads(line)["type"] == "step"]
     assert steps == list(range(30)) and "GRD103" in [f.code for f in audit.findings]
+
+
+def test_bad_logdir_fails_on_entry_and_closes_the_jsonl_sink(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    path = tmp_path / "run.jsonl"
+    watch = auditor.watch(summary=False, jsonl=path, logdir=str(not_a_dir / "tb"))
+    try:
+        watch.__enter__()
+    except OSError:
+        pass
+    else:  # pragma: no cover - reported below
+        watch.__exit__(None, None, None)
+        raise AssertionError("a logdir under a regular file was accepted")
+    kinds = [json.loads(line)["type"] for line in path.read_text().splitlines()]
+    assert kinds == ["run", "end"]  # flushed and closed, not left open
