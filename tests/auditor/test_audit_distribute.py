@@ -124,6 +124,26 @@ def test_weights_bitwise_identical_with_and_without_watch(strategy):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_fit_weights_bitwise_identical_with_and_without_watch(strategy, clip):
+    kwargs = {} if clip is None else {"global_clipnorm": clip}
+    x, y = _data()
+    runs = []
+    for watched in (False, True):
+        model, opt = _model(strategy, **kwargs)
+        with strategy.scope():
+            model.compile(optimizer=opt, loss="mse")
+        if watched:
+            with auditor.watch(model, summary=False) as audit:
+                model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, verbose=0, shuffle=False)
+            assert len(audit.steps) == 8
+        else:
+            model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=2, verbose=0, shuffle=False)
+        runs.append([v.numpy() for v in model.trainable_variables] + [v.numpy() for v in opt.variables])
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("clip", [None, 0.01])
 def test_fit_under_strategy_scope(strategy, clip):
     kwargs = {} if clip is None else {"global_clipnorm": clip}
