@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	GRADLINT_REQUIRE_DEPS=1 $(BIN)/python -m pytest -q
 
 demo: lint-demo audit-demo
 
