@@ -129,6 +129,15 @@ def _fmt(x) -> str:
 
 
 def plot(run: Run, out: str, title: str) -> None:
+    """Draw the run (see ``figure``) into the PNG file ``out``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(run, title)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def figure(run: Run, title: str):
     """Three panels sharing the step axis: global norm (log) before/after clipping, clip ratio,
     and the norms of the variables with the largest mean norm; findings as vertical markers."""
     import matplotlib
@@ -199,8 +208,7 @@ def plot(run: Run, out: str, title: str) -> None:
     else:
         ax_norm.text(0.99, 0.97, "no findings", ha="right", va="top", transform=ax_norm.transAxes,
                      fontsize=8, color="darkgreen")
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _positive(values):

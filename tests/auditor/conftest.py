@@ -6,6 +6,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
+# Under `make test` (GRADLINT_REQUIRE_DEPS=1) nothing may skip for want of what make installs:
+# tf_keras must import, and the CPU must split for tf.distribute (see the strategy fixture).
+REQUIRE_DEPS = os.environ.get("GRADLINT_REQUIRE_DEPS") == "1"
+if REQUIRE_DEPS:
+    import importlib.util  # noqa: E402
+
+    if importlib.util.find_spec("tf_keras") is None:
+        raise ImportError("GRADLINT_REQUIRE_DEPS=1 but tf_keras is not installed (make test installs it)")
+
 
 def _split_cpu():
     """Two logical CPU devices for MirroredStrategy tests; must run before TF initialises devices."""
@@ -31,7 +40,7 @@ def strategy():
 
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
-        pytest.skip("TensorFlow initialised its devices before the CPU could be split")
+        (pytest.fail if REQUIRE_DEPS else pytest.skip)("TensorFlow initialised its devices before the CPU could be split")
     return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
 
 

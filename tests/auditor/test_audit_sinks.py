@@ -146,3 +146,31 @@ def test_bad_logdir_fails_on_entry_and_closes_the_jsonl_sink(tmp_path):
         raise AssertionError("a logdir under a regular file was accepted")
     kinds = [json.loads(line)["type"] for line in path.read_text().splitlines()]
     assert kinds == ["run", "end"]  # flushed and closed, not left open
+
+
+def test_report_plot_draws_the_recorded_numbers(tmp_path):
+    """The plot's curves are the JSONL's numbers and each finding with a step has its marker."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from auditor import runreport
+
+    audit, jsonl, _ = _train(tmp_path, use_b=False, global_clipnorm=1e-3)
+    run = runreport.read_run(str(jsonl))
+    fig = runreport.figure(run, "run")
+    ax_norm, ax_ratio, ax_vars = fig.axes[:3]
+    steps = [r.step for r in audit.steps]
+    curves = {line.get_label(): line for line in ax_norm.get_lines()}
+    before = next(line for label, line in curves.items() if "before clipping" in label)
+    after = next(line for label, line in curves.items() if "after clipping" in label)
+    np.testing.assert_allclose(before.get_xdata(), steps)
+    np.testing.assert_allclose(before.get_ydata(), [r.global_norm for r in audit.steps], rtol=1e-6)
+    np.testing.assert_allclose(after.get_ydata(), [r.clipped_norm for r in audit.steps], rtol=1e-6)
+    ratio = [line for line in ax_ratio.get_lines() if line.get_label().startswith("sgd")][0]
+    np.testing.assert_allclose(ratio.get_ydata(), [r.clip_ratio for r in audit.steps], rtol=1e-6)
+    assert all(r < 0.01 for r in ratio.get_ydata())  # saturated clipping is visible at a glance
+    variable_lines = [line.get_label() for line in ax_vars.get_lines() if line.get_linestyle() != "-."]
+    assert variable_lines and all(label in audit.steps[0].var_norms for label in variable_lines)
+    marked = {line.get_xdata()[0] for line in ax_vars.get_lines() if line.get_linestyle() == "-."}
+    assert marked == {f.step for f in audit.findings if f.step is not None} and marked
+    plt.close(fig)
