@@ -174,3 +174,20 @@ def test_report_plot_draws_the_recorded_numbers(tmp_path):
     marked = {line.get_xdata()[0] for line in ax_vars.get_lines() if line.get_linestyle() == "-."}
     assert marked == {f.step for f in audit.findings if f.step is not None} and marked
     plt.close(fig)
+
+
+def test_audit_demo_runs_and_writes_its_outputs(tmp_path):
+    """`make audit-demo`'s script: planted bugs found, clean twin silent, logs and plot written."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, os.path.join(root, "fixtures", "example", "audit_demo.py"),
+                           str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GRD101 none-gradient" in proc.stdout and "GRD107 clipping-saturated" in proc.stdout
+    assert (tmp_path / "buggy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "clean.jsonl").exists() and (tmp_path / "buggy.jsonl").exists()
+    for name in ("buggy", "clean"):
+        acc = EventAccumulator(str(tmp_path / "tb" / name), size_guidance={"tensors": 0})
+        acc.Reload()
+        assert any(t.endswith("/grad_hist") for t in acc.Tags()["tensors"])
