@@ -85,9 +85,8 @@ def test_custom_loop_clean_twin_and_reduced_norm_is_applied(strategy):
     assert first.global_norm <= sum(first.replica_norms) * (1 + 1e-5)
 
 
-def _custom_loop_one(strategy, model, opt, x, y):
-    ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
-
+def _step_function(strategy, model, opt):
+    """One training step on a distributed batch: ``strategy.run`` in a ``tf.function``."""
     @tf.function
     def step(xb, yb):
         def replica_step(xb, yb):
@@ -97,6 +96,12 @@ def _custom_loop_one(strategy, model, opt, x, y):
             opt.apply_gradients(zip(grads, model.trainable_variables))
         strategy.run(replica_step, args=(xb, yb))
 
+    return step
+
+
+def _custom_loop_one(strategy, model, opt, x, y):
+    ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
+    step = _step_function(strategy, model, opt)
     for xb, yb in ds:
         step(xb, yb)
 
@@ -169,16 +174,7 @@ def test_hook_ops_outside_the_recording_cond_do_not_touch_the_gradients(strategy
     x, y = _data()
     ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
     xb, yb = next(iter(ds))
-
-    @tf.function
-    def step(xb, yb):
-        def replica_step(xb, yb):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.square(model(xb) - yb)) / GLOBAL_BATCH
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-        strategy.run(replica_step, args=(xb, yb))
-
+    step = _step_function(strategy, model, opt)
     with auditor.watch(summary=False) as audit:
         step(xb, yb)
     assert len(audit.steps) == 1
