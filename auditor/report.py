@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 
+from auditor.watch import in_step_order
+
 
 def variable_stats(audit) -> dict[str, dict]:
     """{path: applied, none_count, changed, mean_norm, max_norm, last_norm} for every seen variable."""
     stats: dict[str, dict] = {}
     norms: dict[str, list[float]] = {}
-    for record in sorted(audit._records, key=lambda r: (r.step, r.optimizer)):
+    for record in in_step_order(audit._records):
         for path in record.var_set:
             entry = stats.setdefault(path, _empty())
             if path in record.none_vars:

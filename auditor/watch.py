@@ -64,6 +64,11 @@ def _json_float(x):
     return x if math.isfinite(x) else str(x)  # "nan", "inf", "-inf"
 
 
+def in_step_order(records) -> list[StepRecord]:
+    """Records sorted by step, then optimizer (the order of audit.steps and of the sinks)."""
+    return sorted(records, key=lambda r: (r.step, r.optimizer))
+
+
 class Audit:
     """One watch: records, variable stats and findings. Use through ``auditor.watch()``."""
 
@@ -204,7 +209,7 @@ class Audit:
         """Per-step records, drained from the device first if the watch is still active."""
         self._drain_now()
         with self._lock:
-            return sorted(self._records, key=lambda r: (r.step, r.optimizer))
+            return in_step_order(self._records)
 
     @property
     def findings(self) -> list[Finding]:
@@ -313,7 +318,7 @@ class Audit:
                 hooks.drain_probe(probe)
                 self._eager_pending[id(probe)] = 0
         finally:
-            batch = sorted(self._sink_batches.pop(me), key=lambda r: (r.step, r.optimizer))
+            batch = in_step_order(self._sink_batches.pop(me))
             with self._lock:
                 for sink in self._sinks:
                     sink.records(batch)
@@ -368,7 +373,6 @@ class Audit:
                 var_set=tuple(paths),
             )
             new.append(record)
-            self._last_step[label] = max(self._last_step.get(label, -1), record.step)
         if self.every > 1:  # a nested watch with a smaller `every` makes the site record more often
             new = [r for r in new if r.step % self.every == 0]
         for record in new:
@@ -447,7 +451,7 @@ class Audit:
     def _fold_evicted(self) -> None:
         """Records that left the ``history`` window are checked for findings in chunks of
         ``history`` first, so a long run keeps (say) a NaN at step 100 of 20,000."""
-        chunk, self._evicted = sorted(self._evicted, key=lambda r: (r.step, r.optimizer)), []
+        chunk, self._evicted = in_step_order(self._evicted), []
         if chunk:
             found = fnd.check_none_gradients(chunk, {}, set())
             found += self._record_findings(chunk, set(), complete=True)
@@ -504,7 +508,7 @@ class Audit:
             raise error
 
     def _evaluate(self) -> None:
-        records = self.steps if self._active else sorted(self._records, key=lambda r: (r.step, r.optimizer))
+        records = self.steps if self._active else in_step_order(self._records)
         if not self._active:
             self._fold_evicted()
         applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)

@@ -68,6 +68,18 @@ def standard_step(model, opt, x, y, variables=None):
     return loss
 
 
+def per_variable_train_step(model, data):
+    """A custom ``train_step`` that applies each variable separately (the GRD103 bug); the same
+    code serves Keras 3 and tf_keras models."""
+    x, y = data
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+    grads = tape.gradient(loss, model.trainable_variables)
+    for g, v in zip(grads, model.trainable_variables):
+        model.optimizer.apply_gradients([(g, v)])
+    return {"loss": loss}
+
+
 def compile_step(body, mode):
     """``body`` as is (eager), in a tf.function, or in a jit-compiled tf.function."""
     if mode == "eager":

@@ -3,7 +3,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from audit_helpers import Net, data, make_net, mse
+import auditor
+from audit_helpers import Net, data, make_net, mse, per_variable_train_step
 
 STEPS = 12  # custom-loop steps; fit: 32 samples / batch 8 * 3 epochs = 12 steps
 
@@ -81,13 +82,7 @@ class PerVariableNet(Net):
     """A model whose custom train_step applies each variable separately (the GRD103 bug)."""
 
     def train_step(self, data):
-        x, y = data
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.square(self(x, training=True) - y))
-        grads = tape.gradient(loss, self.trainable_variables)
-        for g, v in zip(grads, self.trainable_variables):
-            self.optimizer.apply_gradients([(g, v)])
-        return {"loss": loss}
+        return per_variable_train_step(self, data)
 
 
 class NonFinite(Scenario):
@@ -156,3 +151,19 @@ class VariableSetChanged(Scenario):
 SCENARIOS = [NoneGradient(), NotUpdated(), MultipleApplies(), NonFinite(), Exploding(), Vanishing(),
              ClipSaturated(), VariableSetChanged()]
 IDS = [s.code for s in SCENARIOS]
+
+
+def run_phases(scenario, planted, model, opt, compile_body, args):
+    """Run the scenario's phases under a watch: ``compile_body(body)`` makes one variant's step
+    callable from ``body(x, y)``; every step is called with ``args``."""
+    fns = {}
+    with auditor.watch(summary=False) as audit:
+        for variant, n in scenario.phases(planted):
+            if variant not in fns:
+                def body(x, y, variant=variant):
+                    scenario.step(model, opt, x, y, planted, variant)
+
+                fns[variant] = compile_body(body)
+            for _ in range(n):
+                fns[variant](*args)
+    return audit

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import auditor
 from audit_helpers import codes
-from finding_scenarios import IDS, SCENARIOS, STEPS
+from finding_scenarios import IDS, SCENARIOS, STEPS, run_phases
 
 
 def run_custom(strategy, scenario, planted):
@@ -18,16 +18,10 @@ def run_custom(strategy, scenario, planted):
     x, y = scenario.data(planted)
     batch = next(iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x)))))
-    fns = {}
-    with auditor.watch(summary=False) as audit:
-        for variant, n in scenario.phases(planted):
-            if variant not in fns:
-                def replica_step(xb, yb, variant=variant):
-                    scenario.step(model, opt, xb, yb, planted, variant)
+    def distributed(replica_step):
+        return tf.function(lambda xb, yb: strategy.run(replica_step, args=(xb, yb)))
 
-                fns[variant] = tf.function(lambda xb, yb, f=replica_step: strategy.run(f, args=(xb, yb)))
-            for _ in range(n):
-                fns[variant](*batch)
+    audit = run_phases(scenario, planted, model, opt, distributed, batch)
     return audit, opt
 
 

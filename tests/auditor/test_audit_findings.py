@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import auditor
 from audit_helpers import CUSTOM_MODES, FIT_MODES, codes, compile_step
-from finding_scenarios import IDS, SCENARIOS, STEPS, MultipleApplies, NoneGradient, NotUpdated
+from finding_scenarios import IDS, SCENARIOS, STEPS, run_phases, MultipleApplies, NoneGradient, NotUpdated
 
 
 def run_custom(scenario, planted, mode):
@@ -17,15 +17,7 @@ def run_custom(scenario, planted, mode):
     opt.build(model.trainable_variables)
     x, y = scenario.data(planted)
     x, y = tf.constant(x), tf.constant(y)
-    fns = {}
-    with auditor.watch(summary=False) as audit:
-        for variant, n in scenario.phases(planted):
-            if variant not in fns:
-                def body(x, y, variant=variant):
-                    scenario.step(model, opt, x, y, planted, variant)
-                fns[variant] = compile_step(body, mode)
-            for _ in range(n):
-                fns[variant](x, y)
+    audit = run_phases(scenario, planted, model, opt, lambda body: compile_step(body, mode), (x, y))
     return audit, opt
 
 
