@@ -1,13 +1,20 @@
-"""Auditor overhead: median step time with ``auditor.watch()`` over without.
+"""Auditor overhead: step time with ``auditor.watch()`` over without, and microseconds added per step.
 
-One process; for each configuration the baseline, ``check_changes="auto"`` (the defaults),
-``check_changes="every"`` and ``every=10`` (sampled) runs are interleaved round by round, and
-the ratio of medians is printed. Models: a ~5M-parameter MLP and a small CNN; loops: a ``tf.function`` train step and
-``model.fit``; XLA off and on. Every timed step's loss is summed and read back at the end of the
-round, so XLA cannot prune what is timed.
+One process; for each row the baseline (no watch), the defaults (``check_changes="auto"``),
+``check_changes="every"``, ``every=10`` (one step in ten recorded) and, in ``tf.function`` rows, a
+hand-written ``tf.linalg.global_norm`` (no watch: the floor for any per-step norm) are run round by
+round, interleaved, each in its own model copy. A round times a block of steps (the loss is summed
+on the device and read once at the end of the block, so nothing is pruned and host points are
+those of a real loop); ratios are of the medians over rounds. The ``20,000-step process`` row runs
+a whole Python process (import, trace, 20,000 ``tf.function`` steps of the tiny MLP, exit) with and
+without a watch, alternately, and compares their wall times.
 
-    python benchmarks/auditor_overhead.py            # full sizes
-    python benchmarks/auditor_overhead.py --quick    # fewer rounds and steps
+Rows: a tiny MLP (8-16-1, batch 16; eager, ``tf.function``, ``fit``), a small CNN, a ~4.8M-parameter
+MLP (``tf.function`` and ``fit``, XLA off and on) and TF1 ``Session.run(train_op)``.
+
+    python benchmarks/auditor_overhead.py                 # every row
+    python benchmarks/auditor_overhead.py --quick         # fewer rounds and steps
+    python benchmarks/auditor_overhead.py --rows tiny     # rows whose name contains "tiny"
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -22,26 +30,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
-
-import auditor  # noqa: E402
 
 # variant -> watch() keyword arguments (None: no watch)
 VARIANTS = {
     "base": None,
-    "auto": {"check_changes": "auto"},  # the defaults
+    "auto": {},  # the defaults
     "every": {"check_changes": "every"},
-    "auto/10": {"check_changes": "auto", "every": 10},  # record every 10th step
+    "auto/10": {"every": 10},  # record every 10th step
 }
-HAND = "hand-norm"  # no watch; the step computes tf.linalg.global_norm itself (tf.function loop)
+HAND = "hand-norm"  # no watch; the step computes tf.linalg.global_norm itself (tf.function rows)
 # Untimed steps at the start of every round (all variants alike): the first
 # `changes_first_steps` steps of a watch compare every variable; time the steady state.
-WARMUP = int(auditor.DEFAULT_THRESHOLDS["changes_first_steps"]) + 1
+WARMUP = 11
+
+
+def tiny():
+    """8 -> 16 -> 1: the kind of model a reinforcement-learning or toy-regression loop trains."""
+    import keras
+
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
 
 
 def mlp():
     """784 -> 2048 -> 1536 -> 10: about 4.8M parameters."""
+    import keras
+
     return keras.Sequential([
         keras.Input((784,)),
         keras.layers.Dense(2048, activation="relu"),
@@ -51,6 +64,8 @@ def mlp():
 
 
 def cnn():
+    import keras
+
     return keras.Sequential([
         keras.Input((32, 32, 3)),
         keras.layers.Conv2D(32, 3, activation="relu"),
@@ -62,153 +77,308 @@ def cnn():
     ])
 
 
-MODELS = {"mlp-4.8M": (mlp, (784,), 64), "cnn-small": (cnn, (32, 32, 3), 32)}
+# name -> (builder, input shape, batch, loss): "mse" for the regressor, else 10 classes
+MODELS = {
+    "tiny-mlp": (tiny, (8,), 16, "mse"),
+    "mlp-mnist": (None, (784,), 64, "xent"),  # TF1 rows only: 784 -> 256 -> 10
+    "cnn-small": (cnn, (32, 32, 3), 32, "xent"),
+    "mlp-4.8M": (mlp, (784,), 64, "xent"),
+}
 
 
-def batch(shape, size, seed=0):
+def batch(model_name, seed=0):
+    _, shape, size, loss = MODELS[model_name]
     rng = np.random.RandomState(seed)
-    return rng.randn(size, *shape).astype("float32"), rng.randint(0, 10, size=(size,)).astype("int32")
+    x = rng.randn(size, *shape).astype("float32")
+    if loss == "mse":
+        return x, rng.randn(size, 1).astype("float32")
+    return x, rng.randint(0, 10, size=(size,)).astype("int32")
 
 
-def build(make, jit):
+def loss_fn(model_name):
+    import keras
+
+    if MODELS[model_name][3] == "mse":
+        return keras.losses.MeanSquaredError()
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def build(model_name, jit):
+    import keras
+
     keras.utils.set_random_seed(0)
-    model = make()
-    model.compile(keras.optimizers.Adam(1e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit)
+    model = MODELS[model_name][0]()
+    model.compile(keras.optimizers.Adam(1e-4), loss_fn(model_name), jit_compile=jit)
     return model
 
 
-def make_step(model, jit, hand_norm=False):
-    """The timed train step; ``hand_norm``: it also computes the global gradient norm itself
-    (``tf.linalg.global_norm``, returned and consumed) - the cheapest per-step norm a user can
-    write, the floor for any per-step measurement."""
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+def make_step(model, model_name, loop, jit, hand_norm=False):
+    """The timed train step (``loop``: "function" or "eager"); ``hand_norm``: it also computes the
+    global gradient norm itself (``tf.linalg.global_norm``, returned and consumed)."""
+    import tensorflow as tf
+
+    compute_loss = loss_fn(model_name)
     opt = model.optimizer
 
-    @tf.function(jit_compile=jit)
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
+            loss = compute_loss(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
         if hand_norm:
             return loss + tf.linalg.global_norm(grads)
         return loss
 
-    return step
+    return tf.function(step, jit_compile=jit) if loop == "function" else step
 
 
-def time_loop(step, x, y, steps):
-    """(wall, process CPU) seconds per step, medians over the round's steps."""
+def time_block(step, x, y, steps):
+    """(wall, process CPU) seconds per step over a block of ``steps`` after the warm-up steps."""
+    import tensorflow as tf
+
     for _ in range(WARMUP):
         step(x, y)
     total = tf.constant(0.0)
-    walls, cpus = [], []
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        w, c = time.perf_counter(), time.process_time()
         total += step(x, y)
-        float(total)  # consume every loss (and wait for the step)
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
+    float(total)  # consume every loss (and wait for the last step)
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-class BatchTimer(keras.callbacks.Callback):
-    def __init__(self, skip):
-        super().__init__()
-        self.skip = skip
-        self.walls, self.cpus, self.logs = [], [], []
+class BlockTimer:
+    """A Keras callback timing the batches after ``skip`` as one block."""
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self._start = (time.perf_counter(), time.process_time())
+    def __new__(cls, skip):
+        import keras
 
-    def on_train_batch_end(self, batch, logs=None):
-        if batch >= self.skip:
-            self.logs.append(float(logs["loss"]))  # consume the step's output
-            self.walls.append(time.perf_counter() - self._start[0])
-            self.cpus.append(time.process_time() - self._start[1])
+        class Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.start = None
+                self.loss = None
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if batch == skip:
+                    self.start = (time.perf_counter(), time.process_time())
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.loss = logs["loss"]
+                self.end = batch
+
+        return Timer()
 
 
-def time_fit(model, x, y, steps, skip=WARMUP):
+def time_fit(model, x, y, steps):
     n = x.shape[0]
-    reps = steps + skip
+    reps = steps + WARMUP
     xs, ys = np.concatenate([x] * reps), np.concatenate([y] * reps)
-    timer = BatchTimer(skip)
+    timer = BlockTimer(WARMUP)
     model.fit(xs, ys, batch_size=n, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
-    assert all(np.isfinite(timer.logs))
-    return statistics.median(timer.walls), statistics.median(timer.cpus)
+    assert np.isfinite(float(timer.loss))  # consume the output
+    wall, cpu = time.perf_counter() - timer.start[0], time.process_time() - timer.start[1]
+    return wall / steps, cpu / steps
 
 
-def run_config(model_name, loop, jit, rounds, steps):
-    make, shape, size = MODELS[model_name]
-    x, y = batch(shape, size)
-    models = {v: build(make, jit) for v in VARIANTS}
-    times = {v: [] for v in VARIANTS}
-    if loop == "function":
-        xt, yt = tf.constant(x), tf.constant(y)
-        fns = {v: make_step(models[v], jit) for v in VARIANTS}
-        models[HAND] = build(make, jit)
-        fns[HAND] = make_step(models[HAND], jit, hand_norm=True)
-        times[HAND] = []
-        fns["base"](xt, yt)  # traced outside any watch
-        fns[HAND](xt, yt)
-        for v, kwargs in VARIANTS.items():
-            if kwargs is not None:
-                with auditor.watch(models[v], summary=False, **kwargs):
-                    fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
-        for _ in range(rounds):
-            times[HAND].append(time_loop(fns[HAND], xt, yt, steps))
-            for v, kwargs in VARIANTS.items():
-                if kwargs is None:
-                    times[v].append(time_loop(fns[v], xt, yt, steps))
-                    continue
-                with auditor.watch(models[v], summary=False, **kwargs) as audit:
-                    times[v].append(time_loop(fns[v], xt, yt, steps))
-                expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
-                assert abs(len(audit.steps) - expected) <= 1 and not audit.findings, audit.summary()
-    else:
+def keras_row(model_name, loop, jit, rounds, steps):
+    """{variant: [(wall, cpu) per round]} for a Keras 3 model in ``loop`` ("function", "eager", "fit")."""
+    import tensorflow as tf
+
+    import auditor
+
+    x, y = batch(model_name)
+    variants = dict(VARIANTS)
+    models = {v: build(model_name, jit) for v in variants}
+    times = {v: [] for v in variants}
+    if loop == "fit":
         time_fit(models["base"], x, y, 1)  # trace the baseline once
         for _ in range(rounds):
-            for v, kwargs in VARIANTS.items():
+            for v, kwargs in variants.items():
                 if kwargs is None:
                     times[v].append(time_fit(models[v], x, y, steps))
                     continue
                 with auditor.watch(models[v], summary=False, **kwargs) as audit:
                     times[v].append(time_fit(models[v], x, y, steps))
                 assert audit.steps and not audit.findings, audit.summary()
-    wall = {v: statistics.median(t[0] for t in ts) for v, ts in times.items()}
-    cpu = {v: statistics.median(t[1] for t in ts) for v, ts in times.items()}
-    return wall, cpu
+        return times
+    xt, yt = tf.constant(x), tf.constant(y)
+    fns = {v: make_step(models[v], model_name, loop, jit) for v in variants}
+    if loop == "function":
+        models[HAND] = build(model_name, jit)
+        fns[HAND] = make_step(models[HAND], model_name, loop, jit, hand_norm=True)
+        variants[HAND] = None
+        times[HAND] = []
+        fns["base"](xt, yt)  # traced outside any watch
+        fns[HAND](xt, yt)
+        for v, kwargs in variants.items():
+            if kwargs is not None:
+                with auditor.watch(models[v], summary=False, **kwargs):
+                    fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
+    for _ in range(rounds):
+        for v, kwargs in variants.items():
+            if kwargs is None:
+                times[v].append(time_block(fns[v], xt, yt, steps))
+                continue
+            with auditor.watch(models[v], summary=False, **kwargs) as audit:
+                times[v].append(time_block(fns[v], xt, yt, steps))
+            expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
+            assert abs(len(audit.steps) - expected) <= 1 and not audit.findings, audit.summary()
+    return times
+
+
+def tf1_row(model_name, rounds, steps):
+    """TF1 graph mode: ``Session.run(train_op)`` of an ``AdamOptimizer.minimize`` train op. Each
+    round builds a fresh graph (inside the watch for watched variants: a TF1 train op is recorded
+    when it is built inside the watch) and times ``steps`` runs after the warm-up runs."""
+    import tensorflow as tf
+
+    import auditor
+
+    v1 = tf.compat.v1
+    x_np, y_np = batch(model_name)
+    units = {"tiny-mlp": [16, 1], "mlp-mnist": [256, 10], "mlp-4.8M": [2048, 1536, 10]}[model_name]
+    times = {v: [] for v in VARIANTS}
+
+    def run(kwargs):
+        graph = tf.Graph()
+        with graph.as_default():
+            watch = auditor.watch(summary=False, **kwargs) if kwargs is not None else None
+            if watch is not None:
+                watch.__enter__()
+            try:
+                rng = np.random.RandomState(0)
+                h = tf.constant(x_np)
+                for k, n in enumerate(units):
+                    w = v1.get_variable(f"w{k}", initializer=(rng.randn(h.shape[1], n) * 0.1).astype("float32"))
+                    b = v1.get_variable(f"b{k}", initializer=np.zeros(n, "float32"))
+                    h = tf.matmul(h, w) + b
+                    if k < len(units) - 1:
+                        h = tf.nn.relu(h)
+                if MODELS[model_name][3] == "mse":
+                    loss = tf.reduce_mean(tf.square(h - y_np))
+                else:
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_np, logits=h))
+                train = v1.train.AdamOptimizer(1e-4).minimize(loss)
+                with v1.Session(graph=graph) as sess:
+                    sess.run(v1.global_variables_initializer())
+                    for _ in range(WARMUP):
+                        sess.run(train)
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    for _ in range(steps):
+                        sess.run(train)
+                    result = ((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps)
+            finally:
+                if watch is not None:
+                    watch.__exit__(None, None, None)
+            if watch is not None:
+                expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
+                assert abs(len(watch.steps) - expected) <= 1 and not watch.findings, watch.summary()
+        return result
+
+    for _ in range(rounds):
+        for v, kwargs in VARIANTS.items():
+            times[v].append(run(kwargs))
+    return times
+
+
+PROCESS_STEPS = 20_000
+
+
+def process_main(variant: str, steps: int) -> None:
+    """One whole training process (``--process``): the tiny MLP, ``steps`` tf.function steps."""
+    import tensorflow as tf
+
+    import auditor
+
+    x, y = (tf.constant(a) for a in batch("tiny-mlp"))
+    model = build("tiny-mlp", False)
+    step = make_step(model, "tiny-mlp", "function", False)
+    total = tf.constant(0.0)
+    if variant == "base":
+        for _ in range(steps):
+            total += step(x, y)
+    else:
+        with auditor.watch(model, summary=False) as audit:
+            for _ in range(steps):
+                total += step(x, y)
+        # (findings are not checked: 20,000 steps on one fixed batch converge, and later steps'
+        # tiny norms can trip the exploding-gradient ratio rule)
+        assert audit.recorded_count == steps, audit.summary()
+    assert np.isfinite(float(total))
+
+
+def process_row(rounds, steps):
+    """{variant: [(wall, wall) per round]}: whole processes, per step."""
+    times = {"base": [], "auto": []}
+    for _ in range(rounds):
+        for v in times:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--process", v, "--steps", str(steps)],
+                           check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+            per_step = (time.perf_counter() - start) / steps
+            times[v].append((per_step, per_step))
+    return times
+
+
+def rows(quick):
+    """(name, runner(rounds, steps) -> times, rounds, steps) for every row."""
+    r, big = (3, 2) if quick else (11, 7)
+    out = []
+    for loop in ("function", "eager", "fit"):
+        out.append((f"tiny-mlp {loop}", lambda r_, s_, loop=loop: keras_row("tiny-mlp", loop, False, r_, s_),
+                    r, 100 if quick else 400))
+    out.append(("tiny-mlp tf1-session", lambda r_, s_: tf1_row("tiny-mlp", r_, s_), r, 100 if quick else 400))
+    out.append(("mlp-mnist tf1-session", lambda r_, s_: tf1_row("mlp-mnist", r_, s_), r, 50 if quick else 200))
+    for model in ("cnn-small", "mlp-4.8M"):
+        for loop in ("function", "fit"):
+            for jit in (False, True):
+                name = f"{model} {loop}{' xla' if jit else ''}"
+                out.append((name, lambda r_, s_, m=model, lp=loop, j=jit: keras_row(m, lp, j, r_, s_),
+                            r, 8 if quick else 20))
+    out.append(("mlp-4.8M tf1-session", lambda r_, s_: tf1_row("mlp-4.8M", r_, s_), big, 8 if quick else 20))
+    out.append((f"tiny-mlp {PROCESS_STEPS:,}-step process", process_row, 2 if quick else 5, PROCESS_STEPS))
+    return out
+
+
+def _cell(times, variant, base):
+    if variant not in times:
+        return "-"
+    med = statistics.median(w for w, _ in times[variant])
+    return f"{med / base:.3f}x {(med - base) * 1e6:+.0f}us"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 8 steps (default 9 of 12)")
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
+    parser.add_argument("--rows", nargs="*", default=None, help="only rows whose name contains one of these")
+    parser.add_argument("--process", choices=("base", "auto"), help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=PROCESS_STEPS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rounds, steps = (3, 8) if args.quick else (9, 12)
-    print(f"# auditor overhead: {rounds} interleaved rounds x {steps} steps, medians; "
-          f"TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
-          f"{os.cpu_count()} CPU cores, devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
-    header = (f"| {'model':<10} | {'loop':<8} | {'XLA':<3} | {'base ms/step':>12} | {'auto':>7} | "
-              f"{'every':>7} | {'auto, every=10':>14} | {'auto (CPU time)':>15} | {'every (CPU time)':>16} | "
-              f"{'hand-written norm':>17} |")
-    print(f"# ratios: median step time with watch() / without; warm-up {WARMUP} steps per round untimed;"
-          " wall clock, and process CPU time (steadier on a shared machine);")
-    print("# hand-written norm: no watch, the step computes tf.linalg.global_norm(grads) itself"
-          " (the floor for any per-step norm; tf.function loop only)")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for model_name in args.models:
-        for loop in ("function", "fit"):
-            for jit in (False, True):
-                wall, cpu = run_config(model_name, loop, jit, rounds, steps)
-                base = wall["base"]
-                hand = f"{wall[HAND] / base:.3f}x" if HAND in wall else "-"
-                print(f"| {model_name:<10} | {loop:<8} | {'on' if jit else 'off':<3} | {base * 1e3:>12.2f} | "
-                      f"{wall['auto'] / base:>6.3f}x | {wall['every'] / base:>6.3f}x | "
-                      f"{wall['auto/10'] / base:>13.3f}x | {cpu['auto'] / cpu['base']:>14.3f}x | "
-                      f"{cpu['every'] / cpu['base']:>15.3f}x | {hand:>17} |", flush=True)
+    if args.process:
+        return process_main(args.process, args.steps)
+
+    import tensorflow as tf
+    import keras
+
+    print(f"# auditor overhead: TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
+    print("# each cell: median step time with watch() / without, and microseconds added per step;"
+          f" {WARMUP} warm-up steps per round untimed; rounds interleaved; CPU: process time ratio of the defaults")
+    cols = ["row", "rounds x steps", "base ms/step", "auto (defaults)", "every", "auto, every=10",
+            "hand-written norm", "auto CPU"]
+    widths = [34, 14, 12, 18, 18, 18, 18, 8]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for name, runner, rounds, steps in rows(args.quick):
+        if args.rows and not any(part in name for part in args.rows):
+            continue
+        times = runner(rounds, steps)
+        base = statistics.median(w for w, _ in times["base"])
+        cpu_base = statistics.median(c for _, c in times["base"])
+        cpu = statistics.median(c for _, c in times["auto"]) / cpu_base
+        cells = [name, f"{rounds} x {steps}", f"{base * 1e3:.3f}", _cell(times, "auto", base),
+                 _cell(times, "every", base), _cell(times, "auto/10", base), _cell(times, HAND, base), f"{cpu:.3f}x"]
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |", flush=True)
 
 
 if __name__ == "__main__":
