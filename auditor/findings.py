@@ -66,6 +66,12 @@ class Finding:
             "variables": list(self.variables),
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Finding":
+        """The inverse of ``to_dict``."""
+        return cls(str(data["code"]), str(data.get("name", "")), str(data.get("message", "")),
+                   None if data.get("step") is None else int(data["step"]), list(data.get("variables") or ()))
+
 
 def merge_thresholds(overrides: dict | None) -> dict:
     """Defaults updated with ``overrides``; unknown keys raise ``ValueError``."""

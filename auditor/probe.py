@@ -1,14 +1,18 @@
 """One audited apply site: an optimizer applied to one fixed list of variables.
 
-A probe owns the device-side state for that site (ring buffer, change snapshots, flags)
-and emits the ops that record one row per ``apply`` call. The ops run wherever ``apply``
-runs (eagerly, in a ``tf.function``, inside ``model.fit``'s loop, under XLA); they are
-gated by ``enabled``, so a function traced during a watch goes inert when it ends.
+A probe emits the ops that measure one ``apply`` call (``before``: norms, non-finite flags, the
+clipped norm, a snapshot of the variables on checked steps; ``after``: the comparison with the
+snapshot and the row), lays the row out (``RowLayout``: one layout, written and decoded here
+only) and hands drained rows to the registry decoded (``SiteRows``). ``DeviceProbe`` keeps its rows
+in a device ring buffer, gated by ``enabled`` so that a function traced during a watch goes inert
+when it ends; TF1's host probe (``auditor.engines.tf1``) shares the measurement and the layout.
 """
 from __future__ import annotations
 
 import math
 import weakref
+from dataclasses import astuple, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,11 +20,8 @@ import tensorflow as tf
 from auditor import graph_stats as gs
 from auditor.ring_buffer import RingBuffer
 
-# Row layout: fixed columns, then three blocks of one column per variable.
-COL_APPLIED, COL_PRE, COL_CLIPPED, COL_CHECKED, COL_NONFINITE = range(5)
-FIXED = 5
 MODES = {"off": 0, "auto": 1, "every": 2}
-RING_BYTES = 256 << 10  # per probe (the non-XLA write copies the ring once)
+RING_BYTES = 256 << 10  # per probe
 HIST_BYTES = 2 << 20  # per probe, for the gradient histograms (written every `hist_every` steps)
 
 
@@ -30,39 +31,312 @@ def variable_path(variable) -> str:
     return path if isinstance(path, str) and path else getattr(variable, "name", repr(variable))
 
 
-def is_variable(obj) -> bool:
-    import keras
+@dataclass(frozen=True)
+class ClipConfig:
+    """The optimizer's own clipping, read when its apply is traced (0.0: not set)."""
 
-    return isinstance(obj, (tf.Variable, keras.Variable))
+    scale: float = 1.0  # loss-scale factor the gradients are divided by
+    clipnorm: float = 0.0
+    global_clipnorm: float = 0.0
+    clipvalue: float = 0.0
+    accumulating: bool = False  # gradient accumulation: Keras clips the accumulated mean
+
+    @classmethod
+    def of(cls, optimizer) -> "ClipConfig":
+        """Keras-style attributes (``clipnorm`` ...); an optimizer without them clips nothing."""
+        return cls(float(getattr(optimizer, "loss_scale_factor", None) or 1.0),
+                   float(getattr(optimizer, "clipnorm", None) or 0.0),
+                   float(getattr(optimizer, "global_clipnorm", None) or 0.0),
+                   float(getattr(optimizer, "clipvalue", None) or 0.0),
+                   bool(getattr(optimizer, "gradient_accumulation_steps", None)))
 
 
-class Probe:
-    """Device state and emitted ops for one (optimizer, variable list, None pattern)."""
+@dataclass
+class UserClip:
+    """Your own clipping upstream of ``apply``: per gradient, the norm before a ``tf.clip_by_norm``
+    that produced it (a tensor, or a callable building it where it is used), and the norm before a
+    ``tf.clip_by_global_norm``."""
 
-    hist_ring = None  # RingBuffer of gradient histograms (None: this probe keeps none)
-    hist_on = False  # a subscriber wants histograms (host-side copy of hist_every > 0)
+    per_gradient: list
+    global_norm: object = None
 
-    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None):
-        """``replica``: ``(local index, local replica count, device)`` when ``apply`` runs in a
-        ``tf.distribute`` replica context; each replica then owns a probe whose buffers live on
-        its device (no state shared across replicas), and rows carry the all-reduced norms."""
+    def seen(self) -> bool:
+        return self.global_norm is not None or any(u is not None for u in self.per_gradient)
+
+
+class SiteRow(NamedTuple):
+    """One decoded row (see ``RowLayout``)."""
+
+    tag: int  # the optimizer step
+    applied: float  # norm of the gradients reaching apply
+    pre: float  # norm before any clipping
+    clipped: float  # norm after the optimizer's clipping
+    checked: bool  # changes were checked on this step
+    nonfinite_count: float  # variables with a NaN/Inf gradient
+    norms: list  # per variable (NaN for None gradients)
+    nonfinite: list  # per variable, bool
+    changed: list  # per variable, bool
+    reduced_norms: list | None  # tf.distribute: all-reduced per-variable norms
+    reduced_total: float | None  # tf.distribute: all-reduced norm
+    reduced_pre: float | None  # tf.distribute: all-reduced norm before clipping (NaN: not measured)
+
+
+@dataclass
+class SiteRows:
+    """Decoded rows of one probe, column by column (oldest row first), as Python values."""
+
+    tags: list
+    applied: list
+    pre: list
+    clipped: list
+    checked: list
+    nonfinite_count: list
+    norms: list
+    nonfinite: list
+    changed: list
+    reduced_norms: list | None = None
+    reduced_total: list | None = None
+    reduced_pre: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def row(self, k: int) -> SiteRow:
+        replica = self.reduced_norms is not None
+        return SiteRow(self.tags[k], self.applied[k], self.pre[k], self.clipped[k], self.checked[k],
+                       self.nonfinite_count[k], self.norms[k], self.nonfinite[k], self.changed[k],
+                       self.reduced_norms[k] if replica else None, self.reduced_total[k] if replica else None,
+                       self.reduced_pre[k] if replica else None)
+
+
+class RowLayout:
+    """The float32 row of one apply: ``applied, pre, clipped, checked, nonfinite count``, then one
+    block per variable of norms, non-finite flags and changed flags; under ``tf.distribute`` three
+    more: all-reduced per-variable norms, their total, the all-reduced norm before clipping."""
+
+    FIXED = 5
+    APPLIED, PRE, CLIPPED, CHECKED, NONFINITE = range(5)
+
+    def __init__(self, n: int, replica: bool):
+        self.n = n
+        self.replica = replica
+        self.measured_width = 4 + 2 * n  # what ``measure`` returns: fixed columns but CHECKED
+        self.width = self.FIXED + 3 * n + (n + 2 if replica else 0)
+
+    def assemble(self, measured, checked, changed, reduced=None):
+        """The row (ops): ``measured`` from ``measure``, ``checked`` a bool scalar, ``changed`` a bool
+        vector, ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
+        parts = [measured[:3], tf.reshape(tf.cast(checked, tf.float32), [1]), measured[3:],
+                 tf.cast(changed, tf.float32)]
+        if self.replica:
+            parts.append(reduced)
+        return tf.concat(parts, 0)
+
+    def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
+        """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
+        n, f = self.n, self.FIXED
+        out = SiteRows(
+            tags=tags.astype(np.int64).tolist(),
+            applied=rows[:, self.APPLIED].astype(np.float64).tolist(),
+            pre=rows[:, self.PRE].astype(np.float64).tolist(),
+            clipped=rows[:, self.CLIPPED].astype(np.float64).tolist(),
+            checked=(rows[:, self.CHECKED] > 0.5).tolist(),
+            nonfinite_count=rows[:, self.NONFINITE].tolist(),
+            norms=rows[:, f:f + n].astype(np.float64).tolist(),
+            nonfinite=(rows[:, f + n:f + 2 * n] > 0.5).tolist(),
+            changed=(rows[:, f + 2 * n:f + 3 * n] > 0.5).tolist(),
+        )
+        if self.replica:
+            start = f + 3 * n
+            out.reduced_norms = rows[:, start:start + n].astype(np.float64).tolist()
+            out.reduced_total = rows[:, start + n].astype(np.float64).tolist()
+            out.reduced_pre = rows[:, start + n + 1].astype(np.float64).tolist()
+        return out
+
+
+def histogram_row(grads):
+    """Ops: ``[min, max, counts...]`` for every gradient, concatenated (NaN for a None gradient)."""
+    blank = tf.fill([2 + gs.HIST_BINS], tf.constant(math.nan, tf.float32))
+    return tf.concat([blank if g is None else gs.histogram(g) for g in grads], 0)
+
+
+def decode_histograms(row: np.ndarray, n: int):
+    """One histogram row: per variable ``(min, max, counts)``, or None (no finite value)."""
+    out = []
+    for chunk in row.reshape(n, 2 + gs.HIST_BINS):
+        lo, hi, counts = float(chunk[0]), float(chunk[1]), chunk[2:]
+        ok = math.isfinite(lo) and math.isfinite(hi) and counts.sum() > 0
+        out.append((lo, hi, counts) if ok else None)
+    return out
+
+
+class SiteProbe:
+    """What every probe shares: the site's identity, its subscribers, the measurement ops and
+    the row layout. Subclasses store rows (device ring, host list) and emit ``before``/``after``."""
+
+    def __init__(self, optimizer, variables, none_mask, replica=None):
+        """``replica``: ``(local index, local replica count, device, replicas in sync)`` when
+        ``apply`` runs in a ``tf.distribute`` replica context; each replica then owns a probe whose
+        buffers live on its device (no state shared across replicas)."""
         self.optimizer_ref = weakref.ref(optimizer)
         self.variables = list(variables)
         self.none_mask = tuple(none_mask)
-        self.user_clip = False
+        self.user_clip = False  # the gradients came out of your own clipping
         self.subscribers: list = []
         self.replica = replica
-        self.group = (id(optimizer), tuple(id(v) for v in variables), tuple(none_mask))
+        self.group = (id(optimizer), tuple(id(v) for v in variables), self.none_mask)
+        self.layout = RowLayout(len(self.variables), replica is not None)
+
+    # ---- measurement ops ----------------------------------------------------------------------
+    def measure(self, grads, clip: ClipConfig, user: UserClip):
+        """Ops: ``[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...]`` (float32).
+
+        Sums of per-variable values use ``add_n`` (a sequential sum), so the numbers do not
+        depend on how many variables there are."""
+        nan = tf.constant(math.nan, tf.float32)
+        real = [g for g in grads if g is not None]
+        sq_real = None
+        if real:
+            sq_real = tf.stack([gs.half_sq_norm(g) for g in real]) * 2.0
+            if clip.scale != 1.0:
+                sq_real = sq_real / (clip.scale * clip.scale)
+        sq = _scatter_real(sq_real, [g is None for g in grads], nan)
+        norms = tf.sqrt(sq)
+        applied = tf.sqrt(_total(sq_real)) if real else nan
+        n = len(grads)
+
+        # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
+        # float32 overflow of the square) pay for the exact per-variable check.
+        def exact_nonfinite():
+            return tf.stack([tf.constant(False) if g is None else gs.has_nonfinite(g) for g in grads])
+
+        all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
+        bad = tf.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
+
+        # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
+        if user.global_norm is not None:
+            pre = tf.cast(user.global_norm, tf.float32) / clip.scale
+        elif any(u is not None for u in user.per_gradient):
+            sq_list = tf.unstack(sq)
+            pre_sq = [
+                tf.square(tf.cast(u() if callable(u) else u, tf.float32) / clip.scale) if u is not None else s
+                for u, s, g in zip(user.per_gradient, sq_list, grads) if g is not None
+            ]
+            pre = tf.sqrt(tf.add_n(pre_sq))
+        else:
+            pre = applied
+
+        # Norm after the optimizer's own clipping (computed analytically, not by re-clipping).
+        if clip.accumulating and (clip.clipnorm or clip.global_clipnorm or clip.clipvalue):
+            clipped = nan  # Keras clips the accumulated mean on update steps only
+        elif clip.clipnorm:
+            clipped = tf.sqrt(_total(tf.square(tf.minimum(tf.sqrt(sq_real), clip.clipnorm))))
+        elif clip.global_clipnorm:
+            clipped = tf.minimum(applied, clip.global_clipnorm) + (applied - applied)
+        elif clip.clipvalue:
+            clipped = tf.sqrt(tf.add_n([gs.clipvalue_sq_norm(g, clip.clipvalue, clip.scale) for g in real]))
+        else:
+            clipped = applied
+
+        fixed = tf.stack([applied, pre, clipped, tf.reduce_sum(tf.cast(bad, tf.float32))])
+        return tf.concat([fixed, norms, tf.cast(bad, tf.float32)], 0)
+
+    def reduced_tail(self, reduced_grads, reduced_pre, scale: float):
+        """Ops: ``[all-reduced per-variable norms..., their total, all-reduced pre-clip norm]``."""
+        n = len(self.variables)
+        nan = tf.constant(math.nan, tf.float32)
+        if reduced_grads is None:
+            norms, total = tf.fill([n], nan), nan
+        else:
+            real = [g for g in reduced_grads if g is not None]
+            sq_real = tf.stack([gs.half_sq_norm(g) for g in real]) * 2.0 if real else None
+            norms = tf.sqrt(_scatter_real(sq_real, [g is None for g in reduced_grads], nan))
+            total = tf.sqrt(_total(sq_real)) if real else nan
+        if reduced_pre is None:
+            pre = nan
+        else:
+            pre = tf.cast(reduced_pre() if callable(reduced_pre) else reduced_pre, tf.float32) / scale
+        return tf.concat([norms, tf.reshape(total, [1]), tf.reshape(pre, [1])], 0)
+
+    # ---- host side ----------------------------------------------------------------------------
+    def has_clipping(self) -> bool:
+        opt = self.optimizer_ref()
+        own = opt is not None and any(
+            (getattr(opt, name, None) or 0) > 0 for name in ("clipnorm", "global_clipnorm", "clipvalue")
+        )
+        return own or self.user_clip
+
+    def clipped_unknown(self) -> bool:
+        """Keras clips the accumulated mean under gradient accumulation: no per-call clipped norm."""
+        opt = self.optimizer_ref()
+        return bool(opt is not None and getattr(opt, "gradient_accumulation_steps", None)
+                    and self.has_clipping())
+
+    def clip_bounds(self):
+        """(global_clipnorm, clipnorm) configured on the optimizer (0.0 when unset)."""
+        opt = self.optimizer_ref()
+        if opt is None:
+            return 0.0, 0.0
+        return (float(getattr(opt, "global_clipnorm", None) or 0.0), float(getattr(opt, "clipnorm", None) or 0.0))
+
+    def wanted_histograms(self) -> int:
+        """The smallest ``histogram_every`` its subscribers write (0: none)."""
+        wanted = [s.settings.histogram_every for s in self.subscribers if s.settings.histogram_every]
+        return min(wanted) if wanted else 0
+
+    def changed_since_snapshot(self) -> list[bool]:
+        """Per variable: differs from its last snapshot (eager, at exit); all False without snapshots."""
+        return [False] * len(self.variables)
+
+
+def _total(vector):
+    """The sum of a short vector, element by element in order (``add_n``)."""
+    parts = tf.unstack(vector)
+    return parts[0] if len(parts) == 1 else tf.add_n(parts)
+
+
+def _scatter_real(sq_real, none_mask, nan):
+    """The per-variable vector from the values of the real gradients, NaN where None."""
+    if not any(none_mask):
+        return sq_real
+    real = iter(tf.unstack(sq_real) if sq_real is not None else [])
+    return tf.stack([nan if none else next(real) for none in none_mask])
+
+
+@dataclass
+class BeforeState:
+    """What ``before`` hands to ``after``: whether this step records, and what it measured."""
+
+    record: object  # bool scalar tensor (None: every step records)
+    measured: object  # float32: ``measure``'s columns, then CHECKED
+    iteration: object  # int64 scalar tensor: the optimizer step before this apply
+    deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
+    snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
+    histograms: object = None  # host probes: the histogram row (or an empty tensor)
+
+
+class DeviceProbe(SiteProbe):
+    """Device state and emitted ops for one (optimizer, variable list, None pattern).
+
+    Per step the hook adds: a read of the enable flag and ``every``, and two ``cond``s — before
+    ``apply`` (measure; on checked steps, copy the variables) and after it (compare, write the
+    row). Everything else runs inside them, so a step that is not recorded costs little.
+    In an eager loop both halves are compiled once into ``tf.function``s."""
+
+    hist_ring = None
+
+    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None):
+        super().__init__(optimizer, variables, none_mask, replica)
         device = replica[2] if replica else None
         n = len(self.variables)
-        self.extra = n + 1 if replica else 0  # all-reduced per-variable norms, then their total
-        width = FIXED + 3 * n + self.extra
+        width = self.layout.width
         capacity = int(min(1024, max(64, RING_BYTES // (4 * width))))
         self.ring = RingBuffer(width, capacity, device)
+        self.capacity = capacity
         # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
         # histogram step. Under tf.distribute only the first local replica keeps them (of the
         # all-reduced gradients, which every replica holds alike).
-        self.hist_ring = None
+        self.hist_on = False  # a subscriber wants histograms (host-side copy of hist_every > 0)
         if replica is None or replica[0] == 0:
             hist_width = n * (2 + gs.HIST_BINS)
             self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
@@ -81,6 +355,8 @@ class Probe:
                     None if none else mk(tf.zeros(v.shape, v.dtype), "auditor_snapshot", device)
                     for v, none in zip(self.variables, self.none_mask)
                 ]
+        self._eager_before = None
+        self._eager_after = None
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
     def configure(self):
@@ -89,98 +365,107 @@ class Probe:
             if not self.subscribers:
                 self.enabled.assign(False)
                 return
-            mode = max(MODES[s.check_changes] for s in self.subscribers)
-            self.mode.assign(mode)
-            self.every.assign(min(s.every for s in self.subscribers))
-            first = max(int(s.thresholds["changes_first_steps"]) for s in self.subscribers)
-            period = min(int(s.thresholds["changes_period"]) for s in self.subscribers)
+            settings = [s.settings for s in self.subscribers]
+            self.mode.assign(max(MODES[s.check_changes] for s in settings))
+            self.every.assign(min(s.every for s in settings))
+            first = max(s.changes_first_steps for s in settings)
+            period = min(s.changes_period for s in settings)
             self.period.assign(max(1, period))
             self.check_until.assign(self.ring.count.read_value() + first)
-            hist = [int(s.histogram_every) for s in self.subscribers if s.logdir and s.histogram_every]
+            hist = self.wanted_histograms()
             self.hist_on = bool(hist) and self.hist_ring is not None
-            self.hist_every.assign(min(hist) if self.hist_on else 0)
+            self.hist_every.assign(hist if self.hist_on else 0)
             self.enabled.assign(True)
 
     # ---- emitted ops --------------------------------------------------------------------------
-    def emit_before(self, iteration, grads, optimizer, user_norms, user_global, aggregate_pre=None):
-        """Ops run before ``apply``: decide whether to record/check, measure the gradients,
-        snapshot the variables if checking. Returns the state ``emit_after`` needs.
+    def before(self, iteration, grads, clip: ClipConfig, user: UserClip) -> BeforeState:
+        """Ops run before ``apply``: decide whether to record and check, measure the gradients,
+        snapshot the variables if checking.
 
         Measuring before ``apply`` lets the gradients' last readers be the optimizer's own
-        ops (which may then reuse their buffers), instead of a recording op that runs later.
-        """
-        record = tf.logical_and(
-            self.enabled.read_value(),
-            tf.equal(tf.math.floormod(iteration, self.every.read_value()), 0),
-        )
-        width = 4 + 2 * len(grads)
-        config = _clip_config(optimizer)
-        def measure():
+        ops (which may then reuse their buffers), instead of a recording op that runs later."""
+        real = [g for g in grads if g is not None]
+        if self.replica is None and tf.executing_eagerly() and not user.seen():
+            if self._eager_before is None:
+                self._eager_before = tf.function(self._before_ops, reduce_retracing=True)
+            record, measured = self._eager_before(iteration, real, astuple(clip))
+        else:
+            record, measured = self._before_ops(iteration, real, clip, user)
+        return BeforeState(record, measured, iteration)
+
+    def _before_ops(self, iteration, real_grads, clip, user=None):
+        if isinstance(clip, tuple):  # from the eager function: a tuple traces by value
+            clip = ClipConfig(*clip)
+        real = iter(real_grads)
+        grads = [None if none else next(real) for none in self.none_mask]
+        user = user or UserClip([None] * len(grads))
+        record = tf.logical_and(self.enabled.read_value(),
+                                tf.equal(tf.math.floormod(iteration, self.every.read_value()), 0))
+
+        def recording():
+            checked = self._check_due(iteration)
+            if self.snapshots is not None:
+                gs.cond(checked, self._take_snapshot, lambda: tf.constant(False))
             if self.replica is None:
                 self._emit_histograms(iteration, grads)
-            pre = aggregate_pre() if callable(aggregate_pre) else aggregate_pre
-            return self._measure(grads, config, user_norms, user_global, pre)
+            measured = self.measure(grads, clip, user)
+            return tf.concat([measured, tf.reshape(tf.cast(checked, tf.float32), [1])], 0)
 
-        measured = tf.cond(record, measure, lambda: tf.zeros([width], tf.float32))
+        width = self.layout.measured_width + 1
+        measured = tf.cond(record, recording, lambda: tf.zeros([width], tf.float32))
+        return record, measured
+
+    def _check_due(self, iteration):
+        """Whether this recorded step compares the variables: always with "every", on the first
+        steps and then periodically with "auto", never with "off"."""
         if self.snapshots is None:
-            return record, tf.constant(False), measured
+            return tf.constant(False)
         mode = self.mode.read_value()
         scheduled = tf.logical_or(
             tf.less(self.ring.count.read_value(), self.check_until.read_value()),
             tf.equal(tf.math.floormod(iteration, self.period.read_value()), 0),
         )
-        check = tf.logical_and(
-            record,
-            tf.logical_or(tf.equal(mode, 2), tf.logical_and(tf.equal(mode, 1), scheduled)),
-        )
+        return tf.logical_or(tf.equal(mode, 2), tf.logical_and(tf.equal(mode, 1), scheduled))
 
-        def take_snapshot():
-            for snap, var in zip(self.snapshots, self.variables):
-                if snap is not None:
-                    snap.assign(gs.read(var))
-            return tf.constant(True)
+    def _take_snapshot(self):
+        for snap, var in zip(self.snapshots, self.variables):
+            if snap is not None:
+                snap.assign(gs.read(var))
+        return tf.constant(True)
 
-        gs.cond(check, take_snapshot, lambda: tf.constant(False))
-        return record, check, measured
+    def after(self, state: BeforeState, reduced_grads=None, reduced_pre=None, scale: float = 1.0) -> None:
+        """Ops run after ``apply``: compare with the snapshot and write the row (if recording).
 
-    def emit_after(self, state, iteration, reduced_grads=None):
-        """Ops run after ``apply``: compare with the snapshot, append the row (if recording).
+        ``reduced_grads``: per variable, the all-reduced gradient (replicas), and ``reduced_pre``
+        the all-reduced norm before clipping; measured for the row and the histograms only on
+        recorded steps."""
+        if self.replica is None and tf.executing_eagerly():
+            if self._eager_after is None:
+                self._eager_after = tf.function(self._after_ops)
+            self._eager_after(state.record, state.measured, state.iteration)
+            return
+        self._after_ops(state.record, state.measured, state.iteration, reduced_grads, reduced_pre, scale)
 
-        ``reduced_grads``: per variable, the all-reduced gradient (replicas), measured for the
-        row and the histograms only on recorded steps."""
-        record, check, measured = state
+    def _after_ops(self, record, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
         n = len(self.variables)
 
-        def reduced_tail():
-            if not self.extra:
-                return []
-            nan = tf.constant(math.nan, tf.float32)
-            if reduced_grads is None:
-                return [tf.fill([n + 1], nan)]
-            sq = [nan if g is None else gs.sq_norm(g) for g in reduced_grads]
-            real = [r for r, g in zip(sq, reduced_grads) if g is not None]
-            total = tf.sqrt(tf.add_n(real)) if real else nan
-            return [tf.sqrt(tf.stack(sq)), tf.reshape(total, [1])]
-
         def write_row():
+            checked = measured[-1] > 0.5
             if self.snapshots is None:
                 changed = tf.zeros([n], tf.bool)
             else:
-                def compare():
-                    return tf.stack([
-                        gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
-                        for v, snap in zip(self.variables, self.snapshots)
-                    ])
-
-                changed = tf.cond(check, compare, lambda: tf.zeros([n], tf.bool))
-            row = tf.concat([measured[:3], tf.reshape(tf.cast(check, tf.float32), [1]), measured[3:],
-                             tf.cast(changed, tf.float32)] + reduced_tail(), 0)
-            self.ring.write(row, iteration)
+                changed = tf.cond(checked, self._compare, lambda: tf.zeros([n], tf.bool))
+            tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
+            self.ring.write(self.layout.assemble(measured[:-1], checked, changed, tail), iteration)
             if self.replica is not None and reduced_grads is not None:
                 self._emit_histograms(iteration, reduced_grads)
             return tf.constant(True)
 
         gs.cond(record, write_row, lambda: tf.constant(False))
+
+    def _compare(self):
+        return tf.stack([gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
+                         for v, snap in zip(self.variables, self.snapshots)])
 
     def _emit_histograms(self, iteration, grads):
         """On steps that are multiples of ``hist_every``: one histogram row for every gradient."""
@@ -191,122 +476,28 @@ class Probe:
                              tf.equal(tf.math.floormod(iteration, tf.maximum(every, 1)), 0))
 
         def write():
-            blank = tf.fill([2 + gs.HIST_BINS], tf.constant(math.nan, tf.float32))
-            row = tf.concat([blank if g is None else gs.histogram(g) for g in grads], 0)
-            self.hist_ring.write(row, iteration)
+            self.hist_ring.write(histogram_row(grads), iteration)
             return tf.constant(True)
 
         gs.cond(due, write, lambda: tf.constant(False))
 
-    def _measure(self, grads, config, user_norms, user_global, aggregate_pre=None):
-        """[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...] as float32."""
-        scale, clipnorm, global_clipnorm, clipvalue, accumulating = config
-        nan = tf.constant(math.nan, tf.float32)
-        sq = [nan if g is None else gs.sq_norm(g) / (scale * scale) for g in grads]
-        real = [s for s, g in zip(sq, grads) if g is not None]
-        norms = tf.sqrt(tf.stack(sq))
-        applied = tf.sqrt(tf.add_n(real)) if real else nan
-        n = len(grads)
-
-        # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
-        # float32 overflow of the square) pay for the exact per-variable check.
-        def exact_nonfinite():
-            return tf.stack([tf.constant(False) if g is None else gs.has_nonfinite(g) for g in grads])
-
-        all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-        bad_vec = tf.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
-
-        # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
-        if aggregate_pre is not None:  # replicas: the norm of the summed, unclipped gradients
-            pre = tf.cast(aggregate_pre, tf.float32) / scale
-        elif user_global is not None:
-            pre = tf.cast(user_global, tf.float32) / scale
-        elif any(u is not None for u in user_norms):
-            pre_sq = [
-                tf.square(tf.cast(u() if callable(u) else u, tf.float32) / scale) if u is not None else s
-                for u, s, g in zip(user_norms, sq, grads) if g is not None
-            ]
-            pre = tf.sqrt(tf.add_n(pre_sq))
-        else:
-            pre = applied
-
-        # Norm after the optimizer's own clipping (computed analytically, not by re-clipping).
-        real_norms = [tf.sqrt(s) for s in real]
-        if accumulating and (clipnorm or global_clipnorm or clipvalue):
-            clipped = nan  # Keras clips the accumulated mean on update steps only
-        elif clipnorm:
-            clipped = tf.sqrt(tf.add_n([tf.square(tf.minimum(n, clipnorm)) for n in real_norms]))
-        elif global_clipnorm:
-            clipped = tf.minimum(applied, global_clipnorm) + (applied - applied)
-        elif clipvalue:
-            clipped = tf.sqrt(tf.add_n([gs.clipvalue_sq_norm(g, clipvalue, scale)
-                                        for g in grads if g is not None]))
-        else:
-            clipped = applied
-
-        fixed = tf.stack([applied, pre, clipped, tf.reduce_sum(tf.cast(bad_vec, tf.float32))])
-        return tf.concat([fixed, norms, tf.cast(bad_vec, tf.float32)], 0)
-
     # ---- host side ----------------------------------------------------------------------------
-    def has_clipping(self) -> bool:
-        opt = self.optimizer_ref()
-        own = opt is not None and any(
-            (getattr(opt, name, None) or 0) > 0 for name in ("clipnorm", "global_clipnorm", "clipvalue")
-        )
-        return own or self.user_clip
+    def drain(self):
+        """(decoded new rows, rows lost to a full ring) — one host read."""
+        rows, tags, lost = self.ring.drain()
+        return self.layout.decode(rows, tags), lost
 
-    def clipped_unknown(self) -> bool:
-        """Keras clips the accumulated mean under gradient accumulation: no per-call clipped norm."""
-        opt = self.optimizer_ref()
-        return bool(opt is not None and getattr(opt, "gradient_accumulation_steps", None)
-                    and self.has_clipping())
-
-    def split(self, row: np.ndarray):
-        """Unpack one drained row: (applied, pre, clipped, checked, norms, nonfinite, changed)."""
+    def drain_histograms(self):
+        """``[(step, [(min, max, counts) or None per variable])]`` of new histogram rows, or None."""
+        if not (self.hist_on and self.hist_ring.pending_estimate()):
+            return None
+        rows, tags, _ = self.hist_ring.drain()
         n = len(self.variables)
-        norms = row[FIXED:FIXED + n]
-        bad = row[FIXED + n:FIXED + 2 * n] > 0.5
-        changed = row[FIXED + 2 * n:FIXED + 3 * n] > 0.5
-        return (float(row[COL_APPLIED]), float(row[COL_PRE]), float(row[COL_CLIPPED]),
-                bool(row[COL_CHECKED] > 0.5), norms, bad, changed)
-
-    def split_reduced(self, row: np.ndarray):
-        """Replica rows: (all-reduced per-variable norms, all-reduced total norm)."""
-        n = len(self.variables)
-        start = FIXED + 3 * n
-        return row[start:start + n], float(row[start + n])
-
-    def split_histograms(self, row: np.ndarray):
-        """Unpack one histogram row: per variable ``(min, max, counts)`` or None (no finite value)."""
-        out = []
-        for chunk in row.reshape(len(self.variables), 2 + gs.HIST_BINS):
-            lo, hi, counts = float(chunk[0]), float(chunk[1]), chunk[2:]
-            ok = math.isfinite(lo) and math.isfinite(hi) and counts.sum() > 0
-            out.append((lo, hi, counts) if ok else None)
-        return out
-
-    def clip_bounds(self):
-        """(global_clipnorm, clipnorm) configured on the optimizer (0.0 when unset)."""
-        opt = self.optimizer_ref()
-        if opt is None:
-            return 0.0, 0.0
-        return (float(getattr(opt, "global_clipnorm", None) or 0.0), float(getattr(opt, "clipnorm", None) or 0.0))
+        return [(int(tag), decode_histograms(row, n)) for row, tag in zip(rows, tags)]
 
     def changed_since_snapshot(self) -> list[bool]:
-        """Per variable: differs from its last snapshot (eager, at exit)."""
         out = []
         with tf.init_scope():
             for var, snap in zip(self.variables, self.snapshots or [None] * len(self.variables)):
                 out.append(bool(snap is not None and gs.differs(gs.read(var), snap.read_value()).numpy()))
         return out
-
-
-def _clip_config(optimizer):
-    scale = getattr(optimizer, "loss_scale_factor", None) or 1.0
-    return (
-        float(scale),
-        float(getattr(optimizer, "clipnorm", None) or 0.0),
-        float(getattr(optimizer, "global_clipnorm", None) or 0.0),
-        float(getattr(optimizer, "clipvalue", None) or 0.0),
-        bool(getattr(optimizer, "gradient_accumulation_steps", None)),
-    )

@@ -1,11 +1,13 @@
-"""A device-side ring buffer of float rows, written in-graph and drained to the host.
+"""Ring buffers of float rows drained to the host: on the device (written in-graph, no host
+sync per step) and on the host (for TF1, whose rows arrive through a ``tf.numpy_function``).
 
-The variables are created under ``tf.init_scope()`` so that a ``tf.function`` (or an XLA
-cluster) tracing the first write captures them instead of creating them per call. Rows
-are written with ``tensor_scatter_nd_update`` + ``assign``: a shape-stable update XLA
-compiles once.
+The device variables are created under ``tf.init_scope()`` so that a ``tf.function`` (or an XLA
+cluster) tracing the first write captures them instead of creating them per call. A row is
+written in place (``ResourceScatterNdUpdate``: no copy of the ring per step; XLA compiles it).
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -27,10 +29,9 @@ class RingBuffer:
 
     def write(self, row, tag):
         """Ops appending one row (float32 [width]) with an int64 tag; no host sync."""
-        count = self.count.read_value()
-        index = tf.reshape(tf.math.floormod(count, self.capacity), [1, 1])
-        self.rows.assign(tf.tensor_scatter_nd_update(self.rows, index, tf.reshape(row, [1, self.width])))
-        self.tags.assign(tf.tensor_scatter_nd_update(self.tags, index, tf.reshape(tag, [1])))
+        index = tf.reshape(tf.math.floormod(self.count.read_value(), self.capacity), [1, 1])
+        self.rows.scatter_nd_update(index, tf.reshape(row, [1, self.width]))
+        self.tags.scatter_nd_update(index, tf.reshape(tag, [1]))
         self.count.assign_add(1)
 
     def drain(self):
@@ -44,7 +45,7 @@ class RingBuffer:
                 return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), lost
             rows = self.rows.numpy()
             tags = self.tags.numpy()
-        order = [k % self.capacity for k in range(start, count)]
+        order = np.arange(start, count) % self.capacity
         self.host_cursor = count
         return rows[order], tags[order], lost
 
@@ -52,3 +53,28 @@ class RingBuffer:
         """Rows written since the last drain (host read of one scalar)."""
         with tf.init_scope():
             return int(self.count.numpy()) - self.host_cursor
+
+
+class HostRing:
+    """The host-side counterpart of ``RingBuffer``: rows pushed from any thread, drained in order."""
+
+    def __init__(self, width: int):
+        self.width = width
+        self._rows: list = []
+        self._tags: list = []
+        self._lock = threading.Lock()
+
+    def push(self, row, tag) -> None:
+        with self._lock:
+            self._rows.append(row)
+            self._tags.append(tag)
+
+    def drain(self):
+        with self._lock:
+            rows, tags, self._rows, self._tags = self._rows, self._tags, [], []
+        if not rows:
+            return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), 0
+        return np.stack(rows).astype(np.float32).reshape(len(rows), self.width), np.asarray(tags, np.int64), 0
+
+    def pending_estimate(self) -> int:
+        return len(self._rows)

@@ -6,56 +6,45 @@ with the findings. Nothing is kept here, so memory stays bounded on long runs.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 
+from auditor.runfile import RunFileWriter
+
 logger = logging.getLogger("auditor")
 
 
-def open_sinks(audit) -> list:
+def open_sinks(jsonl, logdir, settings: dict) -> list:
+    """The sinks a watch asked for (JSONL file, TensorBoard logdir); each has ``records(batch)``,
+    ``histograms(step, per_variable)`` and ``close(findings, variables, lost_records, recorded_steps)``."""
     sinks = []
     try:
-        if audit.jsonl:
-            sinks.append(JsonlSink(audit.jsonl, audit))
-        if audit.logdir:
-            sinks.append(TensorBoardSink(audit.logdir))
+        if jsonl:
+            sinks.append(JsonlSink(jsonl, settings))
+        if logdir:
+            sinks.append(TensorBoardSink(logdir))
     except BaseException:
         for sink in sinks:  # a bad logdir must not leave the JSONL file open
-            sink.close(audit, [])
+            sink.close([], {}, 0, 0)
         raise
     return sinks
 
 
 class JsonlSink:
-    """``{"type": "run"}`` first, one ``{"type": "step"}`` line per record as it is drained,
-    then ``{"type": "finding"}`` lines and ``{"type": "end"}`` with the variable table."""
+    """The run file (``auditor.runfile``), streamed: step lines as records are drained."""
 
-    def __init__(self, path, audit):
-        self.out = open(os.fspath(path), "w", encoding="utf-8")
-        self._write({"type": "run", "settings": audit.settings()})
-
-    def _write(self, obj) -> None:
-        self.out.write(json.dumps(obj, allow_nan=False) + "\n")
+    def __init__(self, path, settings: dict):
+        self.writer = RunFileWriter(path, settings)
 
     def records(self, records) -> None:
-        for record in records:
-            self._write({"type": "step", **record.to_dict()})
-        self.out.flush()
+        self.writer.steps(records)
 
     def histograms(self, step: int, per_variable) -> None:
         """Histograms go to TensorBoard only (they would dwarf the step lines)."""
 
-    def close(self, audit, findings) -> None:
-        from auditor import report
-
-        for finding in findings:
-            self._write({"type": "finding", **finding.to_dict()})
-        data = report.to_dict(audit, steps=False)
-        self._write({"type": "end", "variables": data["variables"], "lost_records": data["lost_records"],
-                     "recorded_steps": audit.recorded_count})
-        self.out.close()
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
+        self.writer.close(findings, variables, lost_records, recorded_steps)
 
 
 def tag_for(path: str, name: str) -> str:
@@ -127,7 +116,7 @@ class TensorBoardSink:
             self._write(tag_for(path, "grad_hist"), buckets.astype(np.float64), step, "histograms")
         self.writer.flush()
 
-    def close(self, audit, findings) -> None:
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
         import numpy as np
 
         for i, f in enumerate(findings):

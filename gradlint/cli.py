@@ -96,7 +96,7 @@ def _dispatch(argv: Optional[list[str]]) -> int:
     if args.command == "explain":
         return run_explain(args)
     if args.command == "report":
-        from auditor.runreport import main as report_main  # lazily: JSONL and matplotlib only
+        from auditor.report_command import main as report_main  # lazily: JSONL and matplotlib only
 
         return report_main(args.run, args.plot)
     parser.print_help()

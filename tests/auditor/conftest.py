@@ -48,7 +48,7 @@ def strategy():
 def _no_leftover_patches():
     """Every test must leave the patches restored and no watch active."""
     yield
-    from auditor import hooks
+    from auditor import testing
 
-    assert not hooks.installed()
-    assert not hooks._sessions
+    assert not testing.patches_installed()
+    assert testing.census()["watches"] == 0

@@ -2,7 +2,7 @@
 import pytest
 
 from auditor import findings as fnd
-from auditor.watch import StepRecord
+from auditor.records import StepRecord
 
 
 def rec(step, var_set=("a", "b"), norm=1.0, opt="sgd", var_norms=None, clip_ratio=None, nonfinite=()):

@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras
 
 import auditor
+from auditor import testing
 from audit_helpers import codes, compile_step, data, make_net, mse, standard_step
 
 
@@ -144,7 +145,7 @@ def test_check_changes_schedules(mode):
     assert all(r.changed_vars is not None and len(r.changed_vars) == 6 for r in every.steps)
     off, _ = run("off")
     assert all(r.changed_vars is None for r in off.steps)
-    assert all(p.snapshots is None for p in off._probes)
+    assert all(p.snapshots is None for p in testing.probes(off))
     assert all(s["changed"] for s in auto.variables.values())
 
 

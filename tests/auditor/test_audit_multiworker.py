@@ -49,7 +49,7 @@ def _launch(tmp):
     return procs
 
 
-# auditor.hooks.replica_info reads ctx.devices, which TensorFlow's MirroredReplicaContext computes as
+# auditor.engines.distribute.replica_info reads ctx.devices, which TensorFlow's MirroredReplicaContext computes as
 # worker_devices_by_replica[replica_id_in_sync_group]: a per-worker list indexed with the global
 # replica id, so IndexError on every worker but the first (see the fix in docs/auditor.md's
 # MultiWorkerMirroredStrategy paragraph). Recognised exactly, so that the fix turns these tests on.

@@ -6,13 +6,12 @@ import tensorflow as tf
 import keras
 
 import auditor
-from auditor import hooks
+from auditor import testing
 from audit_helpers import data, make_net, standard_step
 
 
 def _patched_objects():
-    return [getattr(owner, attr) for owner, attr in
-            [(t[0], t[1]) for t in hooks.patch_targets()]]
+    return [getattr(owner, attr) for owner, attr in testing.patch_targets()]
 
 
 def _setup():
@@ -26,7 +25,7 @@ def test_patches_are_installed_inside_and_restored_after():
     before = _patched_objects()
     with auditor.watch(summary=False):
         inside = _patched_objects()
-        assert hooks.installed()
+        assert testing.patches_installed()
     assert all(a is not b for a, b in zip(before, inside))
     assert _patched_objects() == before
 
@@ -40,7 +39,7 @@ def test_patches_restored_after_exception(exc):
             standard_step(model, opt, x, y)
             raise exc("boom")
     assert _patched_objects() == before
-    assert not hooks.installed()
+    assert not testing.patches_installed()
     assert len(audit.steps) == 1  # what was recorded before the exception is kept
 
 
@@ -50,7 +49,7 @@ def test_recording_stops_after_exit_and_ops_go_inert():
     with auditor.watch(summary=False) as audit:
         for _ in range(3):
             step()
-    probes = list(audit._probes)
+    probes = testing.probes(audit)
     assert len(probes) == 1
     counts = [int(p.ring.count.numpy()) for p in probes]
     for _ in range(4):
@@ -59,7 +58,7 @@ def test_recording_stops_after_exit_and_ops_go_inert():
     assert not bool(probes[0].enabled.numpy())
     assert len(audit.steps) == 3
     assert int(opt.iterations.numpy()) == 7
-    assert not hooks._live
+    assert testing.census()["live"] == 0
 
 
 def test_nested_watches_both_record():
@@ -70,7 +69,7 @@ def test_nested_watches_both_record():
         with auditor.watch(summary=False) as inner:
             step()
             step()
-        assert hooks.installed()
+        assert testing.patches_installed()
         step()
     assert [r.step for r in outer.steps] == [0, 1, 2, 3]
     assert [r.step for r in inner.steps] == [1, 2]

@@ -101,7 +101,7 @@ def test_gradlint_report_without_tensorflow(tmp_path):
 
 def test_gradlint_report_clean_run_and_bad_file(tmp_path):
     _, jsonl, _ = _train(tmp_path, use_b=True, steps=3)
-    from auditor.runreport import main
+    from auditor.report_command import main
 
     assert main(str(jsonl)) == 0
     bad = tmp_path / "bad.jsonl"
@@ -153,11 +153,11 @@ def test_report_plot_draws_the_recorded_numbers(tmp_path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from auditor import runreport
+    from auditor import plot, report_command
 
     audit, jsonl, _ = _train(tmp_path, use_b=False, global_clipnorm=1e-3)
-    run = runreport.read_run(str(jsonl))
-    fig = runreport.figure(run, "run")
+    run = report_command.read_run(str(jsonl))
+    fig = plot.figure(run, "run")
     ax_norm, ax_ratio, ax_vars = fig.axes[:3]
     steps = [r.step for r in audit.steps]
     curves = {line.get_label(): line for line in ax_norm.get_lines()}

@@ -8,7 +8,7 @@ import tensorflow as tf
 import keras
 
 import auditor
-from auditor import hooks
+from auditor import testing
 from audit_helpers import data, make_net, standard_step
 
 tf_keras = pytest.importorskip("tf_keras")
@@ -87,7 +87,7 @@ def test_two_threads_record_only_their_own_steps(mode):
         own = {v.path for v in model.trainable_variables}
         assert all(set(r.var_norms) <= own for r in audit.steps)
         assert audit.findings == []
-    assert not hooks.installed()
+    assert not testing.patches_installed()
 
 
 def test_keras3_and_tf_keras_threads_concurrently():
@@ -125,7 +125,7 @@ def test_one_thread_exits_while_the_other_still_trains():
             started.wait(timeout=60)
             step()
             assert first_done.wait(timeout=120)
-            assert hooks.installed()
+            assert testing.patches_installed()
             for _ in range(3):
                 step()  # after the other watch exited
         results["long"] = audit
@@ -133,7 +133,7 @@ def test_one_thread_exits_while_the_other_still_trains():
     _run_threads([short, long])
     assert len(results["short"].steps) == 1
     assert [r.step for r in results["long"].steps] == [0, 1, 2, 3]
-    assert not hooks.installed()
+    assert not testing.patches_installed()
 
 
 def test_exception_in_one_thread_does_not_disturb_the_other():
@@ -190,12 +190,12 @@ def test_repeated_entry_leaves_no_patch_and_no_growth():
     opt = keras.optimizers.SGD(0.01)
     model.compile(opt, "mse")  # watch(model) re-enables the function traced in the first watch
     step = tf.function(lambda: standard_step(model, opt, x, y))
-    originals = {key: getattr(owner, attr) for owner, attr, key, _ in hooks.patch_targets()}
+    originals = [getattr(owner, attr) for owner, attr in testing.patch_targets()]
     from tensorflow.python.training import optimizer as v1_optimizer
 
     v1_original = v1_optimizer.Optimizer.__dict__["apply_gradients"]
     gc.collect()  # probes of earlier tests' dead optimizers
-    before = len(hooks._probes)
+    before = testing.census()["probes"]
     sizes = []
     for k in range(12):
         with auditor.watch(model, summary=False) as audit:
@@ -203,12 +203,13 @@ def test_repeated_entry_leaves_no_patch_and_no_growth():
             if k % 2:
                 standard_step(model, opt, x, y)  # eager too
         assert len(audit.steps) == 1 + k % 2
-        assert not hooks.installed() and not hooks._extra and not hooks._live and not hooks._sessions
-        assert {key: getattr(owner, attr) for owner, attr, key, _ in hooks.patch_targets()} == originals
+        census = testing.census()
+        assert not testing.patches_installed() and census["live"] == 0 and census["watches"] == 0
+        assert [getattr(owner, attr) for owner, attr in testing.patch_targets()] == originals
         assert v1_optimizer.Optimizer.__dict__["apply_gradients"] is v1_original
         gc.collect()
-        sizes.append((len(hooks._probes), sum(len(v) for v in hooks._traced.values()),
-                      len(getattr(hooks._tls, "clips", []))))
+        census = testing.census()
+        sizes.append((census["probes"], census["traced"], census["clips"]))
     assert sizes[-1] == sizes[2], sizes  # no growth in probes, traced probes or clip memory
     assert sizes[-1][0] <= before + 2  # one probe per apply site (tf.function and eager)
     assert int(opt.iterations.numpy()) == 12 + 6

@@ -5,6 +5,7 @@ import tensorflow as tf
 import keras
 
 import auditor
+from auditor import testing
 from audit_helpers import CUSTOM_MODES, FIT_MODES, codes, compile_step, data, make_net, standard_step
 
 
@@ -185,7 +186,7 @@ def test_ring_overflow_inside_one_call_is_counted_not_hidden():
 
     with auditor.watch(summary=False) as audit:
         loop(tf.constant(1100))  # one call, more steps than the ring holds
-    capacity = audit._probes[0].ring.capacity
+    capacity = testing.probes(audit)[0].capacity
     assert capacity < 1100
     assert audit.lost_records == 1100 - capacity
     assert len(audit.steps) == capacity

@@ -27,7 +27,7 @@ elif MODE == "v1_behavior":
     tf.compat.v1.disable_v2_behavior()
 
 import auditor  # noqa: E402
-from auditor import hooks  # noqa: E402
+from auditor import testing  # noqa: E402
 
 v1 = tf.compat.v1
 STEPS = 5
@@ -179,7 +179,7 @@ with graph.as_default():
         result["raised"] = None
     except auditor.AuditError as e:
         result["raised"] = e.finding.code
-result["patches_left"] = hooks.installed()
+result["patches_left"] = testing.patches_installed()
 from tensorflow.python.training import optimizer as _v1_optimizer  # noqa: E402
 
 result["apply_gradients_restored"] = "auditor" not in _v1_optimizer.Optimizer.apply_gradients.__module__

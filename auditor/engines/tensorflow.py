@@ -1,0 +1,131 @@
+"""TensorFlow itself: ``GradientTape.gradient`` (variables whose gradients were computed but
+never applied), ``tf.clip_by_global_norm`` / ``tf.clip_by_norm`` (your own clipping, for the norm
+before it) and ``tf.function`` calls (the host points where a watch drains its device buffers).
+"""
+from __future__ import annotations
+
+import threading
+
+import tensorflow as tf
+
+from auditor import graph_stats as gs
+from auditor import patching, registry
+from auditor.engines import site
+from auditor.patching import Patch
+
+_tls = threading.local()  # fn_depth: nesting of tf.function calls in this thread
+
+
+def patches() -> list[Patch]:
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+    return [
+        Patch(tf.GradientTape, "gradient", _gradient),
+        Patch(tf, "clip_by_global_norm", _clip_by_global_norm),
+        Patch(tf, "clip_by_norm", _clip_by_norm),
+        # TF1 code imports `tensorflow.compat.v1 as tf`: the same functions under a second name.
+        Patch(tf.compat.v1, "clip_by_global_norm", _clip_by_global_norm),
+        Patch(tf.compat.v1, "clip_by_norm", _clip_by_norm),
+        Patch(polymorphic_function.Function, "__call__", _function_call),
+    ]
+
+
+def is_variable(obj) -> bool:
+    import keras
+
+    return isinstance(obj, (tf.Variable, keras.Variable))
+
+
+class TapeSnapshot:
+    """A variable's value when the tape first saw it, to tell at exit whether it changed."""
+
+    def __init__(self, variable, value):
+        self.variable = variable
+        self.value = value
+
+    @classmethod
+    def take(cls, variable):
+        """The snapshot, or None where there is no value to take: a TF1 graph (the value lives in a
+        Session) or a variable created in a ``tf.function`` trace and not initialised yet."""
+        with tf.init_scope():
+            if not tf.executing_eagerly():
+                return None
+            try:
+                value = tf.identity(gs.read(variable))
+            except (tf.errors.OpError, ValueError):
+                return None
+            if value.shape != variable.shape:
+                return None
+            return cls(variable, value)
+
+    def differs(self) -> bool:
+        with tf.init_scope():
+            return bool(gs.differs(gs.read(self.variable), self.value).numpy())
+
+
+def _gradient(original):
+    def gradient(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if registry.active():
+            patching.install_late()
+            watchers = registry.watching()
+            if watchers:
+                sources = kwargs["sources"] if "sources" in kwargs else args[1]
+                flat_sources = tf.nest.flatten(sources)
+                flat_result = tf.nest.flatten(result, expand_composites=False)
+                if len(flat_sources) == len(flat_result):
+                    pairs = [(s, g) for s, g in zip(flat_sources, flat_result) if is_variable(s)]
+                    for watcher in watchers:
+                        watcher.tape_observed(pairs, TapeSnapshot.take)
+        return result
+
+    return gradient
+
+
+def _clip_by_global_norm(original):
+    def clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
+        clipped, norm = original(t_list, clip_norm, use_norm=use_norm, name=name)
+        if registry.active() and not site.in_apply() and registry.watching():
+            for tensor in clipped:
+                if tensor is not None:
+                    site.remember_clip(tensor, "global", norm)
+        return clipped, norm
+
+    return clip_by_global_norm
+
+
+def _clip_by_norm(original):
+    def clip_by_norm(t, clip_norm, axes=None, name=None):
+        result = original(t, clip_norm, axes=axes, name=name)
+        if (registry.active() and not site.in_apply() and registry.watching() and axes is None
+                and not isinstance(t, tf.IndexedSlices)):
+            def norm(t=t):  # built where it is used: inside the probe's recording cond
+                return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+
+            site.remember_clip(result, "single", norm)
+        return result
+
+    return clip_by_norm
+
+
+def _function_call(original):
+    def call(self, *args, **kwargs):
+        if not registry.active() or site.in_apply():  # not the user's: the probe's own eager functions
+            return original(self, *args, **kwargs)
+        patching.install_late()
+        depth = getattr(_tls, "fn_depth", 0)
+        if depth == 0:
+            registry.enter_function(self)
+        _tls.fn_depth = depth + 1
+        try:
+            result = original(self, *args, **kwargs)
+        finally:
+            _tls.fn_depth = depth
+            if depth == 0:
+                registry.leave_function()
+        if depth == 0 and tf.executing_eagerly():
+            for watcher in registry.watching():
+                watcher.after_function_call()
+        return result
+
+    return call

@@ -1,0 +1,180 @@
+"""When and over what the findings are computed for one watch: the ``history`` window of records,
+the chunks that left it, the ``raise_on`` codes checked as records arrive, and the final merge.
+What each finding means is ``findings.py``; this module only decides what it is applied to.
+Pure Python."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from auditor import findings as fnd
+from auditor.findings import AuditError, Finding
+from auditor.records import in_step_order
+
+# Codes that can be decided while the run goes on (the others need the whole run).
+STREAMING = ("GRD101", "GRD103", "GRD104", "GRD105", "GRD108")
+
+
+@dataclass
+class TapeFact:
+    """A variable whose gradient ``GradientTape.gradient`` returned inside the watch."""
+
+    path: str
+    none_count: int  # times the tape returned None for it
+    real_count: int  # times it returned a gradient
+    snapshotted: bool  # a snapshot is still held: it was never applied, so its change is checked
+
+
+@dataclass
+class RunFacts:
+    """What the recorder knows besides the records: the tape, and which variables changed."""
+
+    tape: list[TapeFact] = field(default_factory=list)
+    changed: set = field(default_factory=set)  # paths seen changing
+    checked: set = field(default_factory=set)  # paths of apply sites whose changes were checked
+
+
+class Evaluation:
+    """The records of one watch and the findings that follow from them."""
+
+    def __init__(self, thresholds: dict, raise_on: tuple, check_changes: str, history: int | None):
+        self.thresholds = thresholds
+        self.raise_on = raise_on
+        self.check_changes = check_changes
+        self.history = history
+        self.window: deque = deque()  # the last `history` records (all with None)
+        self.recorded_count = 0  # every record ever added (also those that left the window)
+        self.marks: list[dict] = []
+        self._evicted: list = []  # records that left the window, not yet checked for findings
+        self._past_findings: list[Finding] = []  # findings of earlier windows
+        self._evicted_applied: set[str] = set()  # variables with a real gradient in earlier windows
+        self._evicted_seen: set[str] = set()  # variables applied at all in earlier windows
+        self._last_step: dict[str, int] = {}
+        self._pending: AuditError | None = None
+        self._raised: set[str] = set()
+
+    # ---- records in -----------------------------------------------------------------------------
+    def add(self, records) -> None:
+        """New records (any order); checks the ``raise_on`` codes that can be decided now."""
+        for record in records:
+            if record.step > self._last_step.get(record.optimizer, -1):
+                self._last_step[record.optimizer] = record.step
+            if self.history is not None and len(self.window) >= self.history:
+                self._evicted.append(self.window.popleft())
+            self.window.append(record)
+        if self.history is not None and len(self._evicted) >= self.history:
+            self._fold_evicted()
+        self.recorded_count += len(records)
+        if self.raise_on and self._pending is None:
+            codes = [c for c in self.raise_on if c in STREAMING and c not in self._raised]
+            if codes:
+                self._raise_if_listed(self._streaming_findings(codes), final=False)
+
+    def steps(self) -> list:
+        return in_step_order(self.window)
+
+    def mark_step(self) -> None:
+        """A step boundary: per optimizer, the step just after the last recorded apply."""
+        self.marks.append({label: step + 1 for label, step in self._last_step.items()})
+
+    def none_at_trace(self, names: list[str]) -> None:
+        """An apply site with None gradients was traced or run: GRD101 is known before any row."""
+        if "GRD101" in self.raise_on and "GRD101" not in self._raised and self._pending is None:
+            # Raised at the next host point (after this eager step, or after the tf.function call):
+            # raising inside a trace would reach the user as autograph's StagingError.
+            self._raised.add("GRD101")
+            self._pending = AuditError(fnd.make_finding(
+                "GRD101", f"{len(names)} variable(s) received a None gradient: {', '.join(names)}.",
+                None, names))
+
+    def take_pending(self) -> AuditError | None:
+        """The ``raise_on`` error found so far (once)."""
+        error, self._pending = self._pending, None
+        return error
+
+    # ---- findings -------------------------------------------------------------------------------
+    def findings(self, facts: RunFacts, final: bool) -> list[Finding]:
+        """Every finding of the run so far; ``final``: the run is over (the whole-run codes too)."""
+        records = in_step_order(self.window)
+        if final:
+            self._fold_evicted()
+        applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)
+        for r in records:
+            applied_any.update(r.var_set)
+            applied_real.update(p for p in r.var_set if p not in r.none_vars)
+        tape_none = {t.path: t.none_count for t in facts.tape if t.none_count and not t.real_count}
+        out = fnd.check_none_gradients(records, tape_none, applied_real)
+        none_flagged = set().union(*(f.variables for f in out)) if out else set()
+        if final and self.check_changes != "off":
+            unchanged_applied = {p for p in applied_real if p not in facts.changed and p in facts.checked}
+            unchanged_tape = {t.path for t in facts.tape
+                              if t.path not in applied_any and t.path not in facts.changed and t.snapshotted}
+            out += fnd.check_not_updated(unchanged_applied, unchanged_tape, none_flagged)
+        not_updated = set().union(*(f.variables for f in out if f.code == "GRD102")) if out else set()
+        skip = not_updated | none_flagged
+        out += self._record_findings(records, skip, complete=final)
+        # Earlier windows first: per code and variables, the first occurrence is the one kept.
+        seen, merged = set(), []
+        for finding in self._past_findings + out:
+            if finding.code == "GRD106" and set(finding.variables) <= skip and finding.variables:
+                continue
+            key = (finding.code, tuple(sorted(finding.variables or ())))
+            if key not in seen:
+                seen.add(key)
+                merged.append(finding)
+        merged.sort(key=lambda f: (f.code, f.step if f.step is not None else -1))
+        return merged
+
+    def raise_final(self, found) -> None:
+        """At a normal exit: the pending error, else the first listed finding not raised yet."""
+        error = self.take_pending()
+        if error is not None:
+            raise error
+        self._raise_if_listed(found, final=True)
+
+    def _fold_evicted(self) -> None:
+        """Records that left the ``history`` window are checked for findings in chunks of
+        ``history`` first, so a long run keeps (say) a NaN at step 100 of 20,000."""
+        chunk, self._evicted = in_step_order(self._evicted), []
+        if chunk:
+            found = fnd.check_none_gradients(chunk, {}, set())
+            found += self._record_findings(chunk, set(), complete=True)
+            self._past_findings += found
+            for r in chunk:
+                self._evicted_applied.update(p for p in r.var_set if p not in r.none_vars)
+                self._evicted_seen.update(r.var_set)
+
+    def _record_findings(self, records, skip_vanishing: set, complete: bool) -> list[Finding]:
+        """The findings that follow from step records alone (apply patterns, NaN, norms, clipping);
+        ``complete``: the records are final (vanishing and saturation need the whole span)."""
+        out = fnd.check_apply_patterns(records, self.marks, self.thresholds)
+        out += fnd.check_nonfinite(records)
+        out += fnd.check_exploding(records, self.thresholds)
+        if complete:
+            out += fnd.check_vanishing(records, self.thresholds, skip_vanishing)
+            out += fnd.check_clipping(records, self.thresholds)
+        out += fnd.check_replica_clipping(records)
+        return out
+
+    def _streaming_findings(self, codes) -> list[Finding]:
+        out = []
+        records = self.window
+        if "GRD101" in codes:
+            out += fnd.check_none_gradients(records, {}, set())
+        if "GRD104" in codes:
+            out += fnd.check_nonfinite(records)
+        if "GRD105" in codes:
+            out += fnd.check_exploding(records, self.thresholds)
+        if "GRD103" in codes or "GRD108" in codes:
+            out += fnd.check_apply_patterns(records, self.marks, self.thresholds)
+        return out
+
+    def _raise_if_listed(self, found, final: bool) -> None:
+        for finding in found:
+            if finding.code in self.raise_on and finding.code not in self._raised:
+                self._raised.add(finding.code)
+                error = AuditError(finding)
+                if final:
+                    raise error
+                self._pending = error
+                return

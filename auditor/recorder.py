@@ -1,0 +1,350 @@
+"""Rows of a watch's apply sites -> ``StepRecord``s, handed to the evaluation and the sinks.
+
+The recorder is how a watch takes part in the registry: engines and the registry call its public
+methods (``site_traced``, ``tape_observed``, the host points ``after_eager_apply`` and
+``after_function_call``, ``ingest``). It names variables and optimizers, joins the rows of
+``tf.distribute`` replicas into one record per step, applies ``every``, keeps what changed, and
+decides when to drain the device. It imports no TensorFlow: probes and tape snapshots do the ops.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+from auditor import registry
+from auditor.evaluation import RunFacts, TapeFact
+from auditor.records import StepRecord, in_step_order
+
+
+def variable_path(variable) -> str:
+    """The variable's Keras path, or its TF name."""
+    path = getattr(variable, "path", None)
+    return path if isinstance(path, str) and path else getattr(variable, "name", repr(variable))
+
+
+class Names:
+    """Stable names within one watch: variables by path (``#2``, ``#3`` for distinct variables
+    with one path), optimizers by name (``#2`` ... likewise)."""
+
+    def __init__(self):
+        self._paths: dict[int, str] = {}
+        self._path_owner: dict[str, int] = {}
+        self._labels: dict[int, str] = {}
+        self._optimizers: dict[int, object] = {}  # keeps labelled optimizers alive: ids stay unique
+
+    def path(self, var) -> str:
+        key = id(var)
+        path = self._paths.get(key)
+        if path is None:
+            base = path = variable_path(var)
+            k = 2
+            while path in self._path_owner:
+                path = f"{base}#{k}"
+                k += 1
+            self._paths[key] = path
+            self._path_owner[path] = key
+        return path
+
+    def label(self, optimizer) -> str:
+        if optimizer is None:
+            return "<deleted optimizer>"
+        key = id(optimizer)
+        label = self._labels.get(key)
+        if label is None:
+            base = label = str(getattr(optimizer, "name", type(optimizer).__name__))
+            k = 2
+            while label in self._labels.values():
+                label = f"{base}#{k}"
+                k += 1
+            self._labels[key] = label
+            self._optimizers[key] = optimizer
+        return label
+
+
+@dataclass
+class TapeEntry:
+    """A variable seen by ``GradientTape.gradient`` inside the watch."""
+
+    variable: object
+    snapshot: object  # its value when first seen (has ``differs()``), while its change is checked
+    none_count: int = 0
+    real_count: int = 0
+
+
+class Recorder:
+    """One watch's records: from drained rows to ``StepRecord``s, in step order to the sinks."""
+
+    def __init__(self, settings, evaluation, sinks, model=None):
+        self.settings = settings
+        self.evaluation = evaluation
+        self.sinks = sinks
+        self.model = model
+        self.thread = registry.thread_id()
+        self.probes: list = []  # probes this watch subscribes to (the registry adds them)
+        self.names = Names()
+        self.lost_records = 0
+        self.ingested = 0
+        self.changed: set[str] = set()
+        self.tape: dict[int, TapeEntry] = {}
+        self.lock = threading.RLock()
+        self._checked_probes: set[int] = set()
+        self._eager_pending: dict[int, int] = {}
+        self._calls = 0
+        self._drain_every = 1
+        self._batches: dict[int, list] = {}  # thread -> records of its drain of all probes
+        self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
+
+    def owns(self, optimizer) -> bool:
+        """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
+        model_opt = getattr(self.model, "optimizer", None) if self.model is not None else None
+        if model_opt is None:
+            return False
+        return optimizer is model_opt or optimizer is getattr(model_opt, "inner_optimizer", None)
+
+    # ---- engine events --------------------------------------------------------------------------
+    def site_traced(self, probe) -> None:
+        """An apply site is being run or traced: its variables are applied (no tape snapshot
+        needed) and its None gradients are known now."""
+        for var in probe.variables:
+            entry = self.tape.get(id(var))
+            if entry is not None:
+                entry.snapshot = None
+        if any(probe.none_mask):
+            self.evaluation.none_at_trace(
+                [self.names.path(v) for v, none in zip(probe.variables, probe.none_mask) if none])
+
+    def tape_observed(self, pairs, take_snapshot) -> None:
+        """``(variable, gradient or None)`` pairs from ``tape.gradient``; ``take_snapshot(var)``
+        copies a variable's value (or returns None where it cannot)."""
+        with self.lock:
+            for var, grad in pairs:
+                entry = self.tape.get(id(var))
+                if entry is None:
+                    snap = None
+                    if self.settings.check_changes != "off" and not self._applied(var):
+                        snap = take_snapshot(var)
+                    entry = self.tape[id(var)] = TapeEntry(var, snap)
+                    self.names.path(var)
+                if grad is None:
+                    entry.none_count += 1
+                else:
+                    entry.real_count += 1
+
+    def _applied(self, var) -> bool:
+        return any(any(v is var for v in p.variables) for p in self.probes)
+
+    def after_eager_apply(self, probe) -> None:
+        """Host point after an eager apply: drain when the ring is half full (or always with
+        ``raise_on``), then raise a pending ``AuditError``."""
+        pending = self._eager_pending.get(id(probe), 0) + 1
+        self._eager_pending[id(probe)] = pending
+        if self.settings.raise_on or pending >= probe.capacity // 2:
+            registry.drain(probe)
+            self._eager_pending[id(probe)] = 0
+            self._raise_pending()
+
+    def after_function_call(self) -> None:
+        """Host point after a top-level ``tf.function`` call: drain about every half ring of
+        records (adapting to the records per call), then raise a pending ``AuditError``."""
+        self._calls += 1
+        if self.settings.raise_on or self._calls >= self._drain_every:
+            before = self.ingested + self.lost_records
+            self.drain()
+            per_call = max(1, (self.ingested + self.lost_records - before) // max(self._calls, 1))
+            capacity = min((p.capacity for p in self.probes), default=64)
+            self._drain_every = max(1, (capacity // 2) // per_call)
+            self._calls = 0
+            self._raise_pending()
+
+    def raise_pending(self) -> None:
+        """Raise the ``AuditError`` found so far, if any (at a host point of the user's thread)."""
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        error = self.evaluation.take_pending()
+        if error is not None:
+            raise error
+
+    # ---- rows in ----------------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Drain every probe of this watch; the sinks get the new records in step order."""
+        me = threading.get_ident()
+        self._batches[me] = []
+        try:
+            for probe in list(self.probes):
+                registry.drain(probe)
+                self._eager_pending[id(probe)] = 0
+        finally:
+            batch = in_step_order(self._batches.pop(me))
+            with self.lock:
+                for sink in self.sinks:
+                    sink.records(batch)
+
+    def ingest(self, probe, rows, lost: int) -> None:
+        """Decoded rows of ``probe`` (``probe.SiteRows``) and the rows it lost (called by the
+        registry, in any thread)."""
+        with self.lock:
+            if lost:
+                self.lost_records += int(lost)
+            if not len(rows):
+                return
+            label = self.names.label(probe.optimizer_ref())
+            paths = [self.names.path(v) for v in probe.variables]
+            if probe.replica is not None:
+                new = self._replica_records(probe, rows, label, paths)
+            else:
+                new = self._records(probe, rows, label, paths)
+            every = self.settings.every
+            if every > 1:  # a nested watch with a smaller `every` makes the site record more often
+                new = [r for r in new if r.step % every == 0]
+            self.ingested += len(new)
+            self.evaluation.add(new)
+            batch = self._batches.get(threading.get_ident())
+            if batch is not None:
+                batch.extend(new)  # sent sorted when the drain of all probes ends
+            else:
+                for sink in self.sinks:
+                    sink.records(new)
+
+    def ingest_histograms(self, probe, histograms) -> None:
+        """``[(step, per-variable histogram or None)]`` drained from ``probe``: to the sinks."""
+        every = self.settings.histogram_every
+        if not self.sinks or not every:
+            return
+        paths = [self.names.path(v) for v in probe.variables]
+        for step, per_variable in histograms:
+            if step % every:
+                continue  # another watch on this site asked for more histograms
+            for sink in self.sinks:
+                sink.histograms(step, zip(paths, per_variable))
+
+    def _records(self, probe, rows, label, paths) -> list[StepRecord]:
+        has_clip = probe.has_clipping()
+        clip_unknown = probe.clipped_unknown()
+        none_mask = probe.none_mask
+        none_vars = [p for p, none in zip(paths, none_mask) if none]
+        var_set = tuple(paths)
+        out = []
+        for k, step in enumerate(rows.tags):
+            pre, clipped = rows.pre[k], rows.clipped[k]
+            checked = rows.checked[k]
+            changed = None
+            if checked:
+                self._checked_probes.add(id(probe))
+                changed = [p for p, c in zip(paths, rows.changed[k]) if c]
+                self.changed.update(changed)
+            ratio = None
+            if has_clip and not clip_unknown and pre > 0 and math.isfinite(pre):
+                ratio = clipped / pre
+            if none_vars:
+                var_norms = {p: (None if none else n) for p, n, none in zip(paths, rows.norms[k], none_mask)}
+            else:
+                var_norms = dict(zip(paths, rows.norms[k]))
+            out.append(StepRecord(
+                step=step,
+                optimizer=label,
+                global_norm=pre,
+                clipped_norm=None if clip_unknown else clipped,
+                clip_ratio=ratio,
+                var_norms=var_norms,
+                none_vars=list(none_vars),
+                changed_vars=changed,
+                nonfinite=[p for p, b in zip(paths, rows.nonfinite[k]) if b] if rows.nonfinite_count[k] else [],
+                applied_norm=rows.applied[k],
+                var_set=var_set,
+            ))
+        return out
+
+    def _replica_records(self, probe, rows, label, paths) -> list[StepRecord]:
+        """Replica rows wait until every local replica's row of their step is there."""
+        out = []
+        for k, step in enumerate(rows.tags):
+            key = (probe.group, step)
+            parts = self._replica_rows.setdefault(key, [])
+            parts.append((probe, rows.row(k)))
+            if len(parts) >= probe.replica[1]:
+                del self._replica_rows[key]
+                out.append(self._replica_record(parts, step, label, paths))
+        return out
+
+    def _replica_record(self, parts, step, label, paths) -> StepRecord:
+        """One optimizer step under tf.distribute, from every local replica's row."""
+        parts = sorted(parts, key=lambda pr: pr[0].replica[0])
+        probe = parts[0][0]
+        rows = [row for _, row in parts]
+        first = rows[0]
+        checked = any(r.checked for r in rows)
+        changed = None
+        if checked:
+            for p, _ in parts:
+                self._checked_probes.add(id(p))
+            changed = [path for k, path in enumerate(paths) if any(r.checked and r.changed[k] for r in rows)]
+            self.changed.update(changed)
+        has_clip = probe.has_clipping()
+        if has_clip and not probe.user_clip:  # the norm of the summed gradients before clipping
+            pre = first.reduced_pre
+            if not math.isfinite(pre):
+                pre = max(r.reduced_pre for r in rows)
+        elif has_clip:  # user clipping per replica: the largest replica norm before its clip
+            pre = max(r.pre for r in rows)
+        else:
+            pre = first.reduced_total
+        clipped = first.reduced_total
+        ratio = clipped / pre if has_clip and pre > 0 and math.isfinite(pre) else None
+        global_bound, per_var_bound = probe.clip_bounds()
+        bound, kind = (global_bound, "global_clipnorm") if global_bound else (
+            (per_var_bound, "clipnorm") if per_var_bound else (None, None))
+        return StepRecord(
+            step=step,
+            optimizer=label,
+            global_norm=pre,
+            clipped_norm=clipped,
+            clip_ratio=ratio,
+            var_norms={p: (None if none else n) for p, n, none in zip(paths, first.reduced_norms, probe.none_mask)},
+            none_vars=[p for p, none in zip(paths, probe.none_mask) if none],
+            changed_vars=changed,
+            nonfinite=[p for k, p in enumerate(paths) if any(r.nonfinite[k] for r in rows)],
+            applied_norm=first.reduced_total,
+            var_set=tuple(paths),
+            replica_norms=[r.pre if probe.user_clip else r.applied for r in rows],
+            clip_bound=bound,
+            clip_kind=kind,
+            replicas_in_sync=probe.replica[3],
+        )
+
+    # ---- the end -----------------------------------------------------------------------------------
+    def finish(self) -> None:
+        """At exit: drain, count replica steps left incomplete as lost, and compare the variables
+        not yet seen changing with their last snapshot."""
+        self.drain()
+        # A step whose other replicas' rows were lost to a full ring cannot be rebuilt.
+        self.lost_records += len(self._replica_rows)
+        self._replica_rows.clear()
+        if self.settings.check_changes == "off":
+            return
+        for probe in self.probes:
+            if id(probe) not in self._checked_probes or probe.snapshots is None:
+                continue
+            paths = [self.names.path(v) for v in probe.variables]
+            if all(p in self.changed for p in paths):
+                continue
+            for path, moved in zip(paths, probe.changed_since_snapshot()):
+                if moved:
+                    self.changed.add(path)
+        for entry in self.tape.values():
+            path = self.names.path(entry.variable)
+            if entry.snapshot is not None and path not in self.changed:
+                if entry.snapshot.differs():
+                    self.changed.add(path)
+                    entry.snapshot = None
+
+    def facts(self) -> RunFacts:
+        """What the evaluation needs besides the records."""
+        checked = {self.names.path(v) for p in self.probes if id(p) in self._checked_probes for v in p.variables}
+        tape = [TapeFact(self.names.path(e.variable), e.none_count, e.real_count, e.snapshot is not None)
+                for e in self.tape.values()]
+        return RunFacts(tape=tape, changed=set(self.changed), checked=checked)
+
+    def tape_paths(self) -> list[str]:
+        return [self.names.path(e.variable) for e in self.tape.values()]
