@@ -49,7 +49,8 @@ class Sonnet(site.ApplyEngine):
         with registry.lock:
             counter = _counters.get(optimizer)
             if counter is None:
-                counter = _counters[optimizer] = gs.make_variable(tf.constant(0, tf.int64), "auditor_applies")
+                with tf.init_scope():  # created eagerly, also from inside a trace
+                    counter = _counters[optimizer] = gs.make_variable(tf.constant(0, tf.int64), "auditor_applies")
         return counter.assign_add(1) - 1
 
 

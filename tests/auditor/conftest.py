@@ -7,13 +7,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 # Under `make test` (GRADLINT_REQUIRE_DEPS=1) nothing may skip for want of what make installs:
-# tf_keras must import, and the CPU must split for tf.distribute (see the strategy fixture).
+# tf_keras and Sonnet must import, and the CPU must split for tf.distribute (see the strategy fixture).
 REQUIRE_DEPS = os.environ.get("GRADLINT_REQUIRE_DEPS") == "1"
 if REQUIRE_DEPS:
     import importlib.util  # noqa: E402
 
-    if importlib.util.find_spec("tf_keras") is None:
-        raise ImportError("GRADLINT_REQUIRE_DEPS=1 but tf_keras is not installed (make test installs it)")
+    for module, package in (("tf_keras", "tf_keras"), ("sonnet", "dm-sonnet")):
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"GRADLINT_REQUIRE_DEPS=1 but {package} is not installed (make test installs it)")
 
 
 def _split_cpu():
