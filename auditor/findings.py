@@ -4,8 +4,10 @@ Pure Python: imports no TensorFlow.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
+from collections import deque
 from dataclasses import dataclass, field
 
 from gradlint.runtime_checks import RUNTIME_BY_CODE
@@ -234,6 +236,28 @@ def check_nonfinite(records) -> list[Finding]:
     return out
 
 
+class RunningMedian:
+    """The median of the last ``size`` values added (a sorted window: O(size) per value, in C)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.order: deque = deque()
+        self.sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def add(self, value: float) -> None:
+        self.order.append(value)
+        bisect.insort(self.sorted, value)
+        if len(self.order) > self.size:
+            del self.sorted[bisect.bisect_left(self.sorted, self.order.popleft())]
+
+    def median(self) -> float:
+        values, mid = self.sorted, len(self.sorted) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
 def check_exploding(records, thresholds: dict) -> list[Finding]:
     """GRD105: global norm above a bound or far above its running median."""
     out = []
@@ -241,7 +265,7 @@ def check_exploding(records, thresholds: dict) -> list[Finding]:
     ratio = thresholds["explode_ratio"]
     min_hist = int(thresholds["explode_min_history"])
     for label, group in by_optimizer(records).items():
-        history: list[float] = []
+        history = RunningMedian(100)
         hits = []
         for r in group:
             norm = r.global_norm
@@ -251,13 +275,13 @@ def check_exploding(records, thresholds: dict) -> list[Finding]:
             if norm > bound:  # includes a norm that overflowed float32 while every element is finite
                 reason = f"above the bound {bound:g}"
             elif len(history) >= min_hist:
-                med = statistics.median(history[-100:])
+                med = history.median()
                 if med > 0 and norm > ratio * med:
                     reason = f"{norm / med:.0f}x the running median {med:.3g}"
             if reason:
                 hits.append((r, reason))
             if math.isfinite(norm):
-                history.append(norm)
+                history.add(norm)
         if hits:
             r, reason = hits[0]
             out.append(make_finding(

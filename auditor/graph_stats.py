@@ -5,6 +5,7 @@ Imported only from inside ``watch()``: importing it imports TensorFlow.
 from __future__ import annotations
 
 import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2
 
 _BITCAST = {tf.float16: tf.int16, tf.bfloat16: tf.int16, tf.float32: tf.int32, tf.float64: tf.int64}
 
@@ -120,5 +121,22 @@ def make_variable(initial, name, device=None):
 
 
 def cond(pred, true_fn, false_fn):
-    """``tf.cond`` whose branches return a bool scalar (keeps XLA happy)."""
-    return tf.cond(pred, true_fn, false_fn)
+    """``tf.cond`` kept as a functional ``If`` (not lowered to switch/merge): the branch not taken
+    is not run at all, where a lowered cond still schedules each of its ops as a dead node."""
+    return _functional(tf.cond(pred, true_fn, false_fn))
+
+
+def switch_case(index, branches):
+    """``tf.switch_case`` kept as a functional ``Case``: one op runs the one branch needed."""
+    return _functional(tf.switch_case(index, branches))
+
+
+def _functional(out):
+    if not tf.executing_eagerly():
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        op = first.op
+        while op.type == "Identity":
+            op = op.inputs[0].op
+        if op.type in ("If", "StatelessIf", "Case", "StatelessCase"):
+            op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return out

@@ -8,6 +8,7 @@ library is imported later (tf_keras, Sonnet) are offered again by ``install_late
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,6 +16,7 @@ from auditor import registry
 
 _installed: dict = {}  # (id(owner), attribute) -> (owner, attribute, original)
 _late: list = []  # engines whose library was not imported yet when the patches were installed
+_modules_seen = 0  # len(sys.modules) when install_late last looked
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,24 @@ def install(patches) -> None:
 def offer_late(engines) -> None:
     """Engines (with ``ready()`` and ``patches()``) whose library is not imported yet: installed
     by ``install_late`` once it is."""
+    global _modules_seen
     _late[:] = list(engines)
+    _modules_seen = 0
 
 
 def install_late() -> None:
-    """Install the patches of libraries imported since (a few dictionary lookups when none is)."""
-    for engine in _late:
+    """Install the patches of libraries imported since (nothing to do while no module was
+    imported since the last look)."""
+    global _modules_seen
+    if not _late or len(sys.modules) == _modules_seen:
+        return
+    _modules_seen = len(sys.modules)
+    for engine in list(_late):
         if engine.ready():
             with registry.lock:
                 if _installed and engine in _late:
                     install(engine.patches())
                     _late.remove(engine)
-            return
 
 
 def restore_all() -> None:

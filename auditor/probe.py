@@ -110,24 +110,24 @@ class SiteRows:
 
 
 class RowLayout:
-    """The float32 row of one apply: ``applied, pre, clipped, checked, nonfinite count``, then one
-    block per variable of norms, non-finite flags and changed flags; under ``tf.distribute`` three
-    more: all-reduced per-variable norms, their total, the all-reduced norm before clipping."""
+    """The float32 row of one apply: ``applied, pre, clipped, checked``, then one block per
+    variable of norms, non-finite flags and changed flags; under ``tf.distribute`` three more: the
+    all-reduced per-variable norms, their total, the all-reduced norm before clipping. The first
+    part (up to the non-finite flags) is what ``measure`` returns, before ``apply``."""
 
-    FIXED = 5
-    APPLIED, PRE, CLIPPED, CHECKED, NONFINITE = range(5)
+    FIXED = 4
+    APPLIED, PRE, CLIPPED, CHECKED = range(4)
 
     def __init__(self, n: int, replica: bool):
         self.n = n
         self.replica = replica
-        self.measured_width = 4 + 2 * n  # what ``measure`` returns: fixed columns but CHECKED
+        self.measured_width = self.FIXED + 2 * n
         self.width = self.FIXED + 3 * n + (n + 2 if replica else 0)
 
-    def assemble(self, measured, checked, changed, reduced=None):
-        """The row (ops): ``measured`` from ``measure``, ``checked`` a bool scalar, ``changed`` a bool
-        vector, ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
-        parts = [measured[:3], tf.reshape(tf.cast(checked, tf.float32), [1]), measured[3:],
-                 tf.cast(changed, tf.float32)]
+    def assemble(self, measured, changed, reduced=None):
+        """The row (ops): ``measured`` from ``measure``, ``changed`` a float 0/1 vector, ``reduced``
+        the ``[norms..., total, pre]`` tail (replicas)."""
+        parts = [measured, changed]
         if self.replica:
             parts.append(reduced)
         return tf.concat(parts, 0)
@@ -135,15 +135,16 @@ class RowLayout:
     def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
         """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
         n, f = self.n, self.FIXED
+        nonfinite = rows[:, f + n:f + 2 * n] > 0.5
         out = SiteRows(
             tags=tags.astype(np.int64).tolist(),
             applied=rows[:, self.APPLIED].astype(np.float64).tolist(),
             pre=rows[:, self.PRE].astype(np.float64).tolist(),
             clipped=rows[:, self.CLIPPED].astype(np.float64).tolist(),
             checked=(rows[:, self.CHECKED] > 0.5).tolist(),
-            nonfinite_count=rows[:, self.NONFINITE].tolist(),
+            nonfinite_count=nonfinite.sum(axis=1).tolist(),
             norms=rows[:, f:f + n].astype(np.float64).tolist(),
-            nonfinite=(rows[:, f + n:f + 2 * n] > 0.5).tolist(),
+            nonfinite=nonfinite.tolist(),
             changed=(rows[:, f + 2 * n:f + 3 * n] > 0.5).tolist(),
         )
         if self.replica:
@@ -188,8 +189,9 @@ class SiteProbe:
         self.layout = RowLayout(len(self.variables), replica is not None)
 
     # ---- measurement ops ----------------------------------------------------------------------
-    def measure(self, grads, clip: ClipConfig, user: UserClip):
-        """Ops: ``[applied, pre, clipped, nonfinite count, norms..., nonfinite flags...]`` (float32).
+    def measure(self, grads, clip: ClipConfig, user: UserClip, checked: bool):
+        """Ops: ``[applied, pre, clipped, checked, norms..., nonfinite flags...]`` (float32);
+        ``checked``: whether this step compares the variables.
 
         Sums of per-variable values use ``add_n`` (a sequential sum), so the numbers do not
         depend on how many variables there are."""
@@ -211,7 +213,7 @@ class SiteProbe:
             return tf.stack([tf.constant(False) if g is None else gs.has_nonfinite(g) for g in grads])
 
         all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-        bad = tf.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
+        bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
         if user.global_norm is not None:
@@ -238,7 +240,7 @@ class SiteProbe:
         else:
             clipped = applied
 
-        fixed = tf.stack([applied, pre, clipped, tf.reduce_sum(tf.cast(bad, tf.float32))])
+        fixed = tf.stack([applied, pre, clipped, tf.constant(1.0 if checked else 0.0)])
         return tf.concat([fixed, norms, tf.cast(bad, tf.float32)], 0)
 
     def reduced_tail(self, reduced_grads, reduced_pre, scale: float):
@@ -307,8 +309,8 @@ def _scatter_real(sq_real, none_mask, nan):
 class BeforeState:
     """What ``before`` hands to ``after``: whether this step records, and what it measured."""
 
-    record: object  # bool scalar tensor (None: every step records)
-    measured: object  # float32: ``measure``'s columns, then CHECKED
+    record: object  # what decides the recording: an int32 branch code (device probes), or None
+    measured: object  # float32: what ``measure`` returns
     iteration: object  # int64 scalar tensor: the optimizer step before this apply
     deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
     snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
@@ -318,10 +320,13 @@ class BeforeState:
 class DeviceProbe(SiteProbe):
     """Device state and emitted ops for one (optimizer, variable list, None pattern).
 
-    Per step the hook adds: a read of the enable flag and ``every``, and two ``cond``s — before
-    ``apply`` (measure; on checked steps, copy the variables) and after it (compare, write the
-    row). Everything else runs inside them, so a step that is not recorded costs little.
-    In an eager loop both halves are compiled once into ``tf.function``s."""
+    Per step the hook adds five small ops that decide, from the optimizer step, whether this
+    step records, checks changes and writes histograms (``schedule``/``phase``: one modulo for
+    the three), and two ``cond``s — before ``apply`` (measure; on checked steps, copy the
+    variables) and after it (compare, write the row). Everything else runs inside them, so a step
+    that is not recorded costs little. The ``cond``s are kept as functional ``If`` ops (not lowered
+    to switch/merge): a branch not taken is not run at all. In an eager loop both halves are
+    compiled once into ``tf.function``s."""
 
     hist_ring = None
 
@@ -336,18 +341,17 @@ class DeviceProbe(SiteProbe):
         # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
         # histogram step. Under tf.distribute only the first local replica keeps them (of the
         # all-reduced gradients, which every replica holds alike).
-        self.hist_on = False  # a subscriber wants histograms (host-side copy of hist_every > 0)
+        self.hist_on = False  # a subscriber wants histograms
         if replica is None or replica[0] == 0:
             hist_width = n * (2 + gs.HIST_BINS)
             self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
                                         device)
         mk = gs.make_variable
         with tf.init_scope():
-            self.hist_every = mk(tf.constant(0, tf.int64), "auditor_hist_every", device)
-            self.enabled = mk(False, "auditor_enabled", device)
-            self.mode = mk(tf.constant(0, tf.int64), "auditor_mode", device)
-            self.every = mk(tf.constant(1, tf.int64), "auditor_every", device)
-            self.period = mk(tf.constant(50, tf.int64), "auditor_period", device)
+            # step % schedule == phase, for [record, periodic change check, histogram]; phase -1: never
+            self.schedule = mk(tf.constant([1, 1, 1], tf.int64), "auditor_schedule", device)
+            self.phase = mk(tf.constant([-1, -1, -1], tf.int64), "auditor_phase", device)
+            # "auto" checks every recorded step until the ring's count reaches this
             self.check_until = mk(tf.constant(0, tf.int64), "auditor_check_until", device)
             self.snapshots = None
             if with_snapshots:
@@ -360,22 +364,28 @@ class DeviceProbe(SiteProbe):
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
     def configure(self):
-        """Set the device flags from the current subscribers (called under the registry lock)."""
+        """Set the device schedule from the current subscribers (called under the registry lock):
+        record every ``min(every)`` steps; check changes on every recorded step ("every"), on the
+        first ``changes_first_steps`` recorded steps and every ``changes_period`` steps ("auto"),
+        or never ("off"); histograms every ``min(histogram_every)`` steps."""
         with tf.init_scope():
             if not self.subscribers:
-                self.enabled.assign(False)
+                self.phase.assign([-1, -1, -1])
                 return
             settings = [s.settings for s in self.subscribers]
-            self.mode.assign(max(MODES[s.check_changes] for s in settings))
-            self.every.assign(min(s.every for s in settings))
-            first = max(s.changes_first_steps for s in settings)
-            period = min(s.changes_period for s in settings)
-            self.period.assign(max(1, period))
+            mode = max(MODES[s.check_changes] for s in settings)
+            period = {2: 1, 1: max(1, min(s.changes_period for s in settings)), 0: 1}[mode]
+            first = max(s.changes_first_steps for s in settings) if mode == 1 else 0
+            hist = self.wanted_histograms() if self.hist_ring is not None else 0
+            self.hist_on = bool(hist)
             self.check_until.assign(self.ring.count.read_value() + first)
-            hist = self.wanted_histograms()
-            self.hist_on = bool(hist) and self.hist_ring is not None
-            self.hist_every.assign(hist if self.hist_on else 0)
-            self.enabled.assign(True)
+            self.schedule.assign([min(s.every for s in settings), period, hist or 1])
+            self.phase.assign([0, 0 if mode else -1, 0 if hist else -1])
+
+    def recording(self) -> bool:
+        """Whether the site's ops record (a host read; False once no watch uses it)."""
+        with tf.init_scope():
+            return bool(self.phase.numpy()[0] == 0)
 
     # ---- emitted ops --------------------------------------------------------------------------
     def before(self, iteration, grads, clip: ClipConfig, user: UserClip) -> BeforeState:
@@ -388,10 +398,10 @@ class DeviceProbe(SiteProbe):
         if self.replica is None and tf.executing_eagerly() and not user.seen():
             if self._eager_before is None:
                 self._eager_before = tf.function(self._before_ops, reduce_retracing=True)
-            record, measured = self._eager_before(iteration, real, astuple(clip))
+            code, measured = self._eager_before(iteration, real, astuple(clip))
         else:
-            record, measured = self._before_ops(iteration, real, clip, user)
-        return BeforeState(record, measured, iteration)
+            code, measured = self._before_ops(iteration, real, clip, user)
+        return BeforeState(code, measured, iteration)
 
     def _before_ops(self, iteration, real_grads, clip, user=None):
         if isinstance(clip, tuple):  # from the eager function: a tuple traces by value
@@ -399,33 +409,30 @@ class DeviceProbe(SiteProbe):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
         user = user or UserClip([None] * len(grads))
-        record = tf.logical_and(self.enabled.read_value(),
-                                tf.equal(tf.math.floormod(iteration, self.every.read_value()), 0))
+        # One code per step: 4 x record + 2 x check + histogram (check and histogram count only
+        # when recording), so that one Case op runs exactly the work this step needs.
+        due = tf.equal(tf.math.floormod(iteration, self.schedule.read_value()), self.phase.read_value())
+        if self.snapshots is not None:  # "auto" checks the first recorded steps after subscribing
+            first = tf.less(self.ring.count.read_value(), self.check_until.read_value())
+            due = tf.logical_or(due, tf.stack([False, first, False]))
+        code = tf.reduce_sum(tf.cast(due, tf.int32) * tf.constant([4, 2, 1]))
 
-        def recording():
-            checked = self._check_due(iteration)
-            if self.snapshots is not None:
-                gs.cond(checked, self._take_snapshot, lambda: tf.constant(False))
-            if self.replica is None:
-                self._emit_histograms(iteration, grads)
-            measured = self.measure(grads, clip, user)
-            return tf.concat([measured, tf.reshape(tf.cast(checked, tf.float32), [1])], 0)
+        def measuring(check: bool, histogram: bool):
+            def branch():
+                if check:
+                    self._take_snapshot()
+                if histogram:
+                    self.hist_ring.write(histogram_row(grads), iteration)
+                return self.measure(grads, clip, user, check)
+            return branch
 
-        width = self.layout.measured_width + 1
-        measured = tf.cond(record, recording, lambda: tf.zeros([width], tf.float32))
-        return record, measured
+        def skipped():
+            return tf.zeros([self.layout.measured_width], tf.float32)
 
-    def _check_due(self, iteration):
-        """Whether this recorded step compares the variables: always with "every", on the first
-        steps and then periodically with "auto", never with "off"."""
-        if self.snapshots is None:
-            return tf.constant(False)
-        mode = self.mode.read_value()
-        scheduled = tf.logical_or(
-            tf.less(self.ring.count.read_value(), self.check_until.read_value()),
-            tf.equal(tf.math.floormod(iteration, self.period.read_value()), 0),
-        )
-        return tf.logical_or(tf.equal(mode, 2), tf.logical_and(tf.equal(mode, 1), scheduled))
+        check_kinds = (False, True) if self.snapshots is not None else (False, False)
+        hist_kinds = (False, True) if self.replica is None and self.hist_ring is not None else (False, False)
+        branches = [skipped] * 4 + [measuring(c, h) for c in check_kinds for h in hist_kinds]
+        return code, gs.switch_case(code, branches)
 
     def _take_snapshot(self):
         for snap, var in zip(self.snapshots, self.variables):
@@ -446,40 +453,30 @@ class DeviceProbe(SiteProbe):
             return
         self._after_ops(state.record, state.measured, state.iteration, reduced_grads, reduced_pre, scale)
 
-    def _after_ops(self, record, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
+    def _after_ops(self, code, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
         n = len(self.variables)
 
-        def write_row():
-            checked = measured[-1] > 0.5
-            if self.snapshots is None:
-                changed = tf.zeros([n], tf.bool)
-            else:
-                changed = tf.cond(checked, self._compare, lambda: tf.zeros([n], tf.bool))
-            tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
-            self.ring.write(self.layout.assemble(measured[:-1], checked, changed, tail), iteration)
-            if self.replica is not None and reduced_grads is not None:
-                self._emit_histograms(iteration, reduced_grads)
-            return tf.constant(True)
+        def writing(check: bool, histogram: bool):
+            def branch():
+                changed = tf.cast(self._compare(), tf.float32) if check else tf.zeros([n], tf.float32)
+                tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
+                self.ring.write(self.layout.assemble(measured, changed, tail), iteration)
+                if histogram:
+                    self.hist_ring.write(histogram_row(reduced_grads), iteration)
+                return tf.constant(True)
+            return branch
 
-        gs.cond(record, write_row, lambda: tf.constant(False))
+        def skipped():
+            return tf.constant(False)
+
+        check_kinds = (False, True) if self.snapshots is not None else (False, False)
+        hist_kinds = (False, True) if self.hist_ring is not None and self.replica is not None \
+            and reduced_grads is not None else (False, False)
+        gs.switch_case(code, [skipped] * 4 + [writing(c, h) for c in check_kinds for h in hist_kinds])
 
     def _compare(self):
         return tf.stack([gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
                          for v, snap in zip(self.variables, self.snapshots)])
-
-    def _emit_histograms(self, iteration, grads):
-        """On steps that are multiples of ``hist_every``: one histogram row for every gradient."""
-        if self.hist_ring is None:
-            return
-        every = self.hist_every.read_value()
-        due = tf.logical_and(tf.greater(every, 0),
-                             tf.equal(tf.math.floormod(iteration, tf.maximum(every, 1)), 0))
-
-        def write():
-            self.hist_ring.write(histogram_row(grads), iteration)
-            return tf.constant(True)
-
-        gs.cond(due, write, lambda: tf.constant(False))
 
     # ---- host side ----------------------------------------------------------------------------
     def drain(self):

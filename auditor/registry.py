@@ -11,7 +11,7 @@ import threading
 import weakref
 
 lock = threading.RLock()  # guards everything below, and patch installation (auditor.engines)
-_watchers: list = []  # recorders of the active watches, in entry order
+_watchers: tuple = ()  # recorders of the active watches, in entry order (replaced, never mutated)
 _probes: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()  # site key -> probe
 _live: set = set()  # probes with subscribers (kept alive here)
 # Probes traced into a graph stay alive as long as their optimizer, so a later watch(model)
@@ -44,18 +44,20 @@ def active() -> bool:
     return bool(_watchers)
 
 
-def watching(optimizer=None) -> list:
-    """Recorders that should see an apply of ``optimizer`` in the current thread."""
-    if not _watchers:
+def watching(optimizer=None, tid=None) -> list:
+    """Recorders that should see an apply of ``optimizer`` in the current thread (``tid``)."""
+    watchers = _watchers  # a tuple: read without the lock
+    if not watchers:
         return []
-    tid = thread_id()
-    with lock:
-        return [w for w in _watchers if w.thread == tid or (optimizer is not None and w.owns(optimizer))]
+    if tid is None:
+        tid = thread_id()
+    return [w for w in watchers if w.thread == tid or (optimizer is not None and w.owns(optimizer))]
 
 
 def register(recorder) -> bool:
     """Add a watch's recorder and subscribe it to the probes it inherits (those of enclosing
     watches of its thread, and those of its model's optimizer). Returns whether it is the first."""
+    global _watchers
     with lock:
         first = not _watchers
         inherited = [p for w in _watchers if w.thread == recorder.thread for p in w.probes]
@@ -64,7 +66,7 @@ def register(recorder) -> bool:
             opt = probe.optimizer_ref()
             if opt is not None and recorder.owns(opt):
                 inherited.append(probe)
-        _watchers.append(recorder)
+        _watchers = _watchers + (recorder,)
         seen = set()
         for probe in inherited:
             if id(probe) not in seen:
@@ -76,6 +78,7 @@ def register(recorder) -> bool:
 def unregister(recorder) -> bool:
     """Remove a watch's recorder: its probes are drained and go inert when unused. Returns
     whether it was the last watch."""
+    global _watchers
     with lock:
         try:
             for probe in list(recorder.probes):
@@ -86,8 +89,7 @@ def unregister(recorder) -> bool:
                 if not probe.subscribers:
                     _live.discard(probe)
         finally:
-            if recorder in _watchers:
-                _watchers.remove(recorder)
+            _watchers = tuple(w for w in _watchers if w is not recorder)
         return not _watchers
 
 
@@ -139,25 +141,26 @@ def keep_traced(optimizer, probe) -> None:
                 sites.append(probe)
 
 
-def enter_function(function) -> None:
-    """The current thread calls ``function`` (outermost): re-enable the sites it traced in an
-    earlier watch for the watches of this call, and note the sites it traces now."""
-    try:
-        sites = _function_sites.get(function) if _function_sites else None
-    except TypeError:  # not weak-referenceable
-        sites = None
-    for site in sites or ():
-        opt = site.optimizer_ref()
-        if opt is None:
-            continue
-        for recorder in watching(opt):
-            if recorder not in site.subscribers:
-                subscribe(site, recorder)
-    _calling[thread_id()] = function
+def enter_function(function, tid: int) -> None:
+    """Thread ``tid`` calls ``function`` (outermost): re-enable the sites it traced in an earlier
+    watch for the watches of this call, and note the sites it traces now."""
+    if _function_sites:
+        try:
+            sites = _function_sites.get(function)
+        except TypeError:  # not weak-referenceable
+            sites = None
+        for site in sites or ():
+            opt = site.optimizer_ref()
+            if opt is None:
+                continue
+            for recorder in watching(opt, tid):
+                if recorder not in site.subscribers:
+                    subscribe(site, recorder)
+    _calling[tid] = function
 
 
-def leave_function() -> None:
-    _calling.pop(thread_id(), None)
+def leave_function(tid: int) -> None:
+    _calling.pop(tid, None)
 
 
 # ---- a testing hook ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ sync per step) and on the host (for TF1, whose rows arrive through a ``tf.numpy_
 
 The device variables are created under ``tf.init_scope()`` so that a ``tf.function`` (or an XLA
 cluster) tracing the first write captures them instead of creating them per call. A row is
-written in place (``ResourceScatterNdUpdate``: no copy of the ring per step; XLA compiles it).
+written in place (``ResourceScatterUpdate``: no copy of the ring per step; XLA compiles it).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ class RingBuffer:
 
     def write(self, row, tag):
         """Ops appending one row (float32 [width]) with an int64 tag; no host sync."""
-        index = tf.reshape(tf.math.floormod(self.count.read_value(), self.capacity), [1, 1])
-        self.rows.scatter_nd_update(index, tf.reshape(row, [1, self.width]))
-        self.tags.scatter_nd_update(index, tf.reshape(tag, [1]))
+        index = tf.math.floormod(self.count.read_value(), self.capacity)
+        tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=index, updates=row)
+        tf.raw_ops.ResourceScatterUpdate(resource=self.tags.handle, indices=index, updates=tag)
         self.count.assign_add(1)
 
     def drain(self):

@@ -180,6 +180,14 @@ def time_fit(model, x, y, steps):
     return wall / steps, cpu / steps
 
 
+def rotated(items, k):
+    """``items`` starting at position ``k`` (the order of variants changes round by round, so that
+    none always runs first or right after another)."""
+    items = list(items)
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
 def keras_row(model_name, loop, jit, rounds, steps):
     """{variant: [(wall, cpu) per round]} for a Keras 3 model in ``loop`` ("function", "eager", "fit")."""
     import tensorflow as tf
@@ -192,8 +200,8 @@ def keras_row(model_name, loop, jit, rounds, steps):
     times = {v: [] for v in variants}
     if loop == "fit":
         time_fit(models["base"], x, y, 1)  # trace the baseline once
-        for _ in range(rounds):
-            for v, kwargs in variants.items():
+        for r in range(rounds):
+            for v, kwargs in rotated(variants.items(), r):
                 if kwargs is None:
                     times[v].append(time_fit(models[v], x, y, steps))
                     continue
@@ -214,8 +222,8 @@ def keras_row(model_name, loop, jit, rounds, steps):
             if kwargs is not None:
                 with auditor.watch(models[v], summary=False, **kwargs):
                     fns[v](xt, yt)  # traced inside: the hook's ops are in the graph
-    for _ in range(rounds):
-        for v, kwargs in variants.items():
+    for r in range(rounds):
+        for v, kwargs in rotated(variants.items(), r):
             if kwargs is None:
                 times[v].append(time_block(fns[v], xt, yt, steps))
                 continue
@@ -275,8 +283,8 @@ def tf1_row(model_name, rounds, steps):
                 assert abs(len(watch.steps) - expected) <= 1 and not watch.findings, watch.summary()
         return result
 
-    for _ in range(rounds):
-        for v, kwargs in VARIANTS.items():
+    for r in range(rounds):
+        for v, kwargs in rotated(VARIANTS.items(), r):
             times[v].append(run(kwargs))
     return times
 
@@ -310,8 +318,8 @@ def process_main(variant: str, steps: int) -> None:
 def process_row(rounds, steps):
     """{variant: [(wall, wall) per round]}: whole processes, per step."""
     times = {"base": [], "auto": []}
-    for _ in range(rounds):
-        for v in times:
+    for r in range(rounds):
+        for v in rotated(list(times), r):
             start = time.perf_counter()
             subprocess.run([sys.executable, os.path.abspath(__file__), "--process", v, "--steps", str(steps)],
                            check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
@@ -322,7 +330,7 @@ def process_row(rounds, steps):
 
 def rows(quick):
     """(name, runner(rounds, steps) -> times, rounds, steps) for every row."""
-    r, big = (3, 2) if quick else (11, 7)
+    r, big = (3, 2) if quick else (15, 7)
     out = []
     for loop in ("function", "eager", "fit"):
         out.append((f"tiny-mlp {loop}", lambda r_, s_, loop=loop: keras_row("tiny-mlp", loop, False, r_, s_),
@@ -340,11 +348,14 @@ def rows(quick):
     return out
 
 
-def _cell(times, variant, base):
+def _cell(times, variant):
+    """Median over rounds of (variant / baseline) measured in the same round, and the median
+    microseconds added per step (pairs measured close in time: steadier on a shared machine)."""
     if variant not in times:
         return "-"
-    med = statistics.median(w for w, _ in times[variant])
-    return f"{med / base:.3f}x {(med - base) * 1e6:+.0f}us"
+    ratios = [w / b for (w, _), (b, _) in zip(times[variant], times["base"])]
+    added = [(w - b) * 1e6 for (w, _), (b, _) in zip(times[variant], times["base"])]
+    return f"{statistics.median(ratios):.3f}x {statistics.median(added):+.0f}us"
 
 
 def main(argv=None):
@@ -362,8 +373,9 @@ def main(argv=None):
 
     print(f"# auditor overhead: TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
-    print("# each cell: median step time with watch() / without, and microseconds added per step;"
-          f" {WARMUP} warm-up steps per round untimed; rounds interleaved; CPU: process time ratio of the defaults")
+    print("# each cell: median over rounds of (step time with watch() / without, in the same round), and the"
+          f" median microseconds added per step; {WARMUP} warm-up steps per round untimed; the order of the"
+          " variants rotates round by round; auto CPU: the same ratio in process CPU time")
     cols = ["row", "rounds x steps", "base ms/step", "auto (defaults)", "every", "auto, every=10",
             "hand-written norm", "auto CPU"]
     widths = [34, 14, 12, 18, 18, 18, 18, 8]
@@ -374,10 +386,9 @@ def main(argv=None):
             continue
         times = runner(rounds, steps)
         base = statistics.median(w for w, _ in times["base"])
-        cpu_base = statistics.median(c for _, c in times["base"])
-        cpu = statistics.median(c for _, c in times["auto"]) / cpu_base
-        cells = [name, f"{rounds} x {steps}", f"{base * 1e3:.3f}", _cell(times, "auto", base),
-                 _cell(times, "every", base), _cell(times, "auto/10", base), _cell(times, HAND, base), f"{cpu:.3f}x"]
+        cpu = statistics.median(a / b for (_, a), (_, b) in zip(times["auto"], times["base"]))
+        cells = [name, f"{rounds} x {steps}", f"{base * 1e3:.3f}", _cell(times, "auto"),
+                 _cell(times, "every"), _cell(times, "auto/10"), _cell(times, HAND), f"{cpu:.3f}x"]
         print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |", flush=True)
 
 

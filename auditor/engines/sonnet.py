@@ -29,7 +29,7 @@ _counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimize
 
 
 def ready() -> bool:
-    return _OPTIMIZERS[0][0] in sys.modules
+    return all(module in sys.modules for module, _ in _OPTIMIZERS)
 
 
 def patches() -> list[Patch]:

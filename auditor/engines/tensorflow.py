@@ -13,7 +13,7 @@ from auditor import patching, registry
 from auditor.engines import site
 from auditor.patching import Patch
 
-_tls = threading.local()  # fn_depth: nesting of tf.function calls in this thread
+_tls = threading.local()  # depth: 1 while this thread runs an outermost tf.function call
 
 
 def patches() -> list[Patch]:
@@ -110,21 +110,22 @@ def _clip_by_norm(original):
 
 def _function_call(original):
     def call(self, *args, **kwargs):
-        if not registry.active() or site.in_apply():  # not the user's: the probe's own eager functions
+        if not registry.active():
+            return original(self, *args, **kwargs)
+        state = _tls.__dict__
+        if state.get("depth") or site.in_apply():  # a nested call, or the probe's own eager functions
             return original(self, *args, **kwargs)
         patching.install_late()
-        depth = getattr(_tls, "fn_depth", 0)
-        if depth == 0:
-            registry.enter_function(self)
-        _tls.fn_depth = depth + 1
+        tid = registry.thread_id()
+        registry.enter_function(self, tid)
+        state["depth"] = 1
         try:
             result = original(self, *args, **kwargs)
         finally:
-            _tls.fn_depth = depth
-            if depth == 0:
-                registry.leave_function()
-        if depth == 0 and tf.executing_eagerly():
-            for watcher in registry.watching():
+            state["depth"] = 0
+            registry.leave_function(tid)
+        if tf.executing_eagerly():
+            for watcher in registry.watching(None, tid):
                 watcher.after_function_call()
         return result
 

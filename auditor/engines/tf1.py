@@ -54,10 +54,8 @@ class HostProbe(SiteProbe):
     def before(self, step, grads, clip, user) -> BeforeState:
         """Measure the gradients, copy the variables (every run: the graph cannot be compared at
         exit), and the histograms on steps that are multiples of ``histogram_every``."""
-        measured = self.measure(grads, clip, user)
+        measured = self.measure(grads, clip, user, self.check)
         snaps = [_snapshot(v) if self.check and not none else None for v, none in zip(self.variables, self.none_mask)]
-        checked = tf.constant([1.0 if self.check else 0.0])
-        measured = tf.concat([measured, checked], 0)
         hist = self._histograms(grads, step)
         return BeforeState(None, measured, step, deps=[measured, step] + [s for s in snaps if s is not None],
                            snapshots=snaps, histograms=hist)
@@ -76,12 +74,11 @@ class HostProbe(SiteProbe):
         """Compare with the copies and hand the row to the host (a side op of the train op)."""
         n = len(self.variables)
         if self.check:
-            changed = tf.stack([tf.constant(False) if s is None else gs.differs(v.read_value(), s)
-                                for v, s in zip(self.variables, state.snapshots)])
+            changed = tf.cast(tf.stack([tf.constant(False) if s is None else gs.differs(v.read_value(), s)
+                                        for v, s in zip(self.variables, state.snapshots)]), tf.float32)
         else:
-            changed = tf.zeros([n], tf.bool)
-        measured = state.measured
-        row = self.layout.assemble(measured[:-1], measured[-1] > 0.5, changed)
+            changed = tf.zeros([n], tf.float32)
+        row = self.layout.assemble(state.measured, changed)
         return tf.numpy_function(self.deliver, [row, state.iteration, state.histograms], tf.int64,
                                  stateful=True, name="auditor_record")
 

@@ -35,7 +35,7 @@ _tls = threading.local()  # tap: the replica apply whose clip step is being tapp
 
 
 def ready() -> bool:
-    return _OPTIMIZERS[0][0] in sys.modules
+    return all(module in sys.modules for module, _ in _OPTIMIZERS)
 
 
 def patches() -> list[Patch]:

@@ -169,7 +169,7 @@ def test_fit_under_strategy_scope(strategy, clip):
 def test_hook_ops_outside_the_recording_cond_do_not_touch_the_gradients(strategy):
     """A strategy.run function traced inside a watch keeps the hook's ops after exit: every op that
     reads the gradients (norms of the per-replica and all-reduced gradients) must sit inside the
-    probe's cond, so the function is inert once the watch is gone."""
+    probe's conditional ops (``Case``), so the function is inert once the watch is gone."""
     model, opt = _model(strategy)
     x, y = _data()
     ds = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH))
@@ -180,4 +180,4 @@ def test_hook_ops_outside_the_recording_cond_do_not_touch_the_gradients(strategy
     assert len(audit.steps) == 1
     top_level = [op.type for op in step.get_concrete_function(xb, yb).graph.get_operations()]
     assert "L2Loss" not in top_level and "Sqrt" not in top_level
-    assert any(t in ("If", "StatelessIf") for t in top_level)  # the hook's ops are there, in conds
+    assert any(t in ("Case", "StatelessCase") for t in top_level)  # the hook's ops are there, in conds

@@ -55,7 +55,7 @@ def test_recording_stops_after_exit_and_ops_go_inert():
     for _ in range(4):
         step()  # the traced graph still contains the hook's ops
     assert [int(p.ring.count.numpy()) for p in probes] == counts == [3]
-    assert not bool(probes[0].enabled.numpy())
+    assert not probes[0].recording()
     assert len(audit.steps) == 3
     assert int(opt.iterations.numpy()) == 7
     assert testing.census()["live"] == 0
