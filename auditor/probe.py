@@ -189,9 +189,9 @@ class SiteProbe:
         self.layout = RowLayout(len(self.variables), replica is not None)
 
     # ---- measurement ops ----------------------------------------------------------------------
-    def measure(self, grads, clip: ClipConfig, user: UserClip, checked: bool):
+    def measure(self, grads, clip: ClipConfig, user: UserClip, checked):
         """Ops: ``[applied, pre, clipped, checked, norms..., nonfinite flags...]`` (float32);
-        ``checked``: whether this step compares the variables.
+        ``checked``: whether this step compares the variables (a bool, or a bool tensor).
 
         Sums of per-variable values use ``add_n`` (a sequential sum), so the numbers do not
         depend on how many variables there are."""
@@ -240,7 +240,8 @@ class SiteProbe:
         else:
             clipped = applied
 
-        fixed = tf.stack([applied, pre, clipped, tf.constant(1.0 if checked else 0.0)])
+        checked = tf.constant(1.0 if checked else 0.0) if isinstance(checked, bool) else tf.cast(checked, tf.float32)
+        fixed = tf.stack([applied, pre, clipped, checked])
         return tf.concat([fixed, norms, tf.cast(bad, tf.float32)], 0)
 
     def reduced_tail(self, reduced_grads, reduced_pre, scale: float):

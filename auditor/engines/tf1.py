@@ -20,8 +20,11 @@ from auditor import graph_stats as gs
 from auditor import registry
 from auditor.engines import site
 from auditor.patching import Patch
-from auditor.probe import BeforeState, SiteProbe, decode_histograms, histogram_row
+from auditor.probe import BeforeState, RowLayout, SiteProbe, decode_histograms, histogram_row
 from auditor.ring_buffer import HostRing
+
+
+PLANNED_ELEMENTS = 1 << 16  # sites with more variable elements copy them on planned runs only
 
 
 def patches() -> list[Patch]:
@@ -43,6 +46,11 @@ class HostProbe(SiteProbe):
         # probe the optimizer (graph mode only: eager probes are owned by the optimizer)
         self._optimizer = None if tf.executing_eagerly() else optimizer
         self.check = check
+        size = sum(int(np.prod(v.shape)) for v, none in zip(self.variables, self.none_mask) if not none)
+        self.planned = check and size > PLANNED_ELEMENTS
+        self._unseen = {k for k, none in enumerate(self.none_mask) if not none}  # not seen changing yet
+        self._planned = 0  # runs planned while recording
+        self.runs = _run_counter(optimizer)
         self.ring = HostRing(self.layout.width)
         self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
@@ -52,16 +60,61 @@ class HostProbe(SiteProbe):
         pass
 
     def before(self, step, grads, clip, user) -> BeforeState:
-        """Measure the gradients, copy the variables (every run: the graph cannot be compared at
-        exit), and the histograms on steps that are multiples of ``histogram_every``."""
-        measured = self.measure(grads, clip, user, self.check)
-        snaps = [_snapshot(v) if self.check and not none else None for v, none in zip(self.variables, self.none_mask)]
-        hist = self._histograms(grads, step)
-        return BeforeState(None, measured, step, deps=[measured, step] + [s for s in snaps if s is not None],
-                           snapshots=snaps, histograms=hist)
+        """Measure the gradients, copy the variables, and the histograms on steps that are
+        multiples of ``histogram_every``.
 
-    def _histograms(self, grads, step):
+        ``step``: the global step's value before the update, or None: then the host numbers the
+        runs (when they are delivered, or in the graph where the histograms or the change plan
+        need the number there). Only the copies (and the global step's) must precede the update;
+        the measurement runs beside it.
+
+        Copies: on every run for small sites (the graph cannot be compared at exit); a site with
+        more than ``PLANNED_ELEMENTS`` variable elements asks the host before each run
+        (``plan``): every run until each variable was seen changing, then as ``check_changes``
+        schedules it (so "never changed" stays exact and the copies stop costing)."""
         every = self.wanted_histograms()
+        global_step = step  # read before the update increments it: the update must wait for it
+        check = self.check
+        if self.planned:
+            given = step if step is not None else tf.constant(-1, tf.int64)
+            plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
+            plan.set_shape([2])
+            step, check = plan[0], tf.greater(plan[1], 0)
+        elif step is None and every:
+            step = tf.numpy_function(self.runs.next, [], tf.int64, stateful=True, name="auditor_step")
+        measured = self.measure(grads, clip, user, check)
+        snaps = None
+        if self.planned:
+            copies = [v for v, none in zip(self.variables, self.none_mask) if not none]
+            taken = tf.cond(check, lambda: [_snapshot(v) for v in copies],
+                            lambda: [tf.zeros([0], v.dtype) for v in copies])
+            taken = iter(taken if isinstance(taken, (list, tuple)) else [taken])
+            snaps = [None if none else next(taken) for none in self.none_mask]
+        elif self.check:
+            snaps = [None if none else _snapshot(v) for v, none in zip(self.variables, self.none_mask)]
+        hist = self._histograms(grads, step, every)
+        deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
+        return BeforeState(check, measured, step, deps=deps, snapshots=snaps, histograms=hist)
+
+    def plan(self, given):
+        """Host side, before a run of a planned site: ``[step, compare the variables?]``."""
+        step = int(given)
+        if step < 0:
+            step = int(self.runs.next())
+        subscribers = self.subscribers
+        check = False
+        if subscribers and step % min(s.settings.every for s in subscribers) == 0:
+            settings = [s.settings for s in subscribers]
+            if any(s.check_changes == "every" for s in settings) or self._unseen:
+                check = True
+            elif any(s.check_changes == "auto" for s in settings):
+                first = max(s.changes_first_steps for s in settings)
+                period = max(1, min(s.changes_period for s in settings))
+                check = self._planned < first or step % period == 0
+            self._planned += 1
+        return np.array([step, 1 if check else 0], np.int64)
+
+    def _histograms(self, grads, step, every):
         if not every:
             return tf.zeros([0], tf.float32)
         self.hist_every = every
@@ -73,24 +126,42 @@ class HostProbe(SiteProbe):
     def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
         """Compare with the copies and hand the row to the host (a side op of the train op)."""
         n = len(self.variables)
-        if self.check:
-            changed = tf.cast(tf.stack([tf.constant(False) if s is None else gs.differs(v.read_value(), s)
-                                        for v, s in zip(self.variables, state.snapshots)]), tf.float32)
+
+        def compare():
+            return tf.cast(tf.stack([tf.constant(False) if s is None else gs.differs(v.read_value(), s)
+                                     for v, s in zip(self.variables, state.snapshots)]), tf.float32)
+
+        if self.planned:
+            changed = tf.cond(state.record, compare, lambda: tf.zeros([n], tf.float32))
+        elif self.check:
+            changed = compare()
         else:
             changed = tf.zeros([n], tf.float32)
         row = self.layout.assemble(state.measured, changed)
-        return tf.numpy_function(self.deliver, [row, state.iteration, state.histograms], tf.int64,
-                                 stateful=True, name="auditor_record")
+        step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
+        # One float32 input (a side op's inputs cost per run): the row, the step's 8 bytes, the
+        # histograms (if any).
+        packed = tf.concat([row, tf.bitcast(step, tf.float32), state.histograms], 0)
+        return tf.numpy_function(self.deliver, [packed], tf.int64, stateful=True, name="auditor_record")
 
-    def deliver(self, row, step, hist):
-        """Called by the side op on every run of the train op (in a TensorFlow thread)."""
-        step = int(step)
-        subscribers = list(self.subscribers)
+    def deliver(self, packed):
+        """Called by the side op on every run of the train op (in a TensorFlow thread): keep the
+        row; hand the rows over when half a ring is waiting (and at every drain of the watch)."""
+        width = self.layout.width
+        step = int(packed[width:width + 2].view(np.int64)[0])
+        if step < 0:
+            step = int(self.runs.next())
+        subscribers = self.subscribers
         if subscribers and step % min(s.settings.every for s in subscribers) == 0:
+            row = packed[:width]
             self.ring.push(row, step)
+            if self._unseen and row[RowLayout.CHECKED] > 0.5:
+                changed = row[RowLayout.FIXED + 2 * len(self.variables):RowLayout.FIXED + 3 * len(self.variables)]
+                self._unseen = {k for k in self._unseen if changed[k] <= 0.5}
             if self.hist_every and step % self.hist_every == 0:
-                self.hist_ring.push(hist, step)
-            registry.drain(self)
+                self.hist_ring.push(packed[width + 2:], step)
+            if self.ring.pending_estimate() >= self.capacity // 2:
+                registry.drain(self)
         return np.int64(step)
 
     def drain(self):
@@ -119,6 +190,17 @@ class RunCounter:
 
 
 _counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> RunCounter
+
+
+def _run_counter(optimizer) -> RunCounter:
+    """One run counter per TF1 optimizer, shared by all its train ops."""
+    with registry.lock:
+        counter = _counters.get(optimizer)
+        if counter is None:
+            counter = _counters[optimizer] = RunCounter()
+        return counter
+
+
 _eager_probes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> {site: probe}
 
 
@@ -144,13 +226,10 @@ class TF1(site.ApplyEngine):
             return probe
 
     def iteration(self, optimizer):
+        """The global step before the update, or None (the probe numbers the runs)."""
         if self.global_step is not None:  # resumed runs keep their step numbers
             return tf.cast(_snapshot(self.global_step), tf.int64)
-        with registry.lock:
-            counter = _counters.get(optimizer)
-            if counter is None:
-                counter = _counters[optimizer] = RunCounter()
-        return tf.numpy_function(counter.next, [], tf.int64, stateful=True, name="auditor_step")
+        return None
 
     def ordered(self, deps):
         deps = [d for d in deps if d is not None]

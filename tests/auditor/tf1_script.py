@@ -158,7 +158,39 @@ def _finding_case(code, planted, steps=12):
     return {"codes": sorted({f.code for f in audit.findings}), "records": n_applies}
 
 
+def _planned_case(kind, runs=60):
+    """A site with more variable elements than the auditor copies on every run (a 300x256 kernel):
+    the variables are copied and compared while one was not seen changing yet, then on the
+    scheduled runs. ``kind``: "clean"; "late" (the big kernel starts changing at run 30: its
+    gradient is gated by a variable); "frozen" (the big kernel's gradient is always exactly 0)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with auditor.watch(summary=False) as audit:
+            rng = np.random.RandomState(2)
+            x = tf.constant(rng.randn(8, 300).astype("float32"))
+            big = v1.get_variable("big", initializer=rng.randn(300, 256).astype("float32") * 0.01)
+            head = v1.get_variable("head", initializer=rng.randn(256, 1).astype("float32") * 0.01)
+            gate = v1.get_variable("gate", initializer=np.float32(0.0 if kind == "late" else 1.0), trainable=False)
+            scale = 0.0 if kind == "frozen" else 1.0
+            hidden = tf.matmul(x, big) * scale + tf.stop_gradient(tf.matmul(x, big)) * (1.0 - scale)
+            hidden = hidden * gate + tf.stop_gradient(hidden) * (1.0 - gate)
+            loss = tf.reduce_mean(tf.square(tf.matmul(tf.nn.relu(hidden), head) - 1.0))
+            train = v1.train.GradientDescentOptimizer(0.01).minimize(loss, var_list=[big, head])
+            open_gate = gate.assign(1.0)
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for k in range(runs):
+                    if kind == "late" and k == 30:
+                        sess.run(open_gate)
+                    sess.run(train)
+    steps = [r.to_dict() for r in audit.steps]
+    return {"codes": sorted({f.code for f in audit.findings}), "steps": [s["step"] for s in steps],
+            "checked": [s["step"] for s in steps if s["changed_vars"] is not None],
+            "big_changed": [s["step"] for s in steps if "big:0" in (s["changed_vars"] or [])]}
+
+
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
+result["planned"] = {kind: _planned_case(kind) for kind in ("clean", "late", "frozen")}
 result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
                       for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}
 # GradientTape cannot differentiate RefVariables (TF itself fails), so no tape under v1_behavior.
