@@ -77,7 +77,7 @@ def cnn():
     ])
 
 
-# name -> (builder, input shape, batch, loss): "mse" for the regressor, else 10 classes
+# name -> (Keras builder, input shape, batch, loss): "mse" for the regressor, else 10 classes
 MODELS = {
     "tiny-mlp": (tiny, (8,), 16, "mse"),
     "mlp-mnist": (None, (784,), 64, "xent"),  # TF1 rows only: 784 -> 256 -> 10
@@ -234,39 +234,61 @@ def keras_row(model_name, loop, jit, rounds, steps):
     return times
 
 
+def tf1_model(model_name, x_np, y_np):
+    """The loss of ``model_name`` written with TF1 variables (``get_variable``) in the current graph."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    rng = np.random.RandomState(0)
+    h = tf.constant(x_np)
+
+    def var(name, shape):
+        return v1.get_variable(name, initializer=(rng.randn(*shape) * 0.1).astype("float32"))
+
+    if model_name == "cnn-small":
+        for k, (n, pool) in enumerate([(32, False), (64, True), (64, False)]):
+            h = tf.nn.relu(tf.nn.conv2d(h, var(f"c{k}", [3, 3, h.shape[-1], n]), 1, "VALID") + var(f"cb{k}", [n]))
+            if pool:
+                h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+        h = tf.matmul(tf.reduce_mean(h, [1, 2]), var("w", [64, 10])) + var("b", [10])
+    else:
+        units = {"tiny-mlp": [16, 1], "mlp-mnist": [256, 10], "mlp-4.8M": [2048, 1536, 10]}[model_name]
+        for k, n in enumerate(units):
+            h = tf.matmul(h, var(f"w{k}", [h.shape[1], n])) + var(f"b{k}", [n])
+            if k < len(units) - 1:
+                h = tf.nn.relu(h)
+    if MODELS[model_name][3] == "mse":
+        return tf.reduce_mean(tf.square(h - y_np))
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_np, logits=h))
+
+
 def tf1_row(model_name, rounds, steps):
-    """TF1 graph mode: ``Session.run(train_op)`` of an ``AdamOptimizer.minimize`` train op. Each
-    round builds a fresh graph (inside the watch for watched variants: a TF1 train op is recorded
-    when it is built inside the watch) and times ``steps`` runs after the warm-up runs."""
+    """TF1 graph mode: ``Session.run(train_op)`` of an ``AdamOptimizer`` train op. Each round builds a
+    fresh graph (inside the watch for watched variants: a TF1 train op is recorded when it is built
+    inside the watch) and times ``steps`` runs after the warm-up runs. ``hand-norm``: no watch, the
+    train op also computes ``tf.linalg.global_norm`` of the gradients."""
     import tensorflow as tf
 
     import auditor
 
     v1 = tf.compat.v1
     x_np, y_np = batch(model_name)
-    units = {"tiny-mlp": [16, 1], "mlp-mnist": [256, 10], "mlp-4.8M": [2048, 1536, 10]}[model_name]
-    times = {v: [] for v in VARIANTS}
+    variants = dict(VARIANTS, **{HAND: None})
+    times = {v: [] for v in variants}
 
-    def run(kwargs):
+    def run(variant, kwargs):
         graph = tf.Graph()
         with graph.as_default():
             watch = auditor.watch(summary=False, **kwargs) if kwargs is not None else None
             if watch is not None:
                 watch.__enter__()
             try:
-                rng = np.random.RandomState(0)
-                h = tf.constant(x_np)
-                for k, n in enumerate(units):
-                    w = v1.get_variable(f"w{k}", initializer=(rng.randn(h.shape[1], n) * 0.1).astype("float32"))
-                    b = v1.get_variable(f"b{k}", initializer=np.zeros(n, "float32"))
-                    h = tf.matmul(h, w) + b
-                    if k < len(units) - 1:
-                        h = tf.nn.relu(h)
-                if MODELS[model_name][3] == "mse":
-                    loss = tf.reduce_mean(tf.square(h - y_np))
-                else:
-                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_np, logits=h))
-                train = v1.train.AdamOptimizer(1e-4).minimize(loss)
+                loss = tf1_model(model_name, x_np, y_np)
+                opt = v1.train.AdamOptimizer(1e-4)
+                grads_and_vars = opt.compute_gradients(loss)
+                train = opt.apply_gradients(grads_and_vars)
+                if variant == HAND:
+                    train = tf.group(train, tf.linalg.global_norm([g for g, _ in grads_and_vars]))
                 with v1.Session(graph=graph) as sess:
                     sess.run(v1.global_variables_initializer())
                     for _ in range(WARMUP):
@@ -284,8 +306,8 @@ def tf1_row(model_name, rounds, steps):
         return result
 
     for r in range(rounds):
-        for v, kwargs in rotated(VARIANTS.items(), r):
-            times[v].append(run(kwargs))
+        for v, kwargs in rotated(variants.items(), r):
+            times[v].append(run(v, kwargs))
     return times
 
 
@@ -337,6 +359,7 @@ def rows(quick):
                     r, 100 if quick else 400))
     out.append(("tiny-mlp tf1-session", lambda r_, s_: tf1_row("tiny-mlp", r_, s_), r, 100 if quick else 400))
     out.append(("mlp-mnist tf1-session", lambda r_, s_: tf1_row("mlp-mnist", r_, s_), r, 50 if quick else 200))
+    out.append(("cnn-small tf1-session", lambda r_, s_: tf1_row("cnn-small", r_, s_), r, 8 if quick else 20))
     for model in ("cnn-small", "mlp-4.8M"):
         for loop in ("function", "fit"):
             for jit in (False, True):
