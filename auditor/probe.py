@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -316,6 +316,30 @@ class BeforeState:
     deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
     snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
     histograms: object = None  # host probes: the histogram row (or an empty tensor)
+    eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
+
+
+class HostSchedule:
+    """The host's copy of a device probe's schedule (what ``configure`` assigned), so that an eager
+    step is decided without running ops: ``code`` as the graph computes it."""
+
+    def __init__(self, schedule, phase, check_until, count):
+        self.schedule = schedule
+        self.phase = phase
+        self.check_until = check_until
+        self.count_floor = count  # the ring's count is at least this (traced writes add to it)
+
+    def code(self, step: int, count_variable) -> int:
+        due = [step % m == p for m, p in zip(self.schedule, self.phase)]
+        if not due[0]:
+            return 0
+        if not due[1] and count_variable is not None and self.count_floor < self.check_until:
+            self.count_floor = int(count_variable.numpy())
+            due[1] = self.count_floor < self.check_until
+        return 4 + 2 * due[1] + due[2]
+
+    def recorded(self) -> None:
+        self.count_floor += 1
 
 
 class DeviceProbe(SiteProbe):
@@ -360,8 +384,7 @@ class DeviceProbe(SiteProbe):
                     None if none else mk(tf.zeros(v.shape, v.dtype), "auditor_snapshot", device)
                     for v, none in zip(self.variables, self.none_mask)
                 ]
-        self._eager_before = None
-        self._eager_after = None
+        self._host = None  # the schedule as last configured (HostSchedule), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
     def configure(self):
@@ -371,6 +394,7 @@ class DeviceProbe(SiteProbe):
         or never ("off"); histograms every ``min(histogram_every)`` steps."""
         with tf.init_scope():
             if not self.subscribers:
+                self._host = None
                 self.phase.assign([-1, -1, -1])
                 return
             settings = [s.settings for s in self.subscribers]
@@ -379,9 +403,12 @@ class DeviceProbe(SiteProbe):
             first = max(s.changes_first_steps for s in settings) if mode == 1 else 0
             hist = self.wanted_histograms() if self.hist_ring is not None else 0
             self.hist_on = bool(hist)
-            self.check_until.assign(self.ring.count.read_value() + first)
-            self.schedule.assign([min(s.every for s in settings), period, hist or 1])
-            self.phase.assign([0, 0 if mode else -1, 0 if hist else -1])
+            count = int(self.ring.count.numpy())
+            self._host = HostSchedule([min(s.every for s in settings), period, hist or 1],
+                                      [0, 0 if mode else -1, 0 if hist else -1], count + first, count)
+            self.check_until.assign(self._host.check_until)
+            self.schedule.assign(self._host.schedule)
+            self.phase.assign(self._host.phase)
 
     def recording(self) -> bool:
         """Whether the site's ops record (a host read; False once no watch uses it)."""
@@ -397,19 +424,30 @@ class DeviceProbe(SiteProbe):
         ops (which may then reuse their buffers), instead of a recording op that runs later."""
         real = [g for g in grads if g is not None]
         if self.replica is None and tf.executing_eagerly() and not user.seen():
-            if self._eager_before is None:
-                self._eager_before = tf.function(self._before_ops, reduce_retracing=True)
-            code, measured = self._eager_before(iteration, real, astuple(clip))
-        else:
-            code, measured = self._before_ops(iteration, real, clip, user)
+            return self._eager_before(iteration, real, clip)
+        code, measured = self._before_ops(iteration, real, clip, user)
         return BeforeState(code, measured, iteration)
 
-    def _before_ops(self, iteration, real_grads, clip, user=None):
-        if isinstance(clip, tuple):  # from the eager function: a tuple traces by value
-            clip = ClipConfig(*clip)
+    def _eager_before(self, iteration, real_grads, clip) -> BeforeState:
+        """An eager apply: the host decides from its copy of the schedule (one read of the step,
+        and of the ring's count while "auto" may still check the first steps), copies the
+        variables on checked steps, and leaves the rest (measure, compare, write) until after
+        apply: eager code still holds the gradients then, and a step not recorded runs no op."""
+        host = self._host
+        code = 0
+        if host is not None:
+            code = host.code(int(iteration), self.ring.count if self.snapshots is not None else None)
+            if code & 2 and self.snapshots is None:
+                code &= ~2
+            if code & 1 and self.hist_ring is None:
+                code &= ~1
+        if code & 2:
+            self._take_snapshot()
+        return BeforeState(code, None, iteration, eager=(real_grads, clip))
+
+    def _before_ops(self, iteration, real_grads, clip, user):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
-        user = user or UserClip([None] * len(grads))
         # One code per step: 4 x record + 2 x check + histogram (check and histogram count only
         # when recording), so that one Case op runs exactly the work this step needs.
         due = tf.equal(tf.math.floormod(iteration, self.schedule.read_value()), self.phase.read_value())
@@ -447,12 +485,24 @@ class DeviceProbe(SiteProbe):
         ``reduced_grads``: per variable, the all-reduced gradient (replicas), and ``reduced_pre``
         the all-reduced norm before clipping; measured for the row and the histograms only on
         recorded steps."""
-        if self.replica is None and tf.executing_eagerly():
-            if self._eager_after is None:
-                self._eager_after = tf.function(self._after_ops)
-            self._eager_after(state.record, state.measured, state.iteration)
+        if state.measured is None:  # eager (see _eager_before): the ops of this step's code only
+            if state.record >= 4:
+                real, clip = state.eager
+                self._record_ops(state.iteration, real, clip, bool(state.record & 2), bool(state.record & 1))
+                self._host.recorded()
             return
         self._after_ops(state.record, state.measured, state.iteration, reduced_grads, reduced_pre, scale)
+
+    def _record_ops(self, iteration, real_grads, clip: ClipConfig, check: bool, histogram: bool):
+        """Measure, compare and write one eager step (after apply)."""
+        real = iter(real_grads)
+        grads = [None if none else next(real) for none in self.none_mask]
+        if histogram:
+            self.hist_ring.write(histogram_row(grads), iteration)
+        measured = self.measure(grads, clip, UserClip([None] * len(grads)), check)
+        n = len(self.variables)
+        changed = tf.cast(self._compare(), tf.float32) if check else tf.zeros([n], tf.float32)
+        self.ring.write(self.layout.assemble(measured, changed), iteration)
 
     def _after_ops(self, code, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
         n = len(self.variables)
