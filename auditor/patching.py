@@ -33,6 +33,21 @@ class Patch:
         return table[self.attribute] if self.attribute in table else getattr(self.owner, self.attribute)
 
 
+def imported(classes) -> bool:
+    """Whether every module of ``(module, class)`` pairs is imported (never imports one)."""
+    return all(module in sys.modules for module, _ in classes)
+
+
+def method_patches(classes, attribute: str, make) -> list[Patch]:
+    """A ``Patch`` of ``attribute`` for each imported class of ``(module, class)`` pairs that defines it."""
+    out = []
+    for module, name in classes:
+        owner = getattr(sys.modules.get(module), name, None)
+        if owner is not None and attribute in owner.__dict__:
+            out.append(Patch(owner, attribute, make))
+    return out
+
+
 def install(patches) -> None:
     """Install every patch not installed yet; on an error, undo this call's patches and re-raise."""
     done = []

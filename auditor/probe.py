@@ -282,6 +282,19 @@ class SiteProbe:
             return 0.0, 0.0
         return (float(getattr(opt, "global_clipnorm", None) or 0.0), float(getattr(opt, "clipnorm", None) or 0.0))
 
+    def drain(self):
+        """(decoded new rows, rows lost to a full ring): one read of the ring (``ring``)."""
+        rows, tags, lost = self.ring.drain()
+        return self.layout.decode(rows, tags), lost
+
+    def drain_histograms(self):
+        """``[(step, [(min, max, counts) or None per variable])]`` of new histogram rows, or None."""
+        if not (self.hist_on and self.hist_ring.pending_estimate()):
+            return None
+        rows, tags, _ = self.hist_ring.drain()
+        n = len(self.variables)
+        return [(int(tag), decode_histograms(row, n)) for row, tag in zip(rows, tags)]
+
     def wanted_histograms(self) -> int:
         """The smallest ``histogram_every`` its subscribers write (0: none)."""
         wanted = [s.settings.histogram_every for s in self.subscribers if s.settings.histogram_every]
@@ -530,19 +543,6 @@ class DeviceProbe(SiteProbe):
                          for v, snap in zip(self.variables, self.snapshots)])
 
     # ---- host side ----------------------------------------------------------------------------
-    def drain(self):
-        """(decoded new rows, rows lost to a full ring) — one host read."""
-        rows, tags, lost = self.ring.drain()
-        return self.layout.decode(rows, tags), lost
-
-    def drain_histograms(self):
-        """``[(step, [(min, max, counts) or None per variable])]`` of new histogram rows, or None."""
-        if not (self.hist_on and self.hist_ring.pending_estimate()):
-            return None
-        rows, tags, _ = self.hist_ring.drain()
-        n = len(self.variables)
-        return [(int(tag), decode_histograms(row, n)) for row, tag in zip(rows, tags)]
-
     def changed_since_snapshot(self) -> list[bool]:
         out = []
         with tf.init_scope():

@@ -9,13 +9,12 @@ active, eagerly or in a function traced then). Sonnet optimizers clip nothing th
 """
 from __future__ import annotations
 
-import sys
 import weakref
 
 import tensorflow as tf
 
 from auditor import graph_stats as gs
-from auditor import registry
+from auditor import patching, registry
 from auditor.engines import site
 from auditor.patching import Patch
 
@@ -29,16 +28,11 @@ _counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimize
 
 
 def ready() -> bool:
-    return all(module in sys.modules for module, _ in _OPTIMIZERS)
+    return patching.imported(_OPTIMIZERS)
 
 
 def patches() -> list[Patch]:
-    out = []
-    for module_name, cls_name in _OPTIMIZERS:
-        owner = getattr(sys.modules.get(module_name), cls_name, None)
-        if owner is not None and "apply" in owner.__dict__:
-            out.append(Patch(owner, "apply", _apply))
-    return out
+    return patching.method_patches(_OPTIMIZERS, "apply", _apply)
 
 
 class Sonnet(site.ApplyEngine):

@@ -20,7 +20,7 @@ from auditor import graph_stats as gs
 from auditor import registry
 from auditor.engines import site
 from auditor.patching import Patch
-from auditor.probe import BeforeState, RowLayout, SiteProbe, decode_histograms, histogram_row
+from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row
 from auditor.ring_buffer import HostRing
 
 
@@ -163,17 +163,6 @@ class HostProbe(SiteProbe):
             if self.ring.pending_estimate() >= self.capacity // 2:
                 registry.drain(self)
         return np.int64(step)
-
-    def drain(self):
-        rows, tags, lost = self.ring.drain()
-        return self.layout.decode(rows, tags), lost
-
-    def drain_histograms(self):
-        if not (self.hist_on and self.hist_ring.pending_estimate()):
-            return None
-        rows, tags, _ = self.hist_ring.drain()
-        n = len(self.variables)
-        return [(int(tag), decode_histograms(row, n)) for row, tag in zip(rows, tags)]
 
 
 class RunCounter:

@@ -13,12 +13,11 @@ second all-reduce.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 
 import tensorflow as tf
 
-from auditor import registry
+from auditor import patching, registry
 from auditor.engines import distribute, site
 from auditor.patching import Patch
 
@@ -35,19 +34,13 @@ _tls = threading.local()  # tap: the replica apply whose clip step is being tapp
 
 
 def ready() -> bool:
-    return all(module in sys.modules for module, _ in _OPTIMIZERS)
+    return patching.imported(_OPTIMIZERS)
 
 
 def patches() -> list[Patch]:
-    out = []
-    for module_name, cls_name in _OPTIMIZERS:
-        owner = getattr(sys.modules.get(module_name), cls_name, None)
-        if owner is not None and "apply_gradients" in owner.__dict__:
-            out.append(Patch(owner, "apply_gradients", _apply_gradients))
+    out = patching.method_patches(_OPTIMIZERS, "apply_gradients", _apply_gradients)
     for module_name, cls_name, attr, pairs in _CLIP_STEPS:
-        owner = getattr(sys.modules.get(module_name), cls_name, None)
-        if owner is not None and attr in owner.__dict__:
-            out.append(Patch(owner, attr, _clip_step(pairs)))
+        out += patching.method_patches([(module_name, cls_name)], attr, _clip_step(pairs))
     return out
 
 
