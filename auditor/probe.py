@@ -323,10 +323,11 @@ def _scatter_real(sq_real, none_mask, nan):
 class BeforeState:
     """What ``before`` hands to ``after``: whether this step records, and what it measured."""
 
-    record: object  # what decides the recording: an int32 branch code (device probes), or None
+    record: object  # device probes: the step's branch code (an int32 tensor, or an int when eager)
     measured: object  # float32: what ``measure`` returns
     iteration: object  # int64 scalar tensor: the optimizer step before this apply
     deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
+    check: object = None  # host probes: whether this run compares the variables (bool or bool tensor)
     snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
     histograms: object = None  # host probes: the histogram row (or an empty tensor)
     eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
@@ -358,13 +359,12 @@ class HostSchedule:
 class DeviceProbe(SiteProbe):
     """Device state and emitted ops for one (optimizer, variable list, None pattern).
 
-    Per step the hook adds five small ops that decide, from the optimizer step, whether this
-    step records, checks changes and writes histograms (``schedule``/``phase``: one modulo for
-    the three), and two ``cond``s — before ``apply`` (measure; on checked steps, copy the
-    variables) and after it (compare, write the row). Everything else runs inside them, so a step
-    that is not recorded costs little. The ``cond``s are kept as functional ``If`` ops (not lowered
-    to switch/merge): a branch not taken is not run at all. In an eager loop both halves are
-    compiled once into ``tf.function``s."""
+    Per step the hook adds a few small ops that turn the optimizer step into one code — record?
+    check changes? write histograms? (``schedule``/``phase``: one modulo for the three) — and two
+    ``Case`` ops on that code: before ``apply`` (measure; on checked steps, copy the variables) and
+    after it (compare, write the row). The ``Case`` ops are kept functional (not lowered to
+    switch/merge): a branch not taken runs nothing. Eager steps are decided on the host from a
+    copy of the schedule (``HostSchedule``) and run only the ops of their code."""
 
     hist_ring = None
 
@@ -450,10 +450,8 @@ class DeviceProbe(SiteProbe):
         code = 0
         if host is not None:
             code = host.code(int(iteration), self.ring.count if self.snapshots is not None else None)
-            if code & 2 and self.snapshots is None:
+            if self.snapshots is None:  # a watch checks changes, but this site keeps no copies
                 code &= ~2
-            if code & 1 and self.hist_ring is None:
-                code &= ~1
         if code & 2:
             self._take_snapshot()
         return BeforeState(code, None, iteration, eager=(real_grads, clip))
@@ -490,7 +488,6 @@ class DeviceProbe(SiteProbe):
         for snap, var in zip(self.snapshots, self.variables):
             if snap is not None:
                 snap.assign(gs.read(var))
-        return tf.constant(True)
 
     def after(self, state: BeforeState, reduced_grads=None, reduced_pre=None, scale: float = 1.0) -> None:
         """Ops run after ``apply``: compare with the snapshot and write the row (if recording).

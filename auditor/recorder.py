@@ -142,7 +142,7 @@ class Recorder:
         if self.settings.raise_on or pending >= probe.capacity // 2:
             registry.drain(probe)
             self._eager_pending[id(probe)] = 0
-            self._raise_pending()
+            self.raise_pending()
 
     def after_function_call(self) -> None:
         """Host point after a top-level ``tf.function`` call: drain about every half ring of
@@ -155,13 +155,10 @@ class Recorder:
             capacity = min((p.capacity for p in self.probes), default=64)
             self._drain_every = max(1, (capacity // 2) // per_call)
             self._calls = 0
-            self._raise_pending()
+            self.raise_pending()
 
     def raise_pending(self) -> None:
         """Raise the ``AuditError`` found so far, if any (at a host point of the user's thread)."""
-        self._raise_pending()
-
-    def _raise_pending(self) -> None:
         error = self.evaluation.take_pending()
         if error is not None:
             raise error

@@ -94,7 +94,7 @@ class HostProbe(SiteProbe):
             snaps = [None if none else _snapshot(v) for v, none in zip(self.variables, self.none_mask)]
         hist = self._histograms(grads, step, every)
         deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
-        return BeforeState(check, measured, step, deps=deps, snapshots=snaps, histograms=hist)
+        return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
 
     def plan(self, given):
         """Host side, before a run of a planned site: ``[step, compare the variables?]``."""
@@ -132,7 +132,7 @@ class HostProbe(SiteProbe):
                                      for v, s in zip(self.variables, state.snapshots)]), tf.float32)
 
         if self.planned:
-            changed = tf.cond(state.record, compare, lambda: tf.zeros([n], tf.float32))
+            changed = tf.cond(state.check, compare, lambda: tf.zeros([n], tf.float32))
         elif self.check:
             changed = compare()
         else:
