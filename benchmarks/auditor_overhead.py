@@ -384,7 +384,8 @@ def _cell(times, variant):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
-    parser.add_argument("--rows", nargs="*", default=None, help="only rows whose name contains one of these")
+    parser.add_argument("--rows", nargs="*", default=None,
+                        help='only rows whose name contains one of these ("NAME$": exactly that row)')
     parser.add_argument("--process", choices=("base", "auto"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=PROCESS_STEPS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -405,7 +406,8 @@ def main(argv=None):
     print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for name, runner, rounds, steps in rows(args.quick):
-        if args.rows and not any(part in name for part in args.rows):
+        if args.rows and not any(part == name or (part in name and not part.endswith("$")) for part in args.rows) \
+                and name + "$" not in args.rows:
             continue
         times = runner(rounds, steps)
         base = statistics.median(w for w, _ in times["base"])

@@ -3,9 +3,10 @@
 For each optimizer ``apply`` inside a watch: find the watches that see it, the probe of this
 site (optimizer, variables, None pattern, replica), attach it to those watches (None gradients,
 your own clipping), then emit the probe's ops before the optimizer's own apply, run it, emit the
-ops after it, and give the watches an eager host point. Engines differ only in how they read the
-call (``unpack`` in the engine's patch), the step counter, the probe kind, a tap around the
-original call (``tf.distribute``) and how the result is tied to the recording (TF1 graphs).
+ops after it, and give the watches an eager host point. Engines differ only in how their patched
+method reads the call (gradients, variables, the original call), the step counter, the probe kind,
+a tap around the original call (``tf.distribute``) and how the result is tied to the recording (TF1
+graphs): what ``ApplyEngine`` subclasses override.
 """
 from __future__ import annotations
 
