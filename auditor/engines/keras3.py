@@ -26,7 +26,7 @@ class Keras3(site.ApplyEngine):
         return distribute.replica_info()
 
     def iteration(self, optimizer):
-        return tf.identity(optimizer._iterations.value)  # read before apply increments it
+        return tf.convert_to_tensor(optimizer._iterations)  # one read, before apply increments it
 
     @contextlib.contextmanager
     def tap(self, optimizer, probe, grads):
