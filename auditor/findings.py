@@ -193,7 +193,8 @@ def check_apply_patterns(records, marks: list[dict], thresholds: dict) -> list[F
                         f"(first at step {inside[0]}); each apply advances `iterations`.",
                         inside[0]))
                     break
-        keys = [frozenset(r.var_set) for r in group]
+        sets: dict[tuple, frozenset] = {}  # records of one apply site share their var_set tuple
+        keys = [sets.get(r.var_set) or sets.setdefault(r.var_set, frozenset(r.var_set)) for r in group]
         if len(set(keys)) <= 1:
             continue
         period = _cycle_period(keys, int(thresholds["cycle_min_repeats"]))

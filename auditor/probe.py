@@ -333,6 +333,13 @@ class BeforeState:
     eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
 
 
+class Kinds(NamedTuple):
+    """Branches of a probe's ``Case`` ops: ``(check, histogram)`` each, and code -> branch index."""
+
+    table: object
+    branches: list
+
+
 class HostSchedule:
     """The host's copy of a device probe's schedule (what ``configure`` assigned), so that an eager
     step is decided without running ops: ``code`` as the graph computes it."""
@@ -479,10 +486,8 @@ class DeviceProbe(SiteProbe):
         def skipped():
             return tf.zeros([self.layout.measured_width], tf.float32)
 
-        check_kinds = (False, True) if self.snapshots is not None else (False, False)
-        hist_kinds = (False, True) if self.replica is None and self.hist_ring is not None else (False, False)
-        branches = [skipped] * 4 + [measuring(c, h) for c in check_kinds for h in hist_kinds]
-        return code, gs.switch_case(code, branches)
+        kinds = self._kinds(check=self.snapshots is not None, histogram=self.replica is None and self.hist_ring is not None)
+        return code, gs.switch_case(tf.gather(kinds.table, code), [skipped] + [measuring(c, h) for c, h in kinds.branches])
 
     def _take_snapshot(self):
         for snap, var in zip(self.snapshots, self.variables):
@@ -530,10 +535,18 @@ class DeviceProbe(SiteProbe):
         def skipped():
             return tf.constant(False)
 
-        check_kinds = (False, True) if self.snapshots is not None else (False, False)
-        hist_kinds = (False, True) if self.hist_ring is not None and self.replica is not None \
-            and reduced_grads is not None else (False, False)
-        gs.switch_case(code, [skipped] * 4 + [writing(c, h) for c in check_kinds for h in hist_kinds])
+        kinds = self._kinds(check=self.snapshots is not None,
+                            histogram=self.hist_ring is not None and self.replica is not None and reduced_grads is not None)
+        gs.switch_case(tf.gather(kinds.table, code), [skipped] + [writing(c, h) for c, h in kinds.branches])
+
+    @staticmethod
+    def _kinds(check: bool, histogram: bool) -> "Kinds":
+        """The recording branches a site can take and, per code 0..7, the branch index (0: skip).
+        Only the branches a site can need are traced (each branch is a function to build)."""
+        branches = [(c, h) for c in ((False, True) if check else (False,)) for h in ((False, True) if histogram else (False,))]
+        table = [0] * 4 + [1 + branches.index((bool(code & 2) and check, bool(code & 1) and histogram))
+                           for code in range(4, 8)]
+        return Kinds(tf.constant(table, tf.int32), branches)
 
     def _compare(self):
         return tf.stack([gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)

@@ -95,9 +95,10 @@ class Audit:
 
     def _close_sinks(self, found) -> None:
         sinks, self.recorder.sinks = self.recorder.sinks, []
-        table = self._variable_table()
-        for sink in sinks:
-            sink.close(found, table, self.recorder.lost_records, self._evaluation.recorded_count)
+        if sinks:
+            table = self._variable_table()
+            for sink in sinks:
+                sink.close(found, table, self.recorder.lost_records, self._evaluation.recorded_count)
 
     def _reset_train_function(self):
         """Retrace ``model.fit``'s step so the hook sees it (and again after exit, to drop its ops)."""
