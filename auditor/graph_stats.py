@@ -45,9 +45,17 @@ def sq_norm(grad):
 
 def has_nonfinite(grad):
     """True where any element is NaN or Inf (exact: x*0 is NaN only for non-finite x)."""
-    values = grad.values if isinstance(grad, tf.IndexedSlices) else grad
-    values = tf.cast(values, tf.float32)
-    return tf.logical_not(tf.math.is_finite(tf.reduce_sum(values * 0.0)))
+    return nonfinite_each([grad])[0]
+
+
+def nonfinite_each(grads):
+    """Per gradient (none None), whether any element is NaN or Inf: one segment sum of ``x * 0``
+    over all of them (NaN exactly where a segment holds a non-finite element)."""
+    parts = [tf.reshape(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32), [-1])
+             for g in grads]
+    segment = tf.concat([tf.fill(tf.shape(p), k) for k, p in enumerate(parts)], 0)
+    zeros = tf.concat(parts, 0) * 0.0
+    return tf.logical_not(tf.math.is_finite(tf.math.unsorted_segment_sum(zeros, segment, len(parts))))
 
 
 def clipvalue_sq_norm(grad, clip, scale):
@@ -59,33 +67,53 @@ def clipvalue_sq_norm(grad, clip, scale):
 HIST_BINS = 30
 
 
-def histogram(grad, bins: int = HIST_BINS):
-    """``[min, max, count_1 .. count_bins]`` (float32) of the gradient's finite values, in
-    equal-width bins over [min, max]; NaN/Inf elements are left out (``IndexedSlices``: the
-    applied rows, repeated indices summed). Built from a segment sum,
-    which XLA compiles (``histogram_fixed_width`` has no XLA kernel)."""
-    if isinstance(grad, tf.IndexedSlices):
-        summed, distinct = _summed_slices(grad)
-        used = tf.less(tf.range(tf.shape(summed)[0]), distinct)  # drop the zero padding rows
-        used = tf.reshape(tf.broadcast_to(tf.reshape(used, [-1] + [1] * (summed.shape.rank - 1)),
-                                          tf.shape(summed)), [-1])
-        values = tf.reshape(tf.cast(summed, tf.float32), [-1])
-    else:
-        values = tf.reshape(tf.cast(grad, tf.float32), [-1])
-        used = None
+def histograms(grads, bins: int = HIST_BINS):
+    """``[min, max, count_1 .. count_bins]`` (float32) of each gradient's finite values, in
+    equal-width bins over its [min, max], as one ``[len(grads), 2 + bins]`` tensor; NaN/Inf elements
+    are left out (``IndexedSlices``: the applied rows, repeated indices summed). All gradients are
+    binned together (one concatenation, per-gradient segments), so the op count does not grow with
+    the number of variables. Built from segment sums, which XLA compiles (``histogram_fixed_width``
+    has no XLA kernel)."""
+    parts, masks, segments = [], [], []
+    for k, grad in enumerate(grads):
+        if isinstance(grad, tf.IndexedSlices):
+            summed, distinct = _summed_slices(grad)
+            used = tf.less(tf.range(tf.shape(summed)[0]), distinct)  # drop the zero padding rows
+            used = tf.reshape(tf.broadcast_to(tf.reshape(used, [-1] + [1] * (summed.shape.rank - 1)),
+                                              tf.shape(summed)), [-1])
+            flat = tf.reshape(tf.cast(summed, tf.float32), [-1])
+        else:
+            flat = tf.reshape(tf.cast(grad, tf.float32), [-1])
+            used = None
+        parts.append(flat)
+        masks.append(used)
+        segments.append(tf.fill(tf.shape(flat), k))
+    n = len(grads)
+    values, segment = tf.concat(parts, 0), tf.concat(segments, 0)
     finite = tf.math.is_finite(values)
-    if used is not None:
-        finite = tf.logical_and(finite, used)
+    if any(m is not None for m in masks):
+        finite = tf.logical_and(finite, tf.concat(
+            [tf.ones_like(v, tf.bool) if m is None else m for v, m in zip(parts, masks)], 0))
     inf = tf.constant(float("inf"), tf.float32)
-    lo = tf.reduce_min(tf.where(finite, values, inf))
-    hi = tf.reduce_max(tf.where(finite, values, -inf))
+    lo = tf.math.unsorted_segment_min(tf.where(finite, values, inf), segment, n)
+    hi = tf.math.unsorted_segment_max(tf.where(finite, values, -inf), segment, n)
+    empty = tf.equal(tf.math.unsorted_segment_sum(tf.ones_like(segment), segment, n), 0)
+    lo = tf.where(empty, inf, lo)  # as a min over no value (the segment op gives the largest float)
+    hi = tf.where(empty, -inf, hi)
     width = hi - lo
-    safe = tf.where(finite, values, lo)
-    scaled = tf.where(width > 0, (safe - lo) / tf.where(width > 0, width, 1.0) * bins, tf.zeros_like(safe))
+    lo_e, width_e = tf.gather(lo, segment), tf.gather(width, segment)
+    safe = tf.where(finite, values, lo_e)
+    scaled = tf.where(width_e > 0, (safe - lo_e) / tf.where(width_e > 0, width_e, 1.0) * bins, tf.zeros_like(safe))
     index = tf.clip_by_value(tf.cast(tf.floor(scaled), tf.int32), 0, bins - 1)
-    index = tf.where(finite, index, bins)  # a last segment for non-finite values, dropped
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(values), index, bins + 1)[:bins]
-    return tf.concat([tf.stack([lo, hi]), counts], 0)
+    index = tf.where(finite, index, bins)  # a last bin per gradient for non-finite values, dropped
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(values), segment * (bins + 1) + index, n * (bins + 1))
+    counts = tf.reshape(counts, [n, bins + 1])[:, :bins]
+    return tf.concat([tf.stack([lo, hi], 1), counts], 1)
+
+
+def histogram(grad, bins: int = HIST_BINS):
+    """``[min, max, count_1 .. count_bins]`` of one gradient (see ``histograms``)."""
+    return tf.reshape(histograms([grad], bins), [-1])
 
 
 def read(variable):

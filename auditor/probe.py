@@ -157,8 +157,13 @@ class RowLayout:
 
 def histogram_row(grads):
     """Ops: ``[min, max, counts...]`` for every gradient, concatenated (NaN for a None gradient)."""
+    real = [g for g in grads if g is not None]
+    rows = gs.histograms(real) if real else None
+    if len(real) == len(grads):
+        return tf.reshape(rows, [-1])
     blank = tf.fill([2 + gs.HIST_BINS], tf.constant(math.nan, tf.float32))
-    return tf.concat([blank if g is None else gs.histogram(g) for g in grads], 0)
+    found = iter(tf.unstack(rows) if real else [])
+    return tf.concat([blank if g is None else next(found) for g in grads], 0)
 
 
 def decode_histograms(row: np.ndarray, n: int):
@@ -210,7 +215,8 @@ class SiteProbe:
         # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
         # float32 overflow of the square) pay for the exact per-variable check.
         def exact_nonfinite():
-            return tf.stack([tf.constant(False) if g is None else gs.has_nonfinite(g) for g in grads])
+            flags = iter(tf.unstack(gs.nonfinite_each(real)))
+            return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
         all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
         bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
