@@ -152,12 +152,12 @@ def test_each_finding_planted_fires_and_clean_twin_is_silent(result, code):
 
 def test_large_sites_compare_on_planned_runs_and_stay_exact(result):
     """A site larger than the auditor copies on every run: compared on every run until each
-    variable was seen changing, then on the first 10 recorded runs and every 50th."""
+    variable was seen changing, then on the first 10 recorded runs and every 20th (changes_period)."""
     clean, late, frozen = (result["planned"][k] for k in ("clean", "late", "frozen"))
-    assert clean["steps"] == list(range(60)) and clean["codes"] == []
-    assert clean["checked"] == list(range(10)) + [50]
-    # the big kernel changes only from run 30 on: compared on every run until then, no GRD102
-    assert late["codes"] == [] and late["checked"] == list(range(31)) + [50]
-    assert late["big_changed"] == [30, 50]
+    assert clean["steps"] == list(range(30)) and clean["codes"] == []
+    assert clean["checked"] == list(range(10)) + [20]
+    # the big kernel changes only from run 15 on: compared on every run until then, no GRD102
+    assert late["codes"] == [] and late["checked"] == list(range(16)) + [20]
+    assert late["big_changed"] == [15, 20]
     # never changes: compared on every run, reported
-    assert frozen["codes"] == ["GRD102"] and frozen["checked"] == list(range(60))
+    assert frozen["codes"] == ["GRD102"] and frozen["checked"] == list(range(30))

@@ -158,14 +158,15 @@ def _finding_case(code, planted, steps=12):
     return {"codes": sorted({f.code for f in audit.findings}), "records": n_applies}
 
 
-def _planned_case(kind, runs=60):
+def _planned_case(kind, runs=30):
     """A site with more variable elements than the auditor copies on every run (a 300x256 kernel):
     the variables are copied and compared while one was not seen changing yet, then on the
-    scheduled runs. ``kind``: "clean"; "late" (the big kernel starts changing at run 30: its
-    gradient is gated by a variable); "frozen" (the big kernel's gradient is always exactly 0)."""
+    scheduled runs (the first 10 and every 20th here). ``kind``: "clean"; "late" (the big kernel
+    starts changing at run 15: its gradient is gated by a variable); "frozen" (the big kernel's
+    gradient is always exactly 0)."""
     graph = tf.Graph()
     with graph.as_default():
-        with auditor.watch(summary=False) as audit:
+        with auditor.watch(summary=False, thresholds={"changes_period": 20}) as audit:
             rng = np.random.RandomState(2)
             x = tf.constant(rng.randn(8, 300).astype("float32"))
             big = v1.get_variable("big", initializer=rng.randn(300, 256).astype("float32") * 0.01)
@@ -180,7 +181,7 @@ def _planned_case(kind, runs=60):
             with v1.Session(graph=graph) as sess:
                 sess.run(v1.global_variables_initializer())
                 for k in range(runs):
-                    if kind == "late" and k == 30:
+                    if kind == "late" and k == 15:
                         sess.run(open_gate)
                     sess.run(train)
     steps = [r.to_dict() for r in audit.steps]
