@@ -137,7 +137,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_fix(args: argparse.Namespace) -> int:
-    from gradlint.fixes.apply import fix_file
+    from gradlint.fixer import fix_file
 
     paths = args.paths or ["."]
     planned = _plan(args, paths)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import pytest
 
-from gradlint.fixes.apply import fix_text
+from gradlint.fixer import fix_text
 from gradlint.fixes.edits import (
     Edit, EditError, Fix, apply_edits, insert_after, insert_before, remove, replace, replace_within)
 from gradlint.rules import RULES_BY_CODE, Rule

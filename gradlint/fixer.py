@@ -73,7 +73,7 @@ def fix_file(
 
     A file that cannot be read, decoded, parsed or written is reported in ``errors`` and left untouched.
     """
-    from gradlint.fixes.writer import WriteError, write_fixed
+    from gradlint.writer import WriteError, write_fixed
 
     try:
         data = sources.read(path)
