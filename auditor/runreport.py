@@ -227,7 +227,7 @@ def main(path: str, plot_path: str | None = None) -> int:
         try:
             plot(run, plot_path, title=f"gradlint auditor: {path}")
         except ImportError:
-            print("gradlint report: error: --plot needs matplotlib (pip install 'gradlint[plot]')", file=sys.stderr)
+            print("gradlint report: error: --plot needs matplotlib (pip install 'tf-gradlint[plot]')", file=sys.stderr)
             return 2
         print(f"wrote {plot_path}")
     return 1 if run.findings else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 HIDE_GRADLINT = (
     "import importlib.metadata as md, sys\n"
     "_all = md.distributions\n"
-    "md.distributions = lambda **kw: (d for d in _all(**kw) if (d.metadata['Name'] or '').lower() != 'gradlint')\n"
+    "md.distributions = lambda **kw: (d for d in _all(**kw) if (d.metadata['Name'] or '').lower() != 'tf-gradlint')\n"
     "from flake8.main.cli import main\n"
     "sys.exit(main())\n"
 )
