@@ -27,7 +27,7 @@ def lint_file(path: str, rules: Sequence[type[Rule]], *, target_keras: int = 3) 
     try:
         data = sources.read(path)
     except sources.SourceError as exc:
-        return LintResult(path, errors=[FileError(path, str(exc))])
+        return LintResult(path, errors=[FileError(path, str(exc), exc.line)])
     return lint_source(data, path, rules, target_keras=target_keras)
 
 
@@ -55,7 +55,7 @@ def lint_source(
         try:
             text = sources.decode(data)
         except sources.SourceError as exc:
-            result.errors.append(FileError(path, str(exc)))
+            result.errors.append(FileError(path, str(exc), exc.line))
             return result
     else:
         text = data
@@ -135,7 +135,7 @@ def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
     try:
         return cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        result.errors.append(FileError(path, _syntax_error_message(text, exc)))
+        result.errors.append(FileError(path, *_syntax_error(text, exc)))
     except RecursionError:
         result.errors.append(FileError(path, "code nested too deeply to parse"))
     except Exception as exc:  # libcst raises other errors on some inputs
@@ -143,16 +143,17 @@ def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
     return None
 
 
-def _syntax_error_message(text: str, exc: cst.ParserSyntaxError) -> str:
-    """CPython's own location and wording when it agrees the code is invalid (it is usually more precise)."""
+def _syntax_error(text: str, exc: cst.ParserSyntaxError) -> tuple[str, int]:
+    """(message, line): CPython's own location and wording when it agrees the code is invalid (it is usually
+    more precise)."""
     try:
         ast.parse(text)
     except SyntaxError as syntax:
-        return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}"
+        return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}", syntax.lineno or 0
     except Exception:
         pass
     else:
         return (f"libcst cannot parse this file although Python accepts it (line {exc.raw_line}); "
-                "it was not checked")
+                "it was not checked"), exc.raw_line
     first = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
-    return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}"
+    return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}", exc.raw_line

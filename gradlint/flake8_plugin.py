@@ -1,10 +1,12 @@
 """flake8 entry point (``flake8 --select=GRD``): the same engine, lint-only, flake8 handles noqa."""
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Iterator
 
 from gradlint import __version__
+from gradlint.codes import flake8_warnings
 from gradlint.config import default_target_keras
 from gradlint.engine import lint_source
 from gradlint.rules import ALL_RULES
@@ -32,6 +34,9 @@ class GradlintChecker:
     def parse_options(cls, options) -> None:
         codes = list(getattr(options, "select", None) or []) + list(getattr(options, "extend_select", None) or [])
         cls.explicitly_selected = frozenset(code.strip().upper() for code in codes)
+        ignored = list(getattr(options, "ignore", None) or []) + list(getattr(options, "extend_ignore", None) or [])
+        for warning in flake8_warnings(codes + ignored):  # flake8 owns selection: warn, never fail
+            print(f"gradlint: warning: {warning}", file=sys.stderr)
 
     def run(self) -> Iterator[tuple[int, int, str, type]]:
         rules = [r for r in ALL_RULES if not r.OPT_IN or r.CODE in self.explicitly_selected]

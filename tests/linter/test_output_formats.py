@@ -59,4 +59,5 @@ def test_json_is_stable_and_sorted() -> None:
     findings = json.loads(first.stdout)["findings"]
     keys = [(f["path"], f["line"], f["column"]) for f in findings]
     assert keys == sorted(keys)
-    assert set(findings[0]) == {"path", "line", "column", "end_line", "end_column", "code", "name", "message"}
+    assert set(findings[0]) == {"path", "line", "column", "end_line", "end_column", "code", "name", "message", "cell"}
+    assert all(f["cell"] is None for f in findings)  # no notebooks there
