@@ -119,7 +119,10 @@ def _dispatch(argv: Optional[list[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("check", "fix"):
-        _check_stdin_arguments(parser, args)
+        problem = _stdin_argument_error(args)
+        if problem is not None:
+            print(f"gradlint {args.command}: error: {problem}", file=sys.stderr)
+            return EXIT_ERROR
         return run_check(args) if args.command == "check" else run_fix(args)
     if args.command == "rules":
         return run_rules(args)
@@ -133,12 +136,13 @@ def _dispatch(argv: Optional[list[str]]) -> int:
     return EXIT_CLEAN
 
 
-def _check_stdin_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _stdin_argument_error(args: argparse.Namespace) -> Optional[str]:
     paths = args.paths or []
     if STDIN in paths and len(paths) > 1:
-        parser.error(f"{STDIN} (standard input) cannot be combined with other paths")
+        return f"{STDIN} (standard input) cannot be combined with other paths"
     if args.stdin_filename is not None and paths not in ([], [STDIN]):
-        parser.error("--stdin-filename names standard input: give no other path (or -)")
+        return "--stdin-filename names standard input: give no other path (or -)"
+    return None
 
 
 def _reads_stdin(args: argparse.Namespace) -> bool:
