@@ -2,12 +2,17 @@
 
     python benchmarks/lint_throughput.py            # keras sources + a generated TF-heavy corpus
     python benchmarks/lint_throughput.py --full     # tensorflow + keras sources (slow: flake8 takes minutes)
+    python benchmarks/lint_throughput.py --cache    # only the result cache: cold vs warm, beside ruff
 
 Compares, on the same tree: `gradlint check` (one process and --jobs default), `flake8 --select=GRD`,
 plain `flake8` (default checks, gradlint installed) and plain `flake8` with gradlint hidden from its
 plugin discovery — the cost every flake8 user pays once the plugin is installed. On the TF-heavy corpus
 (every file has gradient code: the prefilter's worst case) it also reports lines per second and where the
 time goes (parse, semantic model, rules), measured in this process.
+
+The result cache is measured on the keras sources: `gradlint check` with an empty cache (cold: every file
+linted and stored), again with the filled cache (warm: every file read, hashed and found), and with
+--no-cache; beside `ruff check` cold (--no-cache) and warm when ruff is installed (on PATH or importable).
 """
 from __future__ import annotations
 
@@ -105,8 +110,9 @@ def compare(corpus: Path, repeats: int, bin_dir: Path) -> dict[str, float]:
     hide = Path(tempfile.mkdtemp()) / "flake8_without_gradlint.py"
     hide.write_text(HIDE_GRADLINT)
     commands = {
-        "gradlint check --jobs 1": [str(bin_dir / "gradlint"), "check", "--jobs", "1", str(corpus)],
-        "gradlint check (all cores)": [str(bin_dir / "gradlint"), "check", str(corpus)],
+        # --no-cache: these rows measure linting (the cache has its own table below)
+        "gradlint check --jobs 1": [str(bin_dir / "gradlint"), "check", "--no-cache", "--jobs", "1", str(corpus)],
+        "gradlint check (all cores)": [str(bin_dir / "gradlint"), "check", "--no-cache", str(corpus)],
         "flake8 --select=GRD": [sys.executable, "-m", "flake8", "--select=GRD", str(corpus)],
         "flake8 (gradlint installed)": [sys.executable, "-m", "flake8", str(corpus)],
         "flake8 (gradlint hidden)": [sys.executable, str(hide), str(corpus)],
@@ -118,6 +124,54 @@ def compare(corpus: Path, repeats: int, bin_dir: Path) -> dict[str, float]:
             samples[name].append(timed(commands[name]))
     shutil.rmtree(hide.parent, ignore_errors=True)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def ruff_command() -> list[str] | None:
+    if shutil.which("ruff"):
+        return [shutil.which("ruff")]
+    if importlib.util.find_spec("ruff") is not None:
+        return [sys.executable, "-m", "ruff"]
+    return None
+
+
+def cache_comparison(corpus: Path, repeats: int, bin_dir: Path) -> None:
+    """Cold (empty cache) vs warm (filled cache) `gradlint check`, interleaved, beside ruff on the same tree."""
+    work = Path(tempfile.mkdtemp(prefix="gradlint-cache-"))
+    gradlint = [str(bin_dir / "gradlint"), "check", "--isolated"]
+    warm_dir = work / "warm"
+    subprocess.run(gradlint + ["--cache-dir", str(warm_dir), str(corpus)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)  # fill the warm cache once
+    commands = {"gradlint check, cold cache": None,
+                "gradlint check, warm cache": gradlint + ["--cache-dir", str(warm_dir), str(corpus)],
+                "gradlint check --no-cache": gradlint + ["--no-cache", str(corpus)]}
+    ruff = ruff_command()
+    if ruff is not None:
+        ruff_cache = work / "ruff-cache"
+        base = ruff + ["check", "--isolated", "--select", "E,F,W,B", "--exit-zero", "--quiet"]
+        subprocess.run(base + ["--cache-dir", str(ruff_cache), str(corpus)], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+        commands["ruff check, cold (--no-cache)"] = base + ["--no-cache", str(corpus)]
+        commands["ruff check, warm cache"] = base + ["--cache-dir", str(ruff_cache), str(corpus)]
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for repeat in range(repeats):
+        order = list(commands) if repeat % 2 == 0 else list(reversed(commands))
+        for name in order:
+            command = commands[name]
+            if command is None:  # a fresh, empty cache each time
+                command = gradlint + ["--cache-dir", str(work / f"cold-{repeat}"), str(corpus)]
+            samples[name].append(timed(command))
+    shutil.rmtree(work, ignore_errors=True)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    files, lines = count_lines(corpus)
+    cold = medians["gradlint check, cold cache"]
+    print(f"\nresult cache, {corpus}: {files} files, {lines:,} lines (all cores)")
+    print("| command | median s | vs gradlint cold |")
+    print("|---|---:|---:|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / cold:.2f}x |")
+    print(f"warm / cold: {medians['gradlint check, warm cache'] / cold:.3f}x (target <= 0.10x)")
+    if ruff is None:
+        print("ruff is not installed: no ruff rows")
 
 
 def print_table(title: str, corpus: Path, medians: dict[str, float]) -> None:
@@ -186,9 +240,13 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="tensorflow + keras sources instead of keras alone")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--heavy-files", type=int, default=120, help="files in the generated TF-heavy corpus")
+    parser.add_argument("--cache", action="store_true", help="measure only the result cache")
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, repeats={args.repeats} (interleaved)")
+    if args.cache:
+        cache_comparison(package_dir("keras"), args.repeats, bin_dir)
+        return 0
 
     if args.full:
         # one tree holding both packages' Python sources (discovery does not follow directory symlinks)
@@ -208,6 +266,7 @@ def main() -> int:
                 compare(heavy, args.repeats, bin_dir))
     phase_breakdown(heavy)
     shutil.rmtree(heavy, ignore_errors=True)
+    cache_comparison(package_dir("keras"), args.repeats, bin_dir)
     if args.full:
         shutil.rmtree(real, ignore_errors=True)
     return 0
