@@ -39,7 +39,7 @@ docs: $(STAMP)
 	$(BIN)/python -m gradlint.docs
 
 doc-outputs: $(STAMP)
-	$(BIN)/python scripts/doc_outputs.py --update
+	$(BIN)/python tests/linter/doc_outputs.py --update
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .gradlint_cache

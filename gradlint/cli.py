@@ -31,6 +31,7 @@ from gradlint.violation import FileError, Violation
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 STDIN = "-"
 STDIN_NAME = "<stdin>"  # how standard input is named in messages without --stdin-filename
+NO_CACHE_VARIABLE = "GRADLINT_NO_CACHE"  # set (not to 0): as --no-cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="lint files, directories and notebooks")
     _add_common_options(check)
-    check.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    check.add_argument("--no-cache", action="store_true",
+                       help=f"neither read nor write the result cache (also: {NO_CACHE_VARIABLE}=1)")
     check.add_argument("--cache-dir", metavar="DIR",
                        help="where to keep the result cache (default: .gradlint_cache at the project root)")
 
@@ -184,8 +186,12 @@ def _nothing_found(planned: runner.Plan, paths: list[str]) -> None:
         print(f"gradlint: no Python files or notebooks found in {', '.join(paths)}", file=sys.stderr)
 
 
+def _cache_wanted(args: argparse.Namespace) -> bool:
+    return not args.no_cache and os.environ.get(NO_CACHE_VARIABLE, "") in ("", "0")
+
+
 def run_check(args: argparse.Namespace) -> int:
-    planned = _plan(args, cache=not args.no_cache)
+    planned = _plan(args, cache=_cache_wanted(args))
     if planned is None:
         return EXIT_ERROR
 

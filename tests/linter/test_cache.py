@@ -20,7 +20,7 @@ BOGUS = [[1, 0, "GRD002", "planted in the cache", 1, 1, 0, 0]]
 
 
 def gradlint(*args: str, cwd: Path, package_parent: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if name != "GRADLINT_NO_CACHE"}
     if package_parent is not None:  # run a copy of gradlint's sources instead of the installed one
         env["PYTHONPATH"] = str(package_parent)
     return subprocess.run([sys.executable, "-m", "gradlint", *args], cwd=cwd, env=env, capture_output=True,
@@ -63,6 +63,10 @@ def test_warm_run_reads_the_cache_and_prints_the_same(project) -> None:
 
 def test_no_cache_writes_nothing(project) -> None:
     assert gradlint("check", "--no-cache", ".", cwd=project).returncode == 1
+    assert not (project / ".gradlint_cache").exists()
+    by_environment = subprocess.run([sys.executable, "-m", "gradlint", "check", "."], cwd=project,
+                                    env=dict(os.environ, GRADLINT_NO_CACHE="1"), capture_output=True, timeout=300)
+    assert by_environment.returncode == 1
     assert not (project / ".gradlint_cache").exists()
     assert gradlint("fix", "--diff", ".", cwd=project).returncode == 1
     assert not (project / ".gradlint_cache").exists()  # fix does not use the cache
@@ -158,8 +162,9 @@ def test_concurrent_runs_with_jobs_agree_and_leave_no_temporary_files(tmp_path) 
     (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
     expected = gradlint("check", "--no-cache", "--format", "json", ".", cwd=tmp_path).stdout
     command = [sys.executable, "-m", "gradlint", "check", "--jobs", "2", "--format", "json", "."]
-    runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(3)]
+    env = {name: value for name, value in os.environ.items() if name != "GRADLINT_NO_CACHE"}
+    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(3)]
     outputs = [run.communicate(timeout=300) for run in runs]
     assert [out for out, _ in outputs] == [expected] * 3, [err for _, err in outputs]
     cache = tmp_path / ".gradlint_cache"
