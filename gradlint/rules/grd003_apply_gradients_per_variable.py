@@ -9,6 +9,7 @@ from gradlint.fixes.edits import Fix, replace, replace_within, subtree_ids
 from gradlint.fixes.tree import fresh_name, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import OPTIMIZER_STEPS
 from gradlint.semantic.records import LoopInfo, OptimizerCall
 from gradlint.semantic.syntax import dotted_name, names_in
 
@@ -20,6 +21,7 @@ class ApplyGradientsPerVariable(Rule):
     NAME = "apply-gradients-per-variable"
     SUMMARY = "apply_gradients called once per variable inside a loop"
     RUNTIME_TWINS = ("GRD103",)
+    TRIGGERS = OPTIMIZER_STEPS
     FIX = "unsafe"
     WHAT = (
         "Flags `apply_gradients` / `apply` / `minimize` called inside a `for` or `while` loop over "

@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import GRADIENT_SOURCES
 
 
 class GradientsVariablesMismatch(Rule):
@@ -12,6 +13,7 @@ class GradientsVariablesMismatch(Rule):
     NAME = "gradients-variables-mismatch"
     SUMMARY = "Gradients paired with a different variable list than they were taken for"
     RUNTIME_TWINS = ("GRD108", "GRD102")
+    TRIGGERS = GRADIENT_SOURCES
     WHAT = (
         "Flags `zip(grads, B)` or `optimizer.apply(grads, B)` where `grads` came from "
         "`tape.gradient(loss, A)` / `tf.gradients(loss, A)` and `B` is a different variable expression: "
@@ -57,11 +59,14 @@ class GradientsVariablesMismatch(Rule):
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
-        for mismatch in model.pairing_mismatches:
-            line = model.line_of(mismatch.source.node)
+        for pairing in model.pairings:
+            source = pairing.gradient.source
+            sources_text = source.sources_text
+            if sources_text is None or sources_text == pairing.vars_text:
+                continue
             yield self.report(
-                mismatch.node,
-                f"gradients were taken for `{mismatch.sources_text}` (line {line}) but are paired with "
-                f"`{mismatch.vars_text}`: gradients land on the wrong variables (a shape error, or silently "
+                pairing.node,
+                f"gradients were taken for `{sources_text}` (line {model.line_of(source.node)}) but are paired "
+                f"with `{pairing.vars_text}`: gradients land on the wrong variables (a shape error, or silently "
                 "wrong updates): pair them with the list they were taken for",
             )

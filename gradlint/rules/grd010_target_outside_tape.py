@@ -5,6 +5,7 @@ from typing import Iterator, Optional
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import TAPE_GRADIENTS
 from gradlint.semantic.records import GradientSource
 
 
@@ -37,6 +38,7 @@ class TargetOutsideTape(Rule):
     NAME = "target-outside-tape"
     SUMMARY = "Gradient target computed outside the tape"
     RUNTIME_TWINS = ("GRD101",)
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Flags `tape.gradient(target, ...)` when the target is computed where the tape is not recording: "
         "assigned after the `with` block from values recorded inside it (`with tape: logits = model(x)` then "

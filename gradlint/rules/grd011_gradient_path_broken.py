@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import TAPE_GRADIENTS
 from gradlint.semantic.records import GradientSource
 
 
@@ -30,6 +31,7 @@ class GradientPathBroken(Rule):
     NAME = "gradient-path-broken"
     SUMMARY = "Non-differentiable op on the only path to the gradient target"
     RUNTIME_TWINS = ("GRD101",)
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Flags, inside a tape, an operation with no gradient on the way from the model to the target: "
         "`.numpy()`, `np.*`, `float()` / `int()` / `round()`, `model.predict(...)`, `tf.py_function` / "

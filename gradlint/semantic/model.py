@@ -1,4 +1,4 @@
-"""The semantic model of one file: built once, read by every rule."""
+"""The semantic model of one file: built once, read by every rule. It knows nothing of individual rules."""
 from __future__ import annotations
 
 from typing import Generic, Iterator, Optional, TypeVar
@@ -9,19 +9,21 @@ from libcst.metadata import CodeRange
 from gradlint.semantic.imports import ImportMap
 from gradlint.semantic.records import (
     AttributeAssignment,
+    CallSite,
     ClipCall,
     CompileCall,
     ElementUse,
-    GlobalClipMisuse,
     GradientSource,
-    IteratorReuse,
+    Iteration,
     LossScaleCall,
     MethodCall,
+    MethodDefinition,
+    OptimizerAttribute,
     OptimizerCall,
     OptimizerInfo,
-    PairingMismatch,
+    Pairing,
+    StringTest,
     TapeInfo,
-    VariableNameFilter,
 )
 
 R = TypeVar("R")
@@ -55,15 +57,17 @@ class SemanticModel:
         self.element_uses: RecordSet[ElementUse] = RecordSet()
         self.optimizers: RecordSet[OptimizerInfo] = RecordSet()
         self.optimizer_calls: RecordSet[OptimizerCall] = RecordSet()
+        self.optimizer_attributes: RecordSet[OptimizerAttribute] = RecordSet()
         self.compile_calls: RecordSet[CompileCall] = RecordSet()
         self.attribute_assignments: RecordSet[AttributeAssignment] = RecordSet()
         self.method_calls: RecordSet[MethodCall] = RecordSet()
+        self.method_definitions: RecordSet[MethodDefinition] = RecordSet()
         self.clip_calls: RecordSet[ClipCall] = RecordSet()
-        self.global_clip_misuses: RecordSet[GlobalClipMisuse] = RecordSet()
-        self.pairing_mismatches: RecordSet[PairingMismatch] = RecordSet()
-        self.iterator_reuses: RecordSet[IteratorReuse] = RecordSet()
-        self.name_filters: RecordSet[VariableNameFilter] = RecordSet()
+        self.iterations: RecordSet[Iteration] = RecordSet()
+        self.pairings: RecordSet[Pairing] = RecordSet()
+        self.string_tests: RecordSet[StringTest] = RecordSet()
         self.loss_scale_calls: RecordSet[LossScaleCall] = RecordSet()
+        self.call_sites: RecordSet[CallSite] = RecordSet()
         self.regularizers: list[cst.CSTNode] = []  # `*_regularizer=` arguments and `add_loss` calls
         self.optimizer_by_key: dict[tuple, OptimizerInfo] = {}
         self.nodes: dict[int, cst.CSTNode] = {}  # nodes named by id in provenance entries
