@@ -45,7 +45,9 @@ class UncheckedNoneGradient(Rule):
         "item writes, and parameters of functions of the file. One report per gradient value: after a use "
         "that would already have failed, later uses of the same value are not reported again. Unit tests "
         "inspecting a gradient (`.shape`, `.get_shape()`, `self.assert*(...)` in `test*` functions or test "
-        "case classes) are not reported: a failure there is the test doing its job."
+        "case classes) are not reported: a failure there is the test doing its job. The analysis reads one "
+        "file at a time: gradients handed to a function of another module are not followed (an imported "
+        "helper whose name contains `zip`, such as `zipsame`, is read as `zip`)."
     )
     WHY = (
         "These APIs return `None` for every variable the target does not depend on: a frozen branch, "

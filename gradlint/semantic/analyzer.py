@@ -84,7 +84,7 @@ class Analyzer:
         self.module = module
         self.model = model
         self.state = WalkState(module, model)
-        self.summaries = Summaries(module)
+        self.summaries = Summaries(module, model.imports, self.state.module_env)
         self.evaluator = ExpressionEvaluator(self.state)
         self.binder = Binder(self.state, self.evaluator)
         self.calls = CallInterpreter(self.state, self.evaluator, self.binder, self)

@@ -8,12 +8,14 @@
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
 import libcst as cst
 
 from gradlint.semantic.syntax import dotted_name, parameter_names, terminal_name
+from gradlint.semantic.tfapi import keras_object_class
 from gradlint.semantic.values import ClassValue, FunctionValue, InstanceValue, KerasObject
 
 _MAX_DEPTH = 4
@@ -52,11 +54,14 @@ def class_of(value) -> Optional[ClassValue]:
 class Summaries:
     """Per-file cache of function and class summaries (keyed by node)."""
 
-    def __init__(self, module: cst.Module) -> None:
+    def __init__(self, module: cst.Module, imports, module_env) -> None:
         self.module = module
+        self.imports = imports
+        self.module_env = module_env
         self._reads: dict[int, frozenset[str]] = {}
         self._zip: dict[int, Optional[ZipShape]] = {}
-        self._mentioned_attributes: Optional[frozenset[str]] = None
+        self._attribute_counts: Optional[tuple[Counter, dict[int, Counter]]] = None
+        self._unused: dict[int, tuple[str, ...]] = {}
 
     # ---------------------------------------------------------------- reads
     def reads(self, function: FunctionValue, depth: int = 0) -> frozenset[str]:
@@ -92,9 +97,8 @@ class Summaries:
                 if target is not None:
                     prefix = f"{self_name}.{first}"
                     extra |= {_rebase(r, _self_of(target), prefix) for r in self.reads(target, depth + 1)}
-            elif not rest and isinstance(function.env, object):
-                env = function.env
-                value = env.lookup(head) if hasattr(env, "lookup") else None
+            elif not rest and function.env is not None:
+                value = function.env.lookup(head)  # a function of the file (module or enclosing scope)
                 if isinstance(value, FunctionValue):
                     extra |= self.reads(value, depth + 1)
         return extra
@@ -125,11 +129,17 @@ class Summaries:
     def unused_layers(self, cls: ClassValue) -> tuple[str, ...]:
         """Attributes a Keras class sets to a new layer in ``__init__`` and never mentions again, in any
         method or anywhere in the file (``model.head(x)``): their variables never get a gradient."""
+        key = id(cls.node)
+        if key not in self._unused:
+            self._unused[key] = self._find_unused_layers(cls)
+        return self._unused[key]
+
+    def _find_unused_layers(self, cls: ClassValue) -> tuple[str, ...]:
         init = method_of(cls, "__init__")
         if init is None or cls.env is None:
             return ()
         self_name = _self_of(init)
-        created = _layers_created(init.node, self_name, cls.env)
+        created = self._layers_created(init.node, self_name)
         if not created:
             return ()
         mentioned: set[str] = set()
@@ -150,20 +160,61 @@ class Summaries:
         outside = self._attributes_outside(cls)
         return tuple(sorted(a for a in created if a not in mentioned and a not in outside))
 
+    def _layers_created(self, init: cst.FunctionDef, self_name: Optional[str]) -> tuple[str, ...]:
+        """``self.<attr> = <layer>(...)`` statements of ``__init__``: a Keras layer or model class, imported or
+        defined in this file."""
+        if self_name is None:
+            return ()
+        created = []
+        for statement in init.body.body:
+            if not isinstance(statement, cst.SimpleStatementLine):
+                continue
+            for small in statement.body:
+                if not isinstance(small, cst.Assign) or len(small.targets) != 1:
+                    continue
+                target = small.targets[0].target
+                if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) \
+                        and target.value.value == self_name and isinstance(small.value, cst.Call) \
+                        and self._builds_layer(small.value) and not _is_frozen(small.value):
+                    created.append(target.attr.value)
+        return tuple(created)
+
+    def _builds_layer(self, call: cst.Call) -> bool:
+        qualified = self.imports.resolve(call.func)
+        if qualified is not None:
+            return keras_object_class(qualified) is not None
+        if isinstance(call.func, cst.Name):
+            value = self.module_env.lookup(call.func.value)
+            return isinstance(value, ClassValue) and bool(value.keras_class)
+        return False
+
     def _attributes_outside(self, cls: ClassValue) -> frozenset[str]:
         """Attribute names read anywhere in the file outside ``cls`` (``model.head``)."""
-        if self._mentioned_attributes is None:
-            names: set[str] = set()
-            stack: list[cst.CSTNode] = [self.module]
-            while stack:
-                current = stack.pop()
-                if current is cls.node:
-                    continue
-                if isinstance(current, cst.Attribute):
-                    names.add(current.attr.value)
-                stack.extend(current.children)
-            self._mentioned_attributes = frozenset(names)
-        return self._mentioned_attributes
+        if self._attribute_counts is None:
+            self._attribute_counts = _attribute_counts(self.module)
+        total, by_class = self._attribute_counts
+        inside = by_class.get(id(cls.node), Counter())
+        return frozenset(name for name, count in total.items() if count > inside.get(name, 0))
+
+
+def _attribute_counts(module: cst.Module) -> tuple[Counter, dict[int, Counter]]:
+    """How often each attribute name is read in the module, and within each class."""
+    total: Counter = Counter()
+    by_class: dict[int, Counter] = {}
+    stack: list[tuple[cst.CSTNode, tuple[int, ...]]] = [(module, ())]
+    while stack:
+        current, classes = stack.pop()
+        if isinstance(current, cst.ClassDef):
+            classes = classes + (id(current),)
+            for key in classes[-1:]:
+                by_class.setdefault(key, Counter())
+        if isinstance(current, cst.Attribute):
+            name = current.attr.value
+            total[name] += 1
+            for key in classes:
+                by_class[key][name] += 1
+        stack.extend((child, classes) for child in current.children)
+    return total, by_class
 
 
 def _self_of(function: FunctionValue) -> Optional[str]:
@@ -261,26 +312,6 @@ def _zip_shape(node: cst.FunctionDef) -> Optional[ZipShape]:
             return None
         shape = this
     return shape
-
-
-def _layers_created(init: cst.FunctionDef, self_name: Optional[str], class_env) -> tuple[str, ...]:
-    """``self.<attr> = <layer>(...)`` statements of ``__init__`` whose value the walk knew as a layer."""
-    if self_name is None:
-        return ()
-    created = []
-    for statement in init.body.body:
-        if not isinstance(statement, cst.SimpleStatementLine):
-            continue
-        for small in statement.body:
-            if not isinstance(small, cst.Assign) or len(small.targets) != 1:
-                continue
-            target = small.targets[0].target
-            if isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) \
-                    and target.value.value == self_name and isinstance(small.value, cst.Call):
-                value = class_env.names.get(f"self.{target.attr.value}")
-                if isinstance(value, KerasObject) and not _is_frozen(small.value):
-                    created.append(target.attr.value)
-    return tuple(created)
 
 
 def _is_frozen(call: cst.Call) -> bool:
