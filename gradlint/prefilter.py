@@ -21,6 +21,7 @@ import warnings
 from functools import lru_cache
 from typing import Iterable, Optional, Sequence
 
+from gradlint.semantic.tfapi import KERAS_OPTIMIZER_CLASSES
 from gradlint.triggers import Word
 
 _OPTIMIZER_LIKE = "opt"
@@ -29,20 +30,24 @@ _OPTIMIZER_LIKE = "opt"
 def _pattern(word: Word) -> str:
     name = re.escape(word.name)
     kind = word.kind
+    # each pattern starts with a literal character, so the regex engine can skip ahead (a leading `\b` or
+    # character class makes it try every position)
     if kind in ("call", "discarded_call"):
-        return rf"\b{name}\s*\("
+        return rf"{name}\s*\("
     if kind == "optimizer_call":
         return rf"\.{name}\s*\("
     if kind == "bare_call":
         return rf"\.{name}\s*\(\s*\)"
-    if kind in ("keyword", "keyword_reference"):
-        return rf"[(,]\s*{name}\s*=(?!=)"
+    if kind in ("keyword", "keyword_reference", "optimizer_keyword"):
+        return rf"{name}\s*=(?!=)"
     if kind == "assigned_attribute":
         return rf"\.{name}\s*=(?!=)"
     if kind in ("attribute", "optimizer_attribute"):
         return rf"\.{name}\b"
-    if kind == "definition":
-        return rf"\bdef\s+{name}\s*\("
+    if kind in ("definition", "optimizer_definition"):
+        return rf"def\s+{name}\s*\("
+    if kind == "string_suffix":
+        return rf"{name}\$?['\"]"
     if kind == "name_test":
         return r"\.name\b"
     return name  # string
@@ -61,9 +66,11 @@ class Prefilter:
         self.compound = tuple(alternative for alternative in self.alternatives if len(alternative) > 1)
         self._names: dict[str, frozenset[str]] = {}
         for kind in ("call", "optimizer_call", "bare_call", "discarded_call", "keyword", "keyword_reference",
-                     "assigned_attribute", "optimizer_attribute", "attribute", "definition"):
+                     "optimizer_keyword", "assigned_attribute", "optimizer_attribute", "attribute", "definition",
+                     "optimizer_definition"):
             self._names[kind] = frozenset(w.name for w in words if w.kind == kind)
         self._strings = tuple(sorted(w.name for w in words if w.kind == "string"))
+        self._suffixes = tuple(sorted(w.name for w in words if w.kind == "string_suffix"))
         self._name_test = any(w.kind == "name_test" for w in words)
         self._attributes = self._names["attribute"] | self._names["optimizer_attribute"]
         self._call_names = self._names["call"] | self._names["optimizer_call"] | self._names["bare_call"]
@@ -104,8 +111,10 @@ class Prefilter:
                         yield Word("keyword", arg)
                     if arg in names["keyword_reference"] and type(keyword.value) in (ast.Name, ast.Attribute):
                         yield Word("keyword_reference", arg)
+                    if arg in names["optimizer_keyword"] and name in KERAS_OPTIMIZER_CLASSES:
+                        yield Word("optimizer_keyword", arg)
                 if self._name_test and name in ("startswith", "endswith") and type(func) is ast.Attribute \
-                        and _is_name_attribute(func.value):
+                        and _is_name_attribute(func.value) and node.args and _scoped_string(node.args[0]):
                     yield Word("name_test")
             elif kind is ast.Expr:
                 value = node.value
@@ -130,9 +139,16 @@ class Prefilter:
                     for text in self._strings:
                         if text in value:
                             yield Word("string", text)
+                    for text in self._suffixes:
+                        if value.endswith(text) or value.endswith(text + "$"):
+                            yield Word("string_suffix", text)
+            elif kind is ast.ClassDef:
+                if names["optimizer_definition"] and any(_terminal_name(b) == "Optimizer" for b in node.bases):
+                    for statement in node.body:
+                        if type(statement) is ast.FunctionDef and statement.name in names["optimizer_definition"]:
+                            yield Word("optimizer_definition", statement.name)
             elif kind is ast.Compare:
-                if self._name_test and (_is_name_attribute(node.left) or any(
-                        _is_name_attribute(c) for c in node.comparators)):
+                if self._name_test and _is_name_test(node):
                     yield Word("name_test")
             elif kind is ast.FunctionDef or kind is ast.AsyncFunctionDef:
                 if node.name in names["definition"]:
@@ -178,13 +194,35 @@ def might_have_gradient_code(data: bytes | str, tree: Optional[ast.AST] = None, 
     return prefilter_for(tuple(rules)).might_report(data, tree)
 
 
-def _terminal(node: ast.AST) -> str:
+def _terminal_name(node: ast.AST) -> str:
     if isinstance(node, ast.Attribute):
-        return node.attr.lower()
+        return node.attr
     if isinstance(node, ast.Name):
-        return node.id.lower()
+        return node.id
     return ""
+
+
+def _terminal(node: ast.AST) -> str:
+    return _terminal_name(node).lower()
 
 
 def _is_name_attribute(node: ast.AST) -> bool:
     return type(node) is ast.Attribute and node.attr == "name"
+
+
+def _scoped_string(node: ast.AST) -> bool:
+    """A string literal that names a scope (``'dense/'``, ``'encoder/kernel'``)."""
+    return type(node) is ast.Constant and type(node.value) is str and "/" in node.value
+
+
+def _is_name_test(node: ast.Compare) -> bool:
+    """``'head' in v.name`` (a literal looked up in a name), or ``v.name == 'scope/kernel'``."""
+    if len(node.comparators) != 1:
+        return False
+    left, right, operator = node.left, node.comparators[0], type(node.ops[0])
+    if operator in (ast.In, ast.NotIn):
+        return type(left) is ast.Constant and type(left.value) is str and _is_name_attribute(right)
+    if operator in (ast.Eq, ast.NotEq):
+        return (_is_name_attribute(left) and _scoped_string(right)) or (
+            _is_name_attribute(right) and _scoped_string(left))
+    return False

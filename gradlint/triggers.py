@@ -11,20 +11,25 @@ Words (``kind``, ``name``):
 - ``bare_call``: a method ``name`` called without arguments (``opt.variables()``);
 - ``discarded_call``: a call of ``name`` whose result is thrown away (an expression statement);
 - ``keyword``: a keyword argument ``name=``; ``keyword_reference``: one whose value is a name or attribute;
+- ``optimizer_keyword``: a keyword argument ``name=`` of a call of a Keras optimizer class (``Adam(lr=...)``);
 - ``assigned_attribute``: ``x.name = ...``;
 - ``optimizer_attribute``: ``opt.name`` read on something named like an optimizer;
 - ``attribute``: ``x.name`` read anywhere;
-- ``string``: a string literal containing ``name``;
-- ``definition``: ``def name(...)``;
-- ``name_test``: ``x.name`` compared with, or tested for, a string (``==``, ``in``, ``.startswith``).
+- ``string``: a string literal containing ``name``; ``string_suffix``: one ending with ``name`` (or with
+  ``name$``, the end of a regular expression);
+- ``definition``: ``def name(...)``; ``optimizer_definition``: a method ``name`` of a class deriving from
+  something named ``Optimizer``;
+- ``name_test``: ``x.name`` tested for a literal (``'head' in v.name``) or compared with a scoped string
+  (``v.name == 'dense/kernel'``, ``v.name.startswith('encoder/')``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 KINDS = frozenset({
-    "call", "optimizer_call", "bare_call", "discarded_call", "keyword", "keyword_reference",
-    "assigned_attribute", "optimizer_attribute", "attribute", "string", "definition", "name_test",
+    "call", "optimizer_call", "bare_call", "discarded_call", "keyword", "keyword_reference", "optimizer_keyword",
+    "assigned_attribute", "optimizer_attribute", "attribute", "string", "string_suffix", "definition",
+    "optimizer_definition", "name_test",
 })
 
 

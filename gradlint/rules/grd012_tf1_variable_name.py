@@ -28,7 +28,7 @@ class Tf1VariableName(Rule):
     NAME = "tf1-variable-name"
     SUMMARY = "Variable name compared with a TF1-style 'scope/name:0' string"
     RUNTIME_TWINS = ("GRD102",)
-    TRIGGERS = any_of("string", ":0") + tuple(
+    TRIGGERS = any_of("string_suffix", ":0") + tuple(
         (Word("attribute", collection), Word("name_test")) for collection in (
             "trainable_variables", "trainable_weights", "variables", "weights", "non_trainable_variables",
             "non_trainable_weights"))
@@ -36,7 +36,8 @@ class Tf1VariableName(Rule):
         "Flags tests of a variable's `.name` against strings that only TF1 / Keras 2 names contain: `==`, "
         "`!=`, `in`, `.startswith(...)`, `.endswith(...)` and regular expressions (`re.compile(p).match(v.name)`, "
         "`re.match(p, v.name)`) with a pattern containing `:0`; and, on the variables of a Keras model or "
-        "layer, a layer scope (`'head/'`, or `'head' in v.name` where `head` is no variable name Keras uses). "
+        "layer, a layer scope (`'head/'`, or `'head' in v.name` where `head` is no variable name Keras uses "
+        "and no variable created in the file with a `name=` has it). "
         "The strings are followed through module constants (`FROZEN = ('dense/kernel:0',)`), parameter "
         "defaults and compiled patterns. Depends on the target Keras version: silent with `target-keras = 2`, "
         "in files that use `tf.compat.v1` or `tf_keras`, and in files without Keras, where plain `tf.Variable` "
@@ -121,7 +122,9 @@ class Tf1VariableName(Rule):
             return (f"Keras 3 variable names are bare (`kernel`): the layer scope in {text!r}{where} is only in "
                     f"`variable.path`, so this {operation} test on `.name` matches nothing: test `variable.path`")
         if test.operation == "contains":
-            scope_like = [s for s in test.strings if s and not any(s in known for known in _KERAS_VARIABLE_NAMES)]
+            created = [creation.name for creation in model.variable_creations]
+            scope_like = [s for s in test.strings if s and not any(s in known for known in _KERAS_VARIABLE_NAMES)
+                          and not any(s in name for name in created)]
             if scope_like and len(scope_like) == len(test.strings):
                 text = scope_like[0]
                 return (f"Keras 3 variable names are bare (`kernel`, `bias`): {text!r}{where} is no variable name "

@@ -29,8 +29,8 @@ class RemovedOptimizerApi(Rule):
     SUMMARY = "Optimizer API that the targeted Keras version removed"
     RUNTIME_TWINS = ()
     TRIGGERS = any_of("call", "get_gradients", "get_updates", "minimize", "compute_gradients", "_create_slots",
-                      "_create_hypers") + any_of("bare_call", "variables") + any_of("keyword", "lr") \
-        + any_of("optimizer_attribute", "lr") + any_of("definition", "_create_slots", "_create_hypers")
+                      "_create_hypers") + any_of("bare_call", "variables") + any_of("optimizer_keyword", "lr") \
+        + any_of("optimizer_attribute", "lr") + any_of("optimizer_definition", "_create_slots", "_create_hypers")
     FIX = "safe"
     WHAT = (
         "Flags, on Keras 3 optimizers: `minimize` (also `self.optimizer.minimize(...)` in a `Model.train_step`), "

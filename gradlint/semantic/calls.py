@@ -21,6 +21,7 @@ from gradlint.semantic.records import (
     OptimizerInfo,
     Pairing,
     TapeInfo,
+    VariableCreation,
 )
 from gradlint.semantic.summaries import call_method_name, class_of, method_of
 from gradlint.semantic.syntax import (
@@ -187,6 +188,8 @@ class CallInterpreter:
     def dispatch_call(self, node, func, qualified, method, receiver, callee, positional, keywords, starred,
                       env: Env):
         if qualified is not None:
+            if qualified in tfapi.VARIABLE_CONSTRUCTORS:
+                self.record_variable_name(node, 0 if qualified.endswith("get_variable") else None)
             result = self.eval_api_call(node, qualified, positional, keywords, starred, env)
             if result is not NOT_HANDLED:
                 return result
@@ -461,6 +464,8 @@ class CallInterpreter:
         if method == "add_loss":
             self.model.regularizers.append(node)
             return None
+        if method in tfapi.VARIABLE_METHODS:
+            self.record_variable_name(node, None)
         if method in _LIST_WRITES and positional:
             written = positional[-1]
             if method == "extend":
@@ -534,7 +539,7 @@ class CallInterpreter:
             else:
                 explicit = None
                 may_be_none = self.may_include_unconnected(sources, env)
-                unconnected = self.unused_layer_variables(sources_value)
+                unconnected = self.unused_layer_variables(sources_value, env)
         unconnected_layers = bool(unconnected) and statuses is None
         source = GradientSource(
             node, api, may_be_none, tape=tape, target=target, sources=sources,
@@ -593,16 +598,25 @@ class CallInterpreter:
                 statuses.append(MAYBE)
             else:
                 statuses.append(UNREAD)
+        # "never read" is certain only when the computation is visible (it reads some listed variable) and
+        # nothing in it collects losses behind the code's back (TF1 loss collections, `model.losses`)
+        if UNREAD in statuses and (READ not in statuses or _reads_hidden_losses(provenance, owners)):
+            statuses = [MAYBE if status == UNREAD else status for status in statuses]
         return statuses
 
-    def unused_layer_variables(self, value: Optional[Value]) -> tuple[str, ...]:
-        """``model.trainable_variables`` of a model whose class (defined here) never uses some layer."""
+    def unused_layer_variables(self, value: Optional[Value], env: Env) -> tuple[str, ...]:
+        """``model.trainable_variables`` of a model whose class (defined here) never uses some layer, when
+        this function does not hand the model itself to another function (which might use the layer)."""
         if not isinstance(value, VarList) or not value.text.endswith(".trainable_variables"):
             return ()
         cls = class_of(value.owner)
         if cls is None or not cls.keras_class:
             return ()
         owner_text = value.text[: -len(".trainable_variables")]
+        context = env.function_env().context
+        scope = context.node if context is not None and context.node is not None else self.state.module
+        if _passed_as_argument(scope, owner_text):
+            return ()
         return tuple(f"{owner_text}.{attribute}" for attribute in self.summaries.unused_layers(cls))
 
     def argument_provenance(self, node: cst.Call, argument: Optional[cst.BaseExpression]):
@@ -768,6 +782,12 @@ class CallInterpreter:
             expects_error=state.expects_error,
             multi_replica_scope=state.multi_replica_scopes[-1] if state.multi_replica_scopes else None))
 
+    def record_variable_name(self, node: cst.Call, position: Optional[int]) -> None:
+        argument = call_argument(node, position, "name")
+        names = string_literals(argument) if isinstance(argument, cst.SimpleString) else []
+        if names:
+            self.model.variable_creations.append(VariableCreation(node, names[0]))
+
     def record_pairing(self, node: cst.Call, grads: Optional[Value], vars_text: Optional[str]) -> None:
         gradient = grads.gradient if isinstance(grads, Seq) else None
         if gradient is not None and vars_text is not None:
@@ -849,6 +869,26 @@ def _aligned_base(grads: cst.BaseExpression, variables: cst.BaseExpression) -> O
                 and expression_key(gi.value) is not None and expression_key(gi.value) == expression_key(vi.value):
             return v.value
     return None
+
+
+_HIDDEN_LOSSES = re.compile(r"get_collection|get_total_loss|get_regularization_loss|get_losses|add_loss")
+
+
+def _reads_hidden_losses(provenance: frozenset, callees: set[str]) -> bool:
+    """Does the target gather losses that were registered elsewhere (``tf.losses.get_total_loss()``,
+    ``tf.get_collection(...)``, ``model.losses``)? Those read variables this analysis cannot see."""
+    return any(entry[0] == "attr" for entry in provenance) or any(_HIDDEN_LOSSES.search(c) for c in callees)
+
+
+def _passed_as_argument(scope: cst.CSTNode, name: str) -> bool:
+    """Is ``name`` (``model``, ``self``) an argument of some call in ``scope``?"""
+    stack = [scope]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Arg) and dotted_name(current.value) == name:
+            return True
+        stack.extend(current.children)
+    return False
 
 
 def _sliced(expr: cst.BaseExpression) -> bool:

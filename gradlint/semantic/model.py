@@ -24,6 +24,7 @@ from gradlint.semantic.records import (
     Pairing,
     StringTest,
     TapeInfo,
+    VariableCreation,
 )
 
 R = TypeVar("R")
@@ -68,6 +69,7 @@ class SemanticModel:
         self.string_tests: RecordSet[StringTest] = RecordSet()
         self.loss_scale_calls: RecordSet[LossScaleCall] = RecordSet()
         self.call_sites: RecordSet[CallSite] = RecordSet()
+        self.variable_creations: RecordSet[VariableCreation] = RecordSet()
         self.regularizers: list[cst.CSTNode] = []  # `*_regularizer=` arguments and `add_loss` calls
         self.optimizer_by_key: dict[tuple, OptimizerInfo] = {}
         self.nodes: dict[int, cst.CSTNode] = {}  # nodes named by id in provenance entries

@@ -260,6 +260,15 @@ class StringTest:
 
 
 @dataclass(eq=False)
+class VariableCreation:
+    """A variable created with a name written in the file (``tf.Variable(..., name='w')``,
+    ``self.add_weight(name='head_w')``)."""
+
+    node: cst.Call = field(repr=False)
+    name: str
+
+
+@dataclass(eq=False)
 class LossScaleCall:
     """``opt.get_scaled_loss`` / ``opt.get_unscaled_gradients`` / ``opt.scale_loss``."""
 

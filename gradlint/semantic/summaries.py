@@ -21,7 +21,8 @@ from gradlint.semantic.values import ClassValue, FunctionValue, InstanceValue, K
 _MAX_DEPTH = 4
 # attributes through which a method reaches every layer of its model at once
 _ALL_LAYERS = frozenset({"layers", "_layers", "submodules", "_self_tracked_trackables", "__dict__",
-                         "_flatten_layers", "variables", "trainable_variables", "weights", "trainable_weights"})
+                         "_flatten_layers", "variables", "trainable_variables", "weights", "trainable_weights",
+                         "get_layer"})
 
 
 @dataclass(frozen=True)

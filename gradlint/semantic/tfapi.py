@@ -125,6 +125,10 @@ VARIABLE_COLLECTION_CALLS = frozenset({
 
 OPTIMIZER_METHODS_APPLY = frozenset({"apply_gradients", "apply", "minimize"})
 
+# Constructors of variables that take a `name` (the first positional argument of `get_variable`).
+VARIABLE_CONSTRUCTORS = frozenset({"tensorflow.Variable", "keras.Variable", "tensorflow.get_variable"})
+VARIABLE_METHODS = frozenset({"add_weight", "add_variable"})
+
 STOP_GRADIENT = frozenset({"tensorflow.stop_gradient", "keras.ops.stop_gradient"})
 REDUCE_MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "keras.ops.mean"})
 AVERAGE_LOSS = frozenset({"tensorflow.nn.compute_average_loss"})

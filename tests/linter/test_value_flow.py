@@ -47,8 +47,21 @@ def test_explicit_lists_are_checked_variable_by_variable() -> None:
     connected, partly, never, owner = list(model.gradient_sources)
     assert not connected.may_be_none and connected.unconnected == ()
     assert partly.may_be_none and partly.unconnected == ("unused",)
-    assert never.unconnected == ("agent.w", "agent.b")
+    # nothing listed is read: the computation that reads them is out of sight, so not a certain None
+    assert never.may_be_none and never.unconnected == ()
     assert owner.may_be_none and owner.unconnected == ()  # `agent(x)` may read them: maybe, not certain
+
+
+def test_losses_gathered_elsewhere_make_unread_variables_uncertain() -> None:
+    model = model_of(
+        "import tensorflow.compat.v1 as tf\n"
+        "loss = tf.reduce_sum(x * w) + tf.losses.get_regularization_loss()\n"
+        "a = tf.gradients(loss, [w, b])\n"
+        "loss = tf.reduce_sum(x * w) + tf.add_n(model.losses)\n"
+        "c = tf.gradients(loss, [w, b])\n"
+    )
+    assert [s.unconnected for s in model.gradient_sources] == [(), ()]
+    assert all(s.may_be_none for s in model.gradient_sources)
 
 
 def test_unused_layers_of_a_keras_class_of_the_file() -> None:
@@ -67,6 +80,20 @@ def test_unused_layers_of_a_keras_class_of_the_file() -> None:
     )
     (source,) = list(model.gradient_sources)
     assert source.unconnected == ("net.spare",) and source.unconnected_layers
+    handed_over = model_of(
+        "import keras\n"
+        "class Net(keras.Model):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.spare = keras.layers.Dense(2)\n"
+        "    def call(self, x):\n"
+        "        return x\n"
+        "def step(net, x):\n"
+        "    loss = external_loss(net, x)  # might use net.spare\n"
+        "    return tape.gradient(loss, net.trainable_variables)\n"
+        "step(Net(), x)\n"
+    )
+    assert [s.unconnected for s in handed_over.gradient_sources] == [()]
 
 
 def test_lists_hold_what_is_written_into_them() -> None:
@@ -233,3 +260,16 @@ def test_value_classes_carry_no_rule_verdicts() -> None:
     names = {name for name in dir(records) if name[0].isupper()}
     assert not names & {"GlobalClipMisuse", "PairingMismatch", "IteratorReuse", "VariableNameFilter"}
     assert TupleValue((None,)).items == (None,)
+
+
+def test_word_kinds_that_look_at_context() -> None:
+    removed_api = prefilter_for((RULES_BY_CODE["GRD015"],))
+    assert removed_api.might_report("opt = tf.keras.optimizers.Adam(lr=1e-3)\n")
+    assert not removed_api.might_report("schedule = make_schedule(lr=1e-3)\nlr = 0.1\n")
+    assert removed_api.might_report("class Mine(tf.keras.optimizers.Optimizer):\n"
+                                    "    def _create_slots(self, var_list):\n        pass\n")
+    assert not removed_api.might_report("class Cache(Base):\n    def _create_slots(self, n):\n        pass\n")
+    names = prefilter_for((RULES_BY_CODE["GRD012"],))
+    assert names.might_report("keep = [v for v in vs if v.name == 'dense/kernel:0']\n")
+    assert names.might_report("pattern = re.compile(r'.*kernel:0$')\n")
+    assert not names.might_report("device = '/job:worker/task:0/device:CPU'\n")
