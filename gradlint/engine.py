@@ -100,7 +100,7 @@ def check_module(
     if suppressions is not None and suppressions.whole_file:
         return []
     try:
-        model = build_model(module, target_keras=target_keras)
+        model = build_model(module, target_keras=target_keras, source=text)
     except RecursionError:
         errors.append(FileError(path, "code nested too deeply to analyse"))
         return []

@@ -102,7 +102,8 @@ def main() -> int:
                             "(an incomplete checkout)")
         commit = checkout_commit(folder)
         if commit is not None and commit != repository["commit"]:
-            problems.append(f"{repository['name']}: checkout at {commit[:12]}, manifest says {repository['commit'][:12]}")
+            problems.append(f"{repository['name']}: checkout at {commit[:12]}, "
+                            f"manifest says {repository['commit'][:12]}")
 
     judged = {(v.path, v.lines[0], v.code, t): v for v in verdicts if v.kind == "finding" for t in v.targets}
     differences: list[str] = []

@@ -117,12 +117,14 @@ class UncheckedNoneGradient(Rule):
             remedy = "guard it with `if g is not None`"
             if source.api != "compute_gradients":
                 remedy += " or pass `unconnected_gradients=tf.UnconnectedGradients.ZERO`"
-            if use.certain_none:
-                listed = ", ".join(f"`{name}`" for name in use.certain_none[:3])
-                plural = "s" if len(use.certain_none) > 1 else ""
-                cause = (f"the target of `{source.api}` (line {line}) never reads {listed}, so the gradient{plural} "
-                         f"for {'them' if plural else 'it'} is None")
-                if source.unconnected_layers:
+            certain = use.certain_none
+            if certain:
+                listed = ", ".join(f"`{name}`" for name in certain[:3])
+                plural = "s" if len(certain) > 1 else ""
+                if not source.unused_layers:
+                    cause = (f"the target of `{source.api}` (line {line}) never reads {listed}, so the "
+                             f"gradient{plural} for {'them' if plural else 'it'} is None")
+                else:
                     cause = (f"{listed} {'are layers' if plural else 'is a layer'} the model creates in "
                              f"`__init__` but never uses, so {'their' if plural else 'its'} gradients from "
                              f"`{source.api}` (line {line}) are None")

@@ -62,6 +62,12 @@ class OptimizerVarListOverwritten(Rule):
         "opt = tf.train.AdamOptimizer(0.01)\n"
         "op1 = opt.minimize(loss1, var_list=[w1])\n"
         "op2 = opt.minimize(loss2, var_list=[w2])\n",
+        "import tensorflow.compat.v1 as tf\n"
+        "opt = tf.train.AdamOptimizer(0.01)\n"
+        "def step(loss, var_list):\n"
+        "    return opt.minimize(loss, var_list=var_list)\n"
+        "g_op = step(g_loss, g_vars)\n"
+        "d_op = step(d_loss, d_vars)\n",
     )
     VALID = (
         "import tensorflow.compat.v1 as tf\n"

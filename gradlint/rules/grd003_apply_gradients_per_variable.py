@@ -26,7 +26,10 @@ class ApplyGradientsPerVariable(Rule):
     WHAT = (
         "Flags `apply_gradients` / `apply` / `minimize` called inside a `for` or `while` loop over "
         "gradients or variables with a single (gradient, variable) pair: `[(g, v)]`, "
-        "`zip([grads[i]], [vars[i]])`, `apply([g], [v])`, `minimize(loss, var_list=[v])`."
+        "`zip([grads[i]], [vars[i]])`, `apply([g], [v])`, `minimize(loss, var_list=[v])`. The optimizer may be "
+        "built in the file, a function parameter (`def step(opt, grads, variables)`), `self.optimizer` of a "
+        "Keras model (in `train_step`), `self.model.optimizer` of a callback, or an alias of one; a loop over "
+        "`zip(grads, variables)` counts as a loop over variables even when both are unknown parameters."
     )
     WHY = (
         "Every call advances `optimizer.iterations`. With N variables one training step becomes N "

@@ -19,7 +19,8 @@ class GradientsVariablesMismatch(Rule):
         "`tape.gradient(loss, A)` / `tf.gradients(loss, A)` and `B` is a different variable expression: "
         "`model.variables` instead of `model.trainable_variables`, another model's variables, another list. "
         "`trainable_weights` and `trainable_variables` are the same list; a name bound to the expression "
-        "counts as that expression."
+        "counts as that expression. Pairs aligned by index (`zip([grads[i]], [variables[i]])`) compare "
+        "`variables` itself, and a slice of the gradients (`zip(grads[2:], [w2, b2])`) is not compared."
     )
     WHY = (
         "Gradients are matched to variables by position. `model.variables` also holds non-trainable "
@@ -56,6 +57,10 @@ class GradientsVariablesMismatch(Rule):
         "import tensorflow as tf\n"
         "grads = tape.gradient(loss, variables)\n"
         "opt.apply_gradients(zip(grads, variables))\n",
+        "import tensorflow as tf\n"
+        "grads = tape.gradient(loss, model.trainable_variables)\n"
+        "variables = model.trainable_variables\n"
+        "pairs = [p for i in range(len(grads)) for p in zip([grads[i]], [variables[i]])]\n",
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:

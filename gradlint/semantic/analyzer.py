@@ -57,7 +57,8 @@ from gradlint.semantic.walk import WalkState
 
 _MAX_FUNCTION_PASSES = 3
 _NOTHING_TO_DO = frozenset({cst.Pass, cst.Break, cst.Continue, cst.Global, cst.Nonlocal})
-_STRING_LITERALS = (cst.SimpleString, cst.ConcatenatedString)
+_STRING_LITERALS = frozenset({cst.SimpleString, cst.ConcatenatedString})
+_DISPLAYS = frozenset({cst.Tuple, cst.List, cst.Set})
 
 
 def _alias_root(expr: cst.BaseExpression) -> Optional[str]:
@@ -69,10 +70,10 @@ def _alias_root(expr: cst.BaseExpression) -> Optional[str]:
 
 def _string_constant(expr: Optional[cst.BaseExpression]) -> Optional[StringsValue]:
     """A literal string, or a tuple / list / set made only of literal strings."""
-    if isinstance(expr, _STRING_LITERALS):
+    kind = type(expr)
+    if kind in _STRING_LITERALS:
         return StringsValue(expr)
-    if isinstance(expr, (cst.Tuple, cst.List, cst.Set)) and expr.elements and all(
-            isinstance(e.value, _STRING_LITERALS) for e in expr.elements):
+    if kind in _DISPLAYS and expr.elements and all(type(e.value) in _STRING_LITERALS for e in expr.elements):
         return StringsValue(expr)
     return None
 
@@ -84,10 +85,10 @@ class Analyzer:
         self.module = module
         self.model = model
         self.state = WalkState(module, model)
-        self.summaries = Summaries(module, model.imports, self.state.module_env)
+        self.summaries = Summaries(module, model.imports, self.state.module_env, model.source)
         self.evaluator = ExpressionEvaluator(self.state)
         self.binder = Binder(self.state, self.evaluator)
-        self.calls = CallInterpreter(self.state, self.evaluator, self.binder, self)
+        self.calls = CallInterpreter(self.state, self.evaluator, self.binder, self, self.summaries)
         self.evaluator.wire(self.binder, self.calls, self)
         self.pending: deque[FunctionValue] = deque()
         self.seeds: dict[int, dict[str, Value]] = {}
@@ -98,11 +99,28 @@ class Analyzer:
 
     # ----------------------------------------------------------------- driver
     def run(self) -> None:
-        self.exec_block(self.module.body, self.state.module_env)
-        while self.pending:
-            function = self.pending.popleft()
-            self.queued.discard(id(function.node))
-            self.analyze_function(function)
+        try:
+            self.exec_block(self.module.body, self.state.module_env)
+            while self.pending:
+                function = self.pending.popleft()
+                self.queued.discard(id(function.node))
+                self.analyze_function(function)
+        finally:
+            self.unwire()
+
+    def unwire(self) -> None:
+        """The parts refer to each other while they walk; once the walk is done, dropping those references
+        lets reference counting free the analysis (the model keeps only its records), instead of leaving a
+        cycle for the garbage collector."""
+        self.evaluator.wire(None, None, None)  # type: ignore[arg-type]
+        self.binder.evaluator = None  # type: ignore[assignment]
+        self.calls.evaluator = self.calls.binder = self.calls.functions = None  # type: ignore[assignment]
+        # scopes hold the functions and classes bound in them, which hold their scopes: empty them
+        for env in (self.state.module_env, *self.envs):
+            env.names.clear()
+            env.provenance.clear()
+            env.class_value = None
+        self.envs.clear()
 
     def analyze_function(self, function: FunctionValue) -> None:
         key = id(function.node)
@@ -114,7 +132,7 @@ class Analyzer:
         env = Env("function", parent=function.env, class_env=class_env, self_name=self_name)
         self.envs.append(env)
         cls = class_env.class_value if class_env is not None else None
-        env.context = _context(node, env, cls)
+        env.context = FunctionContext(id(env), node, cls)
         seeds = self.seeds.get(key, {})
         for param in all_params(node.params):
             name = param.name.value
@@ -383,10 +401,8 @@ class Analyzer:
             # methods see the enclosing scope, not the class body, as in Python
             function = FunctionValue(node, env.parent, env)
             cls = env.class_value
-            if cls is not None and cls.bases:
-                base = next((b for b in cls.bases if tfapi.optimizer_kind(b) or tfapi.is_tf1_optimizer_base(b)), None)
-                if base is not None:
-                    self.model.method_definitions.append(MethodDefinition(node, node.name.value, base))
+            if cls is not None and cls.optimizer_base is not None:
+                self.model.method_definitions.append(MethodDefinition(node, node.name.value, cls.optimizer_base))
         else:
             function = FunctionValue(node, env, None)
         env.names[node.name.value] = function
@@ -406,15 +422,18 @@ class Analyzer:
                 bases.extend(value.bases)
             elif qualified is not None:
                 bases.append(qualified)
-                keras_class = keras_class or tfapi.keras_object_class(qualified) or tfapi.keras_callback_class(qualified)
+                keras_class = (keras_class or tfapi.keras_object_class(qualified)
+                               or tfapi.keras_callback_class(qualified))
         for keyword in node.keywords:
             self.evaluator.eval(keyword.value, env)
         if keras_class is None and _overrides_train_step(node) and any(
                 b.rpartition(".")[2].endswith("Model") for b in bases):
             keras_class = "Model"  # a subclass of a model class imported from elsewhere, overriding `train_step`
         class_env = Env("class", parent=env)
+        self.envs.append(class_env)
         class_env.keras_class = keras_class
-        cls = ClassValue(node, keras_class, tuple(bases), class_env)
+        optimizer_base = next((b for b in bases if tfapi.optimizer_kind(b) or tfapi.is_tf1_optimizer_base(b)), None)
+        cls = ClassValue(node, keras_class, tuple(bases), class_env, optimizer_base)
         class_env.class_value = cls
         env.names[node.name.value] = cls
         self.exec_suite(node.body, class_env)
@@ -431,26 +450,9 @@ class Analyzer:
                 self.visit_children(child, env)
 
 
-def _context(node: cst.FunctionDef, env: Env, cls: Optional[ClassValue]) -> FunctionContext:
-    name = node.name.value
-    in_test = name.startswith("test") or (cls is not None and _is_test_class(cls))
-    keras_class = cls.keras_class if cls is not None else None
-    return FunctionContext(
-        id(env), name, in_test=in_test, keras_class=keras_class,
-        train_step=name == "train_step" and keras_class in tfapi.KERAS_MODEL_CLASSES,
-        parameters=tuple(p.name.value for p in all_params(node.params)), node=node,
-    )
-
-
 def _overrides_train_step(node: cst.ClassDef) -> bool:
     return any(isinstance(statement, cst.FunctionDef) and statement.name.value in ("train_step", "test_step")
                for statement in node.body.body)
-
-
-def _is_test_class(cls: ClassValue) -> bool:
-    name = cls.node.name.value
-    return name.startswith("Test") or name.endswith("Test") or any(
-        b.rpartition(".")[2].endswith("TestCase") for b in cls.bases)
 
 
 _STATEMENTS = {

@@ -1,11 +1,12 @@
 """Bindings: names, ``self`` attributes and list items receiving values, and looking them up again."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import libcst as cst
 
 from gradlint.semantic.env import EMPTY, Env, merge
+from gradlint.semantic.parts import Evaluates
 from gradlint.semantic.records import AttributeAssignment
 from gradlint.semantic.values import (
     FunctionValue,
@@ -20,14 +21,11 @@ from gradlint.semantic.values import (
 )
 from gradlint.semantic.walk import WalkState
 
-if TYPE_CHECKING:
-    from gradlint.semantic.expressions import ExpressionEvaluator
-
 
 class Binder:
     """Binds assignment targets and resolves names and ``self.attr`` without re-evaluating them."""
 
-    def __init__(self, state: WalkState, evaluator: "ExpressionEvaluator") -> None:
+    def __init__(self, state: WalkState, evaluator: Evaluates) -> None:
         self.state = state
         self.model = state.model
         self.evaluator = evaluator

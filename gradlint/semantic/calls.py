@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import TYPE_CHECKING, Optional
+from functools import lru_cache
+from typing import Optional
 
 import libcst as cst
 
 from gradlint.semantic import tfapi
 from gradlint.semantic.env import TRUNCATED, Env, Shadowing
-from gradlint.semantic.expressions import INSPECTIONS
+from gradlint.semantic.parts import Binds, Evaluates, RunsStatements
 from gradlint.semantic.records import (
     CallSite,
     ClipCall,
@@ -23,7 +24,7 @@ from gradlint.semantic.records import (
     TapeInfo,
     VariableCreation,
 )
-from gradlint.semantic.summaries import call_method_name, class_of, method_of
+from gradlint.semantic.summaries import Summaries, call_method_name, class_of, method_of
 from gradlint.semantic.syntax import (
     call_argument,
     dotted_name,
@@ -61,11 +62,6 @@ from gradlint.semantic.values import (
 )
 from gradlint.semantic.walk import WalkState
 
-if TYPE_CHECKING:
-    from gradlint.semantic.analyzer import Analyzer
-    from gradlint.semantic.binding import Binder
-    from gradlint.semantic.expressions import ExpressionEvaluator
-
 _INTOLERANT_BUILTINS = frozenset({
     "builtins.float", "builtins.int", "builtins.abs", "builtins.round", "builtins.len",
     "builtins.sum", "builtins.max", "builtins.min",
@@ -94,15 +90,15 @@ NOT_HANDLED = _NotHandled()
 class CallInterpreter:
     """Gives calls their meaning: APIs, builtins, optimizers, tapes, functions and classes of the file."""
 
-    def __init__(self, state: WalkState, evaluator: "ExpressionEvaluator", binder: "Binder",
-                 functions: "Analyzer") -> None:
+    def __init__(self, state: WalkState, evaluator: Evaluates, binder: Binds, functions: RunsStatements,
+                 summaries: Summaries) -> None:
         self.state = state
         self.model = state.model
         self.imports = state.imports
         self.evaluator = evaluator
         self.binder = binder
         self.functions = functions
-        self.summaries = functions.summaries
+        self.summaries = summaries
         self.call_argument_provenance: list = []
 
     # ------------------------------------------------------------------ entry
@@ -113,14 +109,15 @@ class CallInterpreter:
         receiver: Optional[Value] = None
         evaluator = self.evaluator
         state = self.state
-        state.open_collection()
+        stack = state.provenance_stack
+        stack.append(set())  # what the call is computed from (inlined: the hottest path of the walk)
         try:
             if isinstance(func, cst.Attribute):
                 method = func.attr.value
                 receiver = evaluator.eval_chain_base(func.value, env)
                 if isinstance(receiver, GradElem):
                     evaluator.note_element_use(node, f".{method}()", ((func.value, receiver),), env,
-                                               inspection=method in INSPECTIONS)
+                                               inspection=method in tfapi.TENSOR_INSPECTIONS)
                 callee = evaluator.eval_quiet(func, env)
             else:
                 callee = evaluator.eval(func, env, as_callee=True)
@@ -128,7 +125,7 @@ class CallInterpreter:
             result = self.dispatch_call(node, func, qualified, method, receiver, callee, positional, keywords,
                                         starred, env)
         finally:
-            collected = state.close_collection()
+            collected = stack.pop()
         self.finish_provenance(node, qualified, method, dotted_name(func), collected)
         return result
 
@@ -159,7 +156,7 @@ class CallInterpreter:
         return positional, keywords, starred
 
     def finish_provenance(self, node: cst.Call, qualified: Optional[str], method: Optional[str],
-                          callee_text: Optional[str], collected: frozenset) -> None:
+                          callee_text: Optional[str], collected: set) -> None:
         """Pass the call's inputs on to the enclosing expression, unless the call has no gradient."""
         state = self.state
         if qualified is not None:
@@ -195,9 +192,10 @@ class CallInterpreter:
                 return result
             if _zip_like(qualified):
                 return self.eval_zip(node, positional, starred, env)
-            operands = [(a.value, v) for a, v in zip(_plain_args(node), positional)] + \
-                [(None, v) for v in keywords.values()]
-            if _none_intolerant(qualified):
+            if _none_intolerant(qualified) and (any(type(v) is GradElem for v in positional)
+                                                or any(type(v) is GradElem for v in keywords.values())):
+                operands = [(a.value, v) for a, v in zip(_plain_args(node), positional)] + \
+                    [(None, v) for v in keywords.values()]
                 self.evaluator.note_element_use(node, _short(qualified), operands, env,
                                                 inspection=_is_assertion(qualified))
             self.note_clip(node, qualified, positional, env)
@@ -526,6 +524,7 @@ class CallInterpreter:
         statuses: Optional[list[str]] = None
         explicit: Optional[list[str]] = None
         unconnected: tuple[str, ...] = ()
+        collection: Optional[VarList] = None
         if _is_zero_unconnected(call_argument(node, None, "unconnected_gradients")) or _all_watched(tape, sources):
             may_be_none = False
         elif api == "compute_gradients" and sources is None:
@@ -539,8 +538,8 @@ class CallInterpreter:
             else:
                 explicit = None
                 may_be_none = self.may_include_unconnected(sources, env)
-                unconnected = self.unused_layer_variables(sources_value, env)
-        unconnected_layers = bool(unconnected) and statuses is None
+                if _local_keras_collection(sources_value):
+                    collection = sources_value
         source = GradientSource(
             node, api, may_be_none, tape=tape, target=target, sources=sources,
             inside_own_tape=tape is not None and tape in state.active_tapes, loops=tuple(state.loops),
@@ -553,7 +552,7 @@ class CallInterpreter:
             target_bound_tapes=env.tapes_when_bound(target.value) if isinstance(target, cst.Name) else None,
             target_is_computation=self.is_computation(target),
             tapes_active=state.tapes_key, in_replica_function=state.in_replica_function,
-            unconnected=unconnected, unconnected_layers=unconnected_layers,
+            unconnected=unconnected, collection=collection,
         )
         self.model.gradient_sources.append(source)
         return source, statuses, explicit
@@ -604,18 +603,19 @@ class CallInterpreter:
             statuses = [MAYBE if status == UNREAD else status for status in statuses]
         return statuses
 
-    def unused_layer_variables(self, value: Optional[Value], env: Env) -> tuple[str, ...]:
+    def unused_layers_of(self, source: GradientSource) -> tuple[str, ...]:
+        """The layers of ``source``'s model that certainly get no gradient (computed once, on first ask)."""
+        if source.unused_layers is None:
+            collection = source.collection
+            source.unused_layers = self.unused_layer_variables(collection) if collection is not None else ()
+        return source.unused_layers
+
+    def unused_layer_variables(self, value: VarList) -> tuple[str, ...]:
         """``model.trainable_variables`` of a model whose class (defined here) never uses some layer, when
-        this function does not hand the model itself to another function (which might use the layer)."""
-        if not isinstance(value, VarList) or not value.text.endswith(".trainable_variables"):
-            return ()
+        the file does not hand the model itself to a function (which might use the layer)."""
         cls = class_of(value.owner)
-        if cls is None or not cls.keras_class:
-            return ()
         owner_text = value.text[: -len(".trainable_variables")]
-        context = env.function_env().context
-        scope = context.node if context is not None and context.node is not None else self.state.module
-        if _passed_as_argument(scope, owner_text):
+        if self.summaries.passed_as_argument(owner_text):
             return ()
         return tuple(f"{owner_text}.{attribute}" for attribute in self.summaries.unused_layers(cls))
 
@@ -849,6 +849,14 @@ class CallInterpreter:
             self.record_clip(node, gradient, env, _short(qualified))
 
 
+def _local_keras_collection(value: Optional[Value]) -> bool:
+    """``model.trainable_variables`` of a Keras model or layer whose class is defined in this file."""
+    if not isinstance(value, VarList) or not value.text.endswith(".trainable_variables"):
+        return False
+    cls = class_of(value.owner)
+    return cls is not None and bool(cls.keras_class)
+
+
 def _argument_value(positional, keywords, position: int, keyword: str) -> Optional[Value]:
     return positional[position] if len(positional) > position else keywords.get(keyword)
 
@@ -878,17 +886,6 @@ def _reads_hidden_losses(provenance: frozenset, callees: set[str]) -> bool:
     """Does the target gather losses that were registered elsewhere (``tf.losses.get_total_loss()``,
     ``tf.get_collection(...)``, ``model.losses``)? Those read variables this analysis cannot see."""
     return any(entry[0] == "attr" for entry in provenance) or any(_HIDDEN_LOSSES.search(c) for c in callees)
-
-
-def _passed_as_argument(scope: cst.CSTNode, name: str) -> bool:
-    """Is ``name`` (``model``, ``self``) an argument of some call in ``scope``?"""
-    stack = [scope]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, cst.Arg) and dotted_name(current.value) == name:
-            return True
-        stack.extend(current.children)
-    return False
 
 
 def _sliced(expr: cst.BaseExpression) -> bool:
@@ -929,6 +926,7 @@ def _parameter_named(expr: Optional[cst.BaseExpression], function_env: Env) -> O
     return expr.value if expr.value in context.parameters else None
 
 
+@lru_cache(maxsize=4096)
 def _zip_like(qualified: str) -> bool:
     """An imported helper that behaves as zip (``zipsame``, ``safe_zip``, ``itertools.zip_longest``)."""
     name = qualified.rpartition(".")[2].lower()
@@ -939,6 +937,7 @@ def _is_gradients(value: Optional[Value]) -> bool:
     return isinstance(value, Seq) and value.gradient is not None
 
 
+@lru_cache(maxsize=4096)
 def _none_intolerant(qualified: str) -> bool:
     if qualified in tfapi.NONE_TOLERANT_CALLS:
         return False

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import libcst as cst
 
 from gradlint.semantic import tfapi
 from gradlint.semantic.env import EMPTY, Env, Provenance
+from gradlint.semantic.parts import Binds, InterpretsCalls, RunsStatements
 from gradlint.semantic.records import ElementUse, Iteration, OptimizerAttribute, StringTest
 from gradlint.semantic.syntax import dotted_name, expression_key, guard_keys, negative_integer, parameter_names
 from gradlint.semantic.values import (
@@ -29,16 +30,8 @@ from gradlint.semantic.values import (
 )
 from gradlint.semantic.walk import WalkState
 
-if TYPE_CHECKING:
-    from gradlint.semantic.analyzer import Analyzer
-    from gradlint.semantic.binding import Binder
-    from gradlint.semantic.calls import CallInterpreter
-
-_ORDERING = (cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual)
-_VALUE_COMPARISONS = _ORDERING + (cst.Equal, cst.NotEqual)
-_MEMBERSHIP = (cst.In, cst.NotIn)
-# reading these of a tensor inspects it (a test asserting on a gradient) rather than computing with it
-INSPECTIONS = frozenset({"shape", "dtype", "get_shape", "numpy", "device", "name"})
+_ORDERING = frozenset({cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual})
+_VALUE_COMPARISONS = _ORDERING | {cst.Equal, cst.NotEqual}
 # attributes that describe a tensor rather than compute from it: nothing flows from the tensor through them
 _STATIC_ATTRIBUTES = frozenset({"shape", "dtype", "ndim", "device"})
 _STRING_LITERALS = (cst.SimpleString, cst.ConcatenatedString)
@@ -50,11 +43,11 @@ class ExpressionEvaluator:
     def __init__(self, state: WalkState) -> None:
         self.state = state
         self.model = state.model
-        self.binder: "Binder"
-        self.calls: "CallInterpreter"
-        self.statements: "Analyzer"
+        self.binder: Binds
+        self.calls: InterpretsCalls
+        self.statements: RunsStatements
 
-    def wire(self, binder: "Binder", calls: "CallInterpreter", statements: "Analyzer") -> None:
+    def wire(self, binder: Binds, calls: InterpretsCalls, statements: RunsStatements) -> None:
         self.binder = binder
         self.calls = calls
         self.statements = statements
@@ -62,11 +55,12 @@ class ExpressionEvaluator:
     # ------------------------------------------------------------ evaluation
     def eval_tracked(self, node: cst.BaseExpression, env: Env) -> tuple[Optional[Value], Provenance]:
         """Evaluate ``node`` and return its value and what it was computed from."""
-        self.state.open_collection()
+        stack = self.state.provenance_stack
+        stack.append(set())
         try:
             value = self.eval(node, env)
         finally:
-            collected = self.state.close_collection()
+            collected = frozenset(stack.pop())
         return value, collected
 
     def eval_quiet(self, expr: cst.BaseExpression, env: Env) -> Optional[Value]:
@@ -149,7 +143,14 @@ class ExpressionEvaluator:
                 state.close_collection()
             whole = False
         else:
-            base = self.eval_chain_base(node.value, env)
+            value_node = node.value
+            kind = type(value_node)
+            if kind is cst.Name:
+                base = self.eval_name(value_node, env, whole=False)
+            elif kind is cst.Attribute:
+                base = self.eval_attribute(value_node, env, False, whole=False)
+            else:
+                base = self.eval(value_node, env)
         if state.provenance_stack:
             dotted = dotted_name(node) if whole else None
             if dotted is not None:
@@ -160,7 +161,8 @@ class ExpressionEvaluator:
             owner = dotted_name(node.value) or state.module.code_for_node(node.value)
             return VarList(f"{owner}.{tfapi.VARIABLE_COLLECTION_ATTRS[attr]}", owner=base)
         if isinstance(base, GradElem) and not as_callee:
-            self.note_element_use(node, f".{attr}", ((node.value, base),), env, inspection=attr in INSPECTIONS)
+            self.note_element_use(node, f".{attr}", ((node.value, base),), env,
+                                  inspection=attr in tfapi.TENSOR_INSPECTIONS)
             return None
         if isinstance(base, OptimizerValue) and not as_callee:
             self.model.optimizer_attributes.append(
@@ -225,26 +227,28 @@ class ExpressionEvaluator:
                 values.append(self.eval(comparison.comparator, env))
         finally:
             inputs = state.close_collection()  # a comparison's result carries no gradient from its operands
-        operators = [c.operator for c in node.comparisons]
-        if any(isinstance(op, _ORDERING) for op in operators):
+        operators = [type(c.operator) for c in node.comparisons]
+        if any(op in _ORDERING for op in operators) and any(type(v) is GradElem for v in values):
             operands = [(node.left, values[0])] + [(c.comparator, v) for c, v in zip(node.comparisons, values[1:])]
             self.note_element_use(node, "comparison", operands, env)
-        if any(isinstance(op, _VALUE_COMPARISONS) for op in operators):
+        if any(op in _VALUE_COMPARISONS for op in operators):
             state.note_break(node, "a comparison", inputs)
         if len(node.comparisons) == 1:
-            self.note_string_test(node, operators[0], node.left, node.comparisons[0].comparator, env)
+            only = node.comparisons[0]
+            self.note_string_test(node, only.operator, node.left, only.comparator, env)
         return None
 
     def note_string_test(self, node: cst.Comparison, operator, left, right, env: Env) -> None:
         """``x.attr == 'a'``, ``x.attr in CONSTANTS``, ``'a' in x.attr``: an attribute tested against strings."""
-        if isinstance(operator, (cst.Equal, cst.NotEqual)):
+        kind = type(operator)
+        if kind is cst.Equal or kind is cst.NotEqual:
             pairs = ((left, right, "=="), (right, left, "=="))
-        elif isinstance(operator, _MEMBERSHIP):
+        elif kind is cst.In or kind is cst.NotIn:
             pairs = ((left, right, "in"), (right, left, "contains"))
         else:
             return
         for attribute, other, operation in pairs:
-            if not isinstance(attribute, cst.Attribute):
+            if type(attribute) is not cst.Attribute:
                 continue
             strings, literal = self.strings_of(other, env)
             if strings:
@@ -351,9 +355,11 @@ class ExpressionEvaluator:
         for expr, value in operands:
             if isinstance(value, GradElem) and value.may_be_none:
                 state = self.state
+                source = value.source
+                certain = value.certain_none or (self.calls.unused_layers_of(source) if not value.derived else ())
                 self.model.element_uses.append(ElementUse(
-                    node, operation, value.source, guarded=False, expects_error=state.expects_error,
-                    certain_none=value.certain_none, context=env.function_env().context, inspection=inspection,
+                    node, operation, source, guarded=False, expects_error=state.expects_error,
+                    certain_none=certain, context=env.function_env().context, inspection=inspection,
                     statement_has_effect=not self.discarded_without_effect(node)))
                 key = expression_key(expr) if expr is not None else None
                 if key is not None:

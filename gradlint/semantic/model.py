@@ -49,8 +49,9 @@ class RecordSet(Generic[R]):
 class SemanticModel:
     """What a file does with gradients, tapes and optimizers."""
 
-    def __init__(self, module: cst.Module, *, target_keras: int = 3) -> None:
+    def __init__(self, module: cst.Module, *, target_keras: int = 3, source: Optional[str] = None) -> None:
         self.module = module
+        self.source = source  # the file's text, when the caller has it (else generated on demand)
         self.target_keras = target_keras
         self.imports = ImportMap()
         self.tapes: RecordSet[TapeInfo] = RecordSet()
@@ -93,10 +94,10 @@ class SemanticModel:
         return self.module.code_for_node(node)
 
 
-def build_model(module: cst.Module, *, target_keras: int = 3) -> SemanticModel:
-    """Run the one traversal over ``module`` and return its semantic model."""
+def build_model(module: cst.Module, *, target_keras: int = 3, source: Optional[str] = None) -> SemanticModel:
+    """Run the one traversal over ``module`` (parsed from ``source``, when given) and return its model."""
     from gradlint.semantic.analyzer import Analyzer
 
-    model = SemanticModel(module, target_keras=target_keras)
+    model = SemanticModel(module, target_keras=target_keras, source=source)
     Analyzer(module, model).run()
     return model

@@ -34,17 +34,52 @@ class LoopInfo:
         return self.target_names | self.assigned_names
 
 
-@dataclass(eq=False)
 class FunctionContext:
-    """The function a record was made in: its scope id, and what kind of function it is."""
+    """The function a record was made in: its scope id, and what kind of function it is (worked out from the
+    definition when a rule asks)."""
 
-    scope: int
-    name: str = "<module>"
-    in_test: bool = False              # a `test*` function, or a method of a test case class
-    train_step: bool = False           # `train_step` of a Keras Model subclass
-    keras_class: Optional[str] = None  # the Keras base of the enclosing class, if any
-    parameters: tuple[str, ...] = ()   # the function's parameter names
-    node: Optional[cst.FunctionDef] = field(default=None, repr=False)
+    __slots__ = ("scope", "node", "cls")
+
+    def __init__(self, scope: int, node: Optional[cst.FunctionDef] = None, cls=None) -> None:
+        self.scope = scope
+        self.node = node  # None for the module
+        self.cls = cls    # the ClassValue of a method's class
+
+    @property
+    def name(self) -> str:
+        return self.node.name.value if self.node is not None else "<module>"
+
+    @property
+    def keras_class(self) -> Optional[str]:
+        """The Keras base of the enclosing class, if any."""
+        return self.cls.keras_class if self.cls is not None else None
+
+    @property
+    def in_test(self) -> bool:
+        """A `test*` function, or a method of a test case class."""
+        if self.node is None:
+            return False
+        if self.name.startswith("test"):
+            return True
+        cls = self.cls
+        if cls is None:
+            return False
+        class_name = cls.node.name.value
+        return class_name.startswith("Test") or class_name.endswith("Test") or any(
+            base.rpartition(".")[2].endswith("TestCase") for base in cls.bases)
+
+    @property
+    def train_step(self) -> bool:
+        """`train_step` of a Keras Model subclass."""
+        return self.name == "train_step" and self.keras_class in ("Model", "Sequential", "Functional")
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        if self.node is None:
+            return ()
+        from gradlint.semantic.syntax import all_params
+
+        return tuple(p.name.value for p in all_params(self.node.params))
 
 
 @dataclass(eq=False)
@@ -83,10 +118,13 @@ class GradientSource:
     target_is_computation: bool = False           # target is an op evaluated at the call itself
     tapes_active: frozenset = frozenset()         # tapes recording at the call
     in_replica_function: bool = False
-    # variables the target certainly never reads: their gradients are None (explicit lists, or layers a
-    # model defined in this file creates in `__init__` and never uses)
+    # variables of an explicit list that the target certainly never reads: their gradients are None
     unconnected: tuple[str, ...] = ()
-    unconnected_layers: bool = False  # the unconnected variables are those of unused layers
+    # for `model.trainable_variables` of a Keras model defined in this file: `model.<layer>` for each layer its
+    # `__init__` creates and nothing ever uses, whose variables certainly get no gradient (worked out when a
+    # use of these gradients is recorded: None until then)
+    unused_layers: Optional[tuple[str, ...]] = None
+    collection: object = field(default=None, repr=False)  # the VarList differentiated, when it is one
 
 
 @dataclass(eq=False)

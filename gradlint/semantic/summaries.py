@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
@@ -20,9 +21,10 @@ from gradlint.semantic.values import ClassValue, FunctionValue, InstanceValue, K
 
 _MAX_DEPTH = 4
 # attributes through which a method reaches every layer of its model at once
-_ALL_LAYERS = frozenset({"layers", "_layers", "submodules", "_self_tracked_trackables", "__dict__",
-                         "_flatten_layers", "variables", "trainable_variables", "weights", "trainable_weights",
-                         "get_layer"})
+_WORD = re.compile(r"\w+")
+_REACHES_EVERY_LAYER = re.compile(
+    r"self\.(?:layers|_layers|submodules|_self_tracked_trackables|__dict__|_flatten_layers|get_layer)\b"
+    r"|\b(?:getattr|setattr|vars)\s*\(")
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,17 @@ def class_of(value) -> Optional[ClassValue]:
 class Summaries:
     """Per-file cache of function and class summaries (keyed by node)."""
 
-    def __init__(self, module: cst.Module, imports, module_env) -> None:
+    def __init__(self, module: cst.Module, imports, module_env, source: Optional[str] = None) -> None:
         self.module = module
+        self._source = source  # the file's text (generated from the module when not given)
         self.imports = imports
         self.module_env = module_env
         self._reads: dict[int, frozenset[str]] = {}
         self._zip: dict[int, Optional[ZipShape]] = {}
-        self._attribute_counts: Optional[tuple[Counter, dict[int, Counter]]] = None
         self._unused: dict[int, tuple[str, ...]] = {}
+        self._passed: dict[str, bool] = {}
+        self._reaches_every_layer: Optional[bool] = None
+        self._word_counts: Optional[Counter] = None
 
     # ---------------------------------------------------------------- reads
     def reads(self, function: FunctionValue, depth: int = 0) -> frozenset[str]:
@@ -139,27 +144,25 @@ class Summaries:
         init = method_of(cls, "__init__")
         if init is None or cls.env is None:
             return ()
-        self_name = _self_of(init)
-        created = self._layers_created(init.node, self_name)
+        created = self._layers_created(init.node, _self_of(init))
         if not created:
             return ()
-        mentioned: set[str] = set()
-        for value in list(cls.env.names.values()):
-            if not isinstance(value, FunctionValue):
-                continue
-            method_self = _self_of(value)
-            skip = value is init
-            for chain in _chains_mentioned(value.node.body, skip_assigned=created if skip else ()):
-                head, _, rest = chain.partition(".")
-                if head == method_self and rest:
-                    attribute = rest.partition(".")[0]
-                    if attribute in _ALL_LAYERS:
-                        return ()  # a method walks every layer of the model
-                    mentioned.add(attribute)
-                if chain.startswith(("getattr", "setattr", "vars")):
-                    return ()
-        outside = self._attributes_outside(cls)
-        return tuple(sorted(a for a in created if a not in mentioned and a not in outside))
+        if self._reaches_every_layer is None:
+            self._reaches_every_layer = _REACHES_EVERY_LAYER.search(self.source) is not None
+        if self._reaches_every_layer:
+            return ()  # some code walks every layer of a model (`self.layers`, `getattr`, `get_layer`...)
+        # a layer is used when its name appears anywhere but in its creation (in a method, in `model.head(x)`
+        # elsewhere in the file, even in a comment: the check errs towards "used")
+        if self._word_counts is None:
+            self._word_counts = Counter(_WORD.findall(self.source))
+        return tuple(sorted(a for a in created if self._word_counts[a] == 1))
+
+    def passed_as_argument(self, name: str) -> bool:
+        """Is ``name`` (``model``, ``self.net``) itself an argument of some call in the file?"""
+        if name not in self._passed:
+            pattern = rf"[(,]\s*(?:\w+\s*=\s*)?{re.escape(name)}\s*[,)]"
+            self._passed[name] = re.search(pattern, self.source) is not None
+        return self._passed[name]
 
     def _layers_created(self, init: cst.FunctionDef, self_name: Optional[str]) -> tuple[str, ...]:
         """``self.<attr> = <layer>(...)`` statements of ``__init__``: a Keras layer or model class, imported or
@@ -189,33 +192,11 @@ class Summaries:
             return isinstance(value, ClassValue) and bool(value.keras_class)
         return False
 
-    def _attributes_outside(self, cls: ClassValue) -> frozenset[str]:
-        """Attribute names read anywhere in the file outside ``cls`` (``model.head``)."""
-        if self._attribute_counts is None:
-            self._attribute_counts = _attribute_counts(self.module)
-        total, by_class = self._attribute_counts
-        inside = by_class.get(id(cls.node), Counter())
-        return frozenset(name for name, count in total.items() if count > inside.get(name, 0))
-
-
-def _attribute_counts(module: cst.Module) -> tuple[Counter, dict[int, Counter]]:
-    """How often each attribute name is read in the module, and within each class."""
-    total: Counter = Counter()
-    by_class: dict[int, Counter] = {}
-    stack: list[tuple[cst.CSTNode, tuple[int, ...]]] = [(module, ())]
-    while stack:
-        current, classes = stack.pop()
-        if isinstance(current, cst.ClassDef):
-            classes = classes + (id(current),)
-            for key in classes[-1:]:
-                by_class.setdefault(key, Counter())
-        if isinstance(current, cst.Attribute):
-            name = current.attr.value
-            total[name] += 1
-            for key in classes:
-                by_class[key][name] += 1
-        stack.extend((child, classes) for child in current.children)
-    return total, by_class
+    @property
+    def source(self) -> str:
+        if self._source is None:
+            self._source = self.module.code
+        return self._source
 
 
 def _self_of(function: FunctionValue) -> Optional[str]:
@@ -234,24 +215,14 @@ def _rebase(chain: str, self_name: Optional[str], prefix: str) -> str:
 
 
 def _chains_read(body: cst.CSTNode) -> list[str]:
-    """Maximal name / attribute chains in ``body`` (``self.W``, ``x``), assignment targets excluded."""
-    return list(_chains_mentioned(body, skip_assigned=None))
-
-
-def _chains_mentioned(body: cst.CSTNode, skip_assigned) -> list[str]:
-    """Maximal name / attribute chains in ``body``. ``skip_assigned=None`` leaves out every plain
-    assignment target; a collection of attribute names leaves out only ``self.<name> = ...`` of those."""
+    """Maximal name / attribute chains in ``body`` (``self.W``, ``x``), plain assignment targets excluded."""
     found: list[str] = []
     stack: list[cst.CSTNode] = [body]
     while stack:
         current = stack.pop()
-        if isinstance(current, cst.AssignTarget):
-            target = current.target
-            if skip_assigned is None and isinstance(target, (cst.Name, cst.Attribute)) and dotted_name(target):
-                continue
-            if skip_assigned and isinstance(target, cst.Attribute) and isinstance(target.value, cst.Name) \
-                    and target.attr.value in skip_assigned:
-                continue
+        if isinstance(current, cst.AssignTarget) and isinstance(current.target, (cst.Name, cst.Attribute)) \
+                and dotted_name(current.target):
+            continue
         if isinstance(current, (cst.Name, cst.Attribute)):
             chain = dotted_name(current)
             if chain is not None:

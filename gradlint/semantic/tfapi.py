@@ -45,6 +45,9 @@ def is_internal_tape(name: str) -> bool:
     return name.startswith("tensorflow.") and name.endswith(".GradientTape")
 CLIP_BY_GLOBAL_NORM = "tensorflow.clip_by_global_norm"
 PER_GRADIENT_CLIPS = frozenset({"tensorflow.clip_by_norm", "tensorflow.clip_by_value"})
+# Attributes and methods of a tensor that inspect it (a test asserting on a gradient) rather than compute.
+TENSOR_INSPECTIONS = frozenset({"shape", "dtype", "get_shape", "numpy", "device", "name"})
+
 # Calls that only compute a new tensor from their arguments: as an expression statement they do nothing.
 PURE_CALLS = PER_GRADIENT_CLIPS | {
     CLIP_BY_GLOBAL_NORM, "tensorflow.norm", "tensorflow.math.l2_normalize", "tensorflow.nn.l2_normalize",

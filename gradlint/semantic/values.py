@@ -96,6 +96,7 @@ class ClassValue(Value):
     keras_class: Optional[str]
     bases: tuple[str, ...] = ()  # qualified names of its bases (imported ones), for test and optimizer classes
     env: object = None           # the class body's scope (methods, class attributes)
+    optimizer_base: Optional[str] = None  # the Keras or TF1 optimizer class it derives from, if any
 
 
 @dataclass(eq=False)

@@ -67,6 +67,7 @@ def test_losses_gathered_elsewhere_make_unread_variables_uncertain() -> None:
 def test_unused_layers_of_a_keras_class_of_the_file() -> None:
     model = model_of(
         "import keras\n"
+        "import tensorflow as tf\n"
         "class Net(keras.Model):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
@@ -77,11 +78,15 @@ def test_unused_layers_of_a_keras_class_of_the_file() -> None:
         "        return self.used(x)\n"
         "net = Net()\n"
         "grads = tape.gradient(loss, net.trainable_variables)\n"
+        "norms = [tf.norm(g) for g in grads]\n"
     )
     (source,) = list(model.gradient_sources)
-    assert source.unconnected == ("net.spare",) and source.unconnected_layers
+    assert source.unused_layers == ("net.spare",) and source.unconnected == ()
+    (use,) = list(model.element_uses)
+    assert use.certain_none == ("net.spare",)
     handed_over = model_of(
         "import keras\n"
+        "import tensorflow as tf\n"
         "class Net(keras.Model):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
@@ -90,10 +95,11 @@ def test_unused_layers_of_a_keras_class_of_the_file() -> None:
         "        return x\n"
         "def step(net, x):\n"
         "    loss = external_loss(net, x)  # might use net.spare\n"
-        "    return tape.gradient(loss, net.trainable_variables)\n"
+        "    grads = tape.gradient(loss, net.trainable_variables)\n"
+        "    return [tf.norm(g) for g in grads]\n"
         "step(Net(), x)\n"
     )
-    assert [s.unconnected for s in handed_over.gradient_sources] == [()]
+    assert [s.unused_layers for s in handed_over.gradient_sources] == [()]
 
 
 def test_lists_hold_what_is_written_into_them() -> None:
