@@ -9,9 +9,9 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import ancestors, child_toward, needs_parentheses_in_conditional, parent, parenthesize
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import GRADIENT_SOURCES
 from gradlint.semantic.records import ElementUse
 from gradlint.semantic.syntax import assigned_names, expression_key, names_in, target_names, terminal_name
+from gradlint.triggers import GRADIENT_SOURCES
 
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from typing import Iterator, Optional
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import OPTIMIZER_STEPS, any_of
 from gradlint.semantic.records import OptimizerCall
+from gradlint.semantic.tfapi import normalize_variables
+from gradlint.triggers import OPTIMIZER_STEPS, any_of
 
 _VARIABLE_ATTRIBUTES = frozenset({"variables", "_variables", "var_list", "_var_list", "trainable_variables"})
 _APPLY_METHODS = frozenset({"apply_gradients", "apply", "minimize"})
@@ -145,12 +146,12 @@ class OptimizerVarListOverwritten(Rule):
                 owner = site.arguments.get(call.receiver_parameter) if call.receiver_parameter else None
                 if call.receiver_parameter is not None and owner is None:
                     continue
-                groups[owner].append(site)
+                groups[_text(model, owner)].append(site)
             for sites in groups.values():
-                first = sites[0].arguments[parameter]
+                first = _text(model, sites[0].arguments[parameter])
                 seen = [first]
                 for site in sites[1:]:
-                    text = site.arguments[parameter]
+                    text = _text(model, site.arguments[parameter])
                     if text in seen:
                         continue
                     seen.append(text)
@@ -199,3 +200,8 @@ class OptimizerVarListOverwritten(Rule):
                     f"(line {model.line_of(first.node)}); two models sharing one optimizer share its slots "
                     "and `iterations`: give each model its own optimizer",
                 )
+
+
+def _text(model: SemanticModel, expr) -> Optional[str]:
+    """Canonical text of an argument, to compare variable lists and optimizers passed at call sites."""
+    return normalize_variables(model.code(expr)) if expr is not None else None

@@ -9,9 +9,9 @@ from gradlint.fixes.edits import Fix, replace, replace_within, subtree_ids
 from gradlint.fixes.tree import fresh_name, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import OPTIMIZER_STEPS
 from gradlint.semantic.records import LoopInfo, OptimizerCall
 from gradlint.semantic.syntax import dotted_name, names_in
+from gradlint.triggers import OPTIMIZER_STEPS
 
 _APPLY_METHODS = frozenset({"apply_gradients", "apply", "minimize"})
 

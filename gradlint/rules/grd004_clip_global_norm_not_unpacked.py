@@ -9,8 +9,8 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import fresh_name
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import any_of
 from gradlint.semantic.values import TupleValue
+from gradlint.triggers import any_of
 
 
 class ClipGlobalNormNotUnpacked(Rule):

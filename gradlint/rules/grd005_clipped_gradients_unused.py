@@ -9,9 +9,9 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import child_toward, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import Word, any_of
 from gradlint.semantic.records import ClipCall, OptimizerCall
 from gradlint.semantic.syntax import assigned_names, call_argument, is_none, names_in, terminal_name
+from gradlint.triggers import Word, any_of
 
 _APPLY = frozenset({"apply_gradients", "apply"})
 _BLOCKS = (cst.IndentedBlock, cst.Module)

@@ -9,10 +9,10 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import ancestors, enclosing_scope
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import any_of
 from gradlint.semantic.records import Iteration
-from gradlint.semantic.values import Seq
 from gradlint.semantic.syntax import all_params, target_names
+from gradlint.semantic.values import Seq
+from gradlint.triggers import any_of
 
 _ITERATOR_BUILTINS = frozenset({"zip", "map", "filter", "enumerate"})
 

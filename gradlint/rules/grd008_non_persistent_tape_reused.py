@@ -6,8 +6,8 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import TAPE_GRADIENTS
 from gradlint.semantic.records import GradientSource
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 def _exclusive(a: GradientSource, b: GradientSource) -> bool:

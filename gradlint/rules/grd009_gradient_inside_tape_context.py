@@ -9,9 +9,9 @@ from gradlint.fixes.edits import Fix, replace, replace_within
 from gradlint.fixes.tree import enclosing_statement, identifiers, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import TAPE_GRADIENTS
 from gradlint.semantic.records import GradientSource
 from gradlint.semantic.syntax import assigned_names
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 class GradientInsideTapeContext(Rule):

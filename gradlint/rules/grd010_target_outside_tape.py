@@ -5,8 +5,8 @@ from typing import Iterator, Optional
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.triggers import TAPE_GRADIENTS
 from gradlint.semantic.records import GradientSource
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 def _owned_by(callee: str, owner: str) -> bool:

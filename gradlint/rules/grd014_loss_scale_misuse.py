@@ -10,9 +10,9 @@ from gradlint.fixes.edits import Fix, insert_before
 from gradlint.fixes.tree import child_toward, parent
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel, tfapi
-from gradlint.triggers import any_of
 from gradlint.semantic.records import LossScaleCall
 from gradlint.semantic.syntax import assigned_names, call_argument
+from gradlint.triggers import any_of
 
 _REMOVED_IN_KERAS_3 = frozenset({"get_scaled_loss", "get_unscaled_gradients"})
 

@@ -244,7 +244,7 @@ class CallInterpreter:
         params = parameter_names(function.node.params)
         if skip_self and params:
             params = params[1:]
-        arguments: dict[str, str] = {}
+        arguments: dict[str, cst.BaseExpression] = {}
         position = 0
         for arg in node.args:
             if arg.star:
@@ -256,7 +256,7 @@ class CallInterpreter:
                 position += 1
             else:
                 continue
-            arguments[name] = normalize_variables(self.state.module.code_for_node(arg.value))
+            arguments[name] = arg.value
         self.model.call_sites.append(CallSite(node, function.node, arguments))
 
     # -------------------------------------------------------------- APIs

@@ -318,8 +318,8 @@ class LossScaleCall:
 
 @dataclass(eq=False)
 class CallSite:
-    """A call of a function defined in this file, with the text of each argument by parameter name."""
+    """A call of a function defined in this file, with each argument by parameter name."""
 
     node: cst.Call = field(repr=False)
     function: cst.FunctionDef = field(repr=False)
-    arguments: dict = field(default_factory=dict)  # parameter -> canonical text of the argument
+    arguments: dict = field(default_factory=dict)  # parameter -> the argument's expression
