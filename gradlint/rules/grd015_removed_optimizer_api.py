@@ -35,7 +35,7 @@ class RemovedOptimizerApi(Rule):
     WHAT = (
         "Flags, on Keras 3 optimizers: `minimize` (also `self.optimizer.minimize(...)` in a `Model.train_step`), "
         "`compute_gradients`, `get_gradients`, `get_updates`, calling `optimizer.variables()` (a list now), "
-        "reading `optimizer.lr`, and the `lr=` argument of the constructor. On Keras 2.11+ optimizers "
+        "reading or assigning `optimizer.lr`, and the `lr=` argument of the constructor. On Keras 2.11+ optimizers "
         "(`target-keras = 2`, `tf_keras.optimizers.*`): `get_gradients`, `get_updates`, and `lr=`, which they "
         "ignore. On both: a subclass of a current Keras optimizer that defines `_create_slots` or "
         "`_create_hypers`, or calls them. Depends on the target Keras version. `tf.compat.v1.train` "
@@ -65,7 +65,8 @@ class RemovedOptimizerApi(Rule):
         "Safe where there is a fix, each a rename with the same meaning: `optimizer.variables()` -> "
         "`optimizer.variables` on Keras 3 optimizers (the call could only raise `TypeError`; a call with "
         "arguments or with a comment inside its parentheses gets no fix), `optimizer.lr` -> "
-        "`optimizer.learning_rate` on Keras 3, and the keyword `lr=` -> `learning_rate=` (not when "
+        "`optimizer.learning_rate` on Keras 3 when read (an assignment gets no fix: it starts changing the "
+        "learning rate), and the keyword `lr=` -> `learning_rate=` (not when "
         "`learning_rate` is also passed, by keyword or position). `minimize`, `compute_gradients`, "
         "`get_gradients`, `get_updates` and the old hooks have no autofix: rewrite the step with "
         "`tf.GradientTape` and `apply_gradients`, or the optimizer with `build` and `update_step`."
@@ -183,6 +184,14 @@ class RemovedOptimizerApi(Rule):
                                          "`optimizer.learning_rate`",
                               fix=lambda node=read.node: self.fix([replace(node.attr, cst.Name("learning_rate"))],
                                                                   "`optimizer.lr` -> `optimizer.learning_rate`"))
+        for assignment in model.attribute_assignments:
+            info = assignment.receiver_info or model.optimizer_by_key.get(assignment.receiver_key)
+            if assignment.attr != "lr" or assignment.expects_error or info is None \
+                    or info.kind != tfapi.KIND_KERAS or info.legacy:
+                continue
+            yield self.report(assignment.node, "Keras 3 optimizers have no `lr`: this assignment creates an "
+                                               "attribute nothing reads, and the learning rate stays as it was: "
+                                               "assign `optimizer.learning_rate`")
 
     def _old_hooks(self, model: SemanticModel) -> Iterator[Report]:
         for definition in model.method_definitions:
