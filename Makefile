@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install --upgrade pip
 	@# the distribution was called `gradlint` before it became `tf-gradlint`: drop an old editable install
 	@if $(BIN)/python -m pip show gradlint >/dev/null 2>&1; then $(PIP) uninstall --yes gradlint; fi
+	@# ... and its metadata in the checkout, which flake8 would find as a second copy of the plugin
+	rm -rf gradlint.egg-info
 	$(PIP) install -e '.[test]'
 	@# tf_keras (legacy Keras 2) must not pull its own TensorFlow: install it beside tensorflow-cpu
 	$(PIP) install --no-deps tf-keras==2.21.0

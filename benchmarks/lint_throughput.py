@@ -3,6 +3,8 @@
     python benchmarks/lint_throughput.py            # keras sources + a generated TF-heavy corpus
     python benchmarks/lint_throughput.py --full     # tensorflow + keras sources (slow: flake8 takes minutes)
     python benchmarks/lint_throughput.py --cache    # only the result cache: cold vs warm, beside ruff
+    python benchmarks/lint_throughput.py --baseline ../main-checkout --only-model
+                                                    # this tree's semantic model against another checkout's
 
 Compares, on the same tree: `gradlint check` (one process and --jobs default), `flake8 --select=GRD`,
 plain `flake8` (default checks, gradlint installed) and plain `flake8` with gradlint hidden from its
@@ -13,11 +15,17 @@ time goes (parse, semantic model, rules), measured in this process.
 The result cache is measured on the keras sources: `gradlint check` with an empty cache (cold: every file
 linted and stored), again with the filled cache (warm: every file read, hashed and found), and with
 --no-cache; beside `ruff check` cold (--no-cache) and warm when ruff is installed (on PATH or importable).
+``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add /tmp/main-baseline main``) adds
+a side-by-side measurement on the TF-heavy corpus: each repeat runs one probe process per tree, in
+alternating order, and the medians of lines/s (read, prefilter, parse, semantic model, rules) and of the
+semantic model alone are compared. ``--only-model`` skips the CLI / flake8 tables.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
+import json
 import os
 import shutil
 import statistics
@@ -188,8 +196,8 @@ def print_table(title: str, corpus: Path, medians: dict[str, float]) -> None:
           f"process, {medians['gradlint check (all cores)'] / baseline:.3f}x on all cores (target < 1x)")
 
 
-def phase_breakdown(corpus: Path) -> None:
-    """Where time goes on gradient-heavy code, measured in-process for every file."""
+def measure_phases(corpus: Path) -> tuple[dict[str, float], int, int]:
+    """Seconds per phase over every file of ``corpus``, measured in this process: (totals, lines, findings)."""
     import libcst as cst
 
     from gradlint.prefilter import might_have_gradient_code
@@ -197,6 +205,8 @@ def phase_breakdown(corpus: Path) -> None:
     from gradlint.semantic import build_model
     from gradlint.source import decode
 
+    # as the engine calls it (a tree whose build_model takes no source text generates none either)
+    takes_source = "source" in inspect.signature(build_model).parameters
     totals = {"read+prefilter": 0.0, "parse (libcst)": 0.0, "semantic model": 0.0, "rules": 0.0,
               "positions (files with findings)": 0.0}
     lines = findings = 0
@@ -213,7 +223,7 @@ def phase_breakdown(corpus: Path) -> None:
         module = cst.parse_module(text)
         built = time.perf_counter()
         totals["parse (libcst)"] += built - parsed
-        model = build_model(module)
+        model = build_model(module, source=text) if takes_source else build_model(module)
         modelled = time.perf_counter()
         totals["semantic model"] += modelled - built
         reports = []
@@ -226,6 +236,12 @@ def phase_breakdown(corpus: Path) -> None:
             for report in reports:
                 model.position(report.node)
             totals["positions (files with findings)"] += time.perf_counter() - checked
+    return totals, lines, findings
+
+
+def phase_breakdown(corpus: Path) -> None:
+    """Where time goes on gradient-heavy code, measured in-process for every file."""
+    totals, lines, findings = measure_phases(corpus)
     total = sum(totals.values())
     print(f"\nTF-heavy corpus, one process: {lines:,} lines in {total:.2f} s = {lines / total:,.0f} lines/s "
           f"({findings} findings)")
@@ -235,13 +251,58 @@ def phase_breakdown(corpus: Path) -> None:
         print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
 
 
+def probe(tree: Path, corpus: Path) -> dict[str, float]:
+    """One measurement of ``tree``'s gradlint on ``corpus``, in a fresh process importing it from ``tree``."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    result = subprocess.run([sys.executable, __file__, "--probe", str(corpus)], cwd=str(tree), env=env,
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compare_trees(baseline: Path, corpus: Path, repeats: int) -> None:
+    """This tree against ``baseline`` on the same corpus, interleaved; medians of lines/s."""
+    here = Path(__file__).resolve().parents[1]
+    samples: dict[str, list[dict[str, float]]] = {"this tree": [], "baseline": []}
+    for repeat in range(repeats):
+        order = [("this tree", here), ("baseline", baseline)]
+        for name, tree in (order if repeat % 2 == 0 else reversed(order)):
+            samples[name].append(probe(tree, corpus))
+    print(f"\nside by side on the TF-heavy corpus ({repeats} interleaved repeats, medians); baseline: {baseline}")
+    print("| tree | lines/s (whole pipeline) | semantic model s | parse s |")
+    print("|---|---:|---:|---:|")
+    medians = {}
+    for name, runs in samples.items():
+        medians[name] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        m = medians[name]
+        print(f"| {name} | {m['lines_per_second']:,.0f} | {m['semantic model']:.2f} | {m['parse (libcst)']:.2f} |")
+    ratio = medians["this tree"]["lines_per_second"] / medians["baseline"]["lines_per_second"]
+    model_ratio = medians["this tree"]["semantic model"] / medians["baseline"]["semantic model"]
+    print(f"lines/s this tree / baseline: {ratio:.3f} (target >= 0.90); semantic model time: {model_ratio:.3f}x")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="tensorflow + keras sources instead of keras alone")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--heavy-files", type=int, default=120, help="files in the generated TF-heavy corpus")
     parser.add_argument("--cache", action="store_true", help="measure only the result cache")
+    parser.add_argument("--baseline", type=Path, help="another checkout to compare the TF-heavy lines/s with")
+    parser.add_argument("--only-model", action="store_true", help="skip the CLI and flake8 tables")
+    parser.add_argument("--probe", type=Path, help=argparse.SUPPRESS)  # internal: one measurement, as JSON
     args = parser.parse_args()
+    if args.probe is not None:
+        totals, lines, findings = measure_phases(args.probe)
+        totals["lines_per_second"] = lines / sum(totals.values())
+        print(json.dumps(totals))
+        return 0
+    if args.only_model:
+        heavy = Path(tempfile.mkdtemp(prefix="gradlint-heavy-"))
+        generate_corpus(heavy, args.heavy_files)
+        phase_breakdown(heavy)
+        if args.baseline is not None:
+            compare_trees(args.baseline.resolve(), heavy, args.repeats)
+        shutil.rmtree(heavy, ignore_errors=True)
+        return 0
     bin_dir = Path(sys.executable).parent
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, repeats={args.repeats} (interleaved)")
     if args.cache:
@@ -265,6 +326,8 @@ def main() -> int:
     print_table("generated TF-heavy corpus (every file has gradient code)", heavy,
                 compare(heavy, args.repeats, bin_dir))
     phase_breakdown(heavy)
+    if args.baseline is not None:
+        compare_trees(args.baseline.resolve(), heavy, args.repeats)
     shutil.rmtree(heavy, ignore_errors=True)
     cache_comparison(package_dir("keras"), args.repeats, bin_dir)
     if args.full:

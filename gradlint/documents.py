@@ -29,7 +29,7 @@ def lint_data(data: bytes, path: str, rules: Sequence[type[Rule]], *, target_ker
                          [notebook.locate_error(e) for e in result.errors])
     # as for .py files, syntax errors are reported only where gradient code may be (gradlint is no syntax checker)
     broken = notebook.broken_cells
-    if broken and passes_text("".join(cell.python for cell in broken) + notebook.python):
+    if broken and passes_text("".join(cell.python for cell in broken) + notebook.python, rules):
         located.errors.extend(notebook.syntax_errors(path))
     located.violations.sort()
     return located

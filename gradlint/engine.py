@@ -9,7 +9,7 @@ import libcst as cst
 
 from gradlint import source as sources
 from gradlint.prefilter import might_have_gradient_code
-from gradlint.noqa import is_suppressed
+from gradlint.noqa import Suppressions
 from gradlint.rules import Report, Rule
 from gradlint.semantic import build_model
 from gradlint.violation import FileError, Violation
@@ -59,7 +59,9 @@ def lint_source(
             return result
     else:
         text = data
-    if not (force or might_have_gradient_code(data, tree)):
+    if not (force or might_have_gradient_code(data, tree, rules)):
+        return result
+    if apply_noqa and Suppressions(text).whole_file:
         return result
     module = _parse(text, path, result)
     if module is None:
@@ -94,8 +96,11 @@ def check_module(
 
     An analyser bug or one rule's bug is appended to ``errors``; the other rules still run.
     """
+    suppressions = Suppressions(text) if apply_noqa else None
+    if suppressions is not None and suppressions.whole_file:
+        return []
     try:
-        model = build_model(module, target_keras=target_keras)
+        model = build_model(module, target_keras=target_keras, source=text)
     except RecursionError:
         errors.append(FileError(path, "code nested too deeply to analyse"))
         return []
@@ -103,7 +108,6 @@ def check_module(
         errors.append(FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}"))
         return []
     found: list[Reported] = []
-    lines: Optional[list[str]] = None
     for rule in rules:
         try:
             reports = list(rule().check(model))
@@ -113,11 +117,8 @@ def check_module(
         for report in reports:
             position = model.position(report.node)
             line = position.start.line
-            if apply_noqa:
-                if lines is None:
-                    lines = text.splitlines()
-                if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
-                    continue
+            if suppressions is not None and suppressions.suppresses(line, rule.CODE):
+                continue
             found.append(Reported(rule, report, Violation(
                 path, line, position.start.column, rule.CODE, report.message,
                 position.end.line, position.end.column,

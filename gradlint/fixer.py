@@ -21,6 +21,7 @@ import libcst as cst
 from gradlint import source as sources
 from gradlint.engine import check_module, lint_source, parse
 from gradlint.fixes.edits import EditError, Fix, apply_edits, subtree_ids
+from gradlint.noqa import Suppressions
 from gradlint.notebook import Notebook, NotebookError, is_notebook
 from gradlint.prefilter import might_have_gradient_code, passes_text
 from gradlint.rules import Rule
@@ -138,7 +139,7 @@ def _fix_notebook(data: bytes, path: str, rules: Sequence[type[Rule]], *, unsafe
         notebook = Notebook.read(data)
     except NotebookError as exc:
         return FixResult(path, "", "", errors=[FileError(path, str(exc))])
-    if notebook.broken_cells and passes_text("".join(c.python for c in notebook.cells)):
+    if notebook.broken_cells and passes_text("".join(c.python for c in notebook.cells), rules):
         # like a .py file with a syntax error: reported, left untouched
         found = lint_source(notebook.python, path, rules, target_keras=target_keras)
         return FixResult(path, notebook.python, notebook.python, remaining=[notebook.locate(v) for v in found.violations],
@@ -240,7 +241,7 @@ class _Analysis:
 def _analyse(text: str, path: str, rules: Sequence[type[Rule]], target_keras: int, unsafe: bool) -> _Analysis:
     """The engine's lint (same prefilter, parse, model, noqa), keeping each report's fix."""
     analysis = _Analysis()
-    if not might_have_gradient_code(text):
+    if not might_have_gradient_code(text, rules=rules) or Suppressions(text).whole_file:
         return analysis
     module, analysis.errors = parse(text, path)
     if module is None:
