@@ -81,6 +81,17 @@ def test_noqa_suppressed_findings_are_not_fixed() -> None:
     assert result.remaining == []
 
 
+@pytest.mark.parametrize("header", ["# gradlint: noqa\n", "# flake8: noqa\n", "# gradlint: noqa: GRD001\n"])
+def test_file_level_noqa_stops_fixes_as_it_stops_findings(header: str) -> None:
+    text = header + BUGGY
+    result = fix_text(text, "bug.py", [GRD001])
+    assert result.fixed == text and not result.changed
+    assert result.remaining == []
+    # a file-level noqa for another code leaves GRD001 fixable
+    other = fix_text("# gradlint: noqa: GRD003\n" + BUGGY, "bug.py", [GRD001])
+    assert other.applied == {"GRD001": 1}
+
+
 def test_unparseable_fix_is_refused_and_file_left_unchanged() -> None:
     def break_it(fixes: list[Fix]) -> list[Fix]:
         edit = fixes[0].edits[0]
