@@ -137,7 +137,7 @@ def main(path: str, plot_path: str | None = None) -> int:
         try:
             from auditor.plot import save_plot
         except ImportError:
-            print("gradlint report: error: --plot needs matplotlib (pip install 'gradlint[plot]')", file=sys.stderr)
+            print("gradlint report: error: --plot needs matplotlib (pip install 'tf-gradlint[plot]')", file=sys.stderr)
             return 2
         save_plot(run, plot_path, title=f"gradlint auditor: {path}")
         print(f"wrote {plot_path}")

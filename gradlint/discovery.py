@@ -1,15 +1,32 @@
-"""Which files to check: explicit files, and ``*.py`` files found recursively in directories."""
+"""Which files to check: explicit files, and ``*.py`` / ``*.ipynb`` files found recursively in directories."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from gradlint.config import DEFAULT_EXCLUDES, Settings
 from gradlint.violation import FileError
 
+SOURCE_SUFFIXES = (".py", ".ipynb")
 
-def discover(paths: list[str], settings_for: Callable[[str], Settings]) -> Iterator[tuple[str, Settings] | FileError]:
-    """Yield ``(file, settings)`` for every file to check, or a FileError for a path that does not exist.
+
+@dataclass(frozen=True)
+class Excluded:
+    """A path named on the command line that an exclude pattern skips."""
+
+    path: str
+    pattern: str
+    origin: str  # "exclude in .../pyproject.toml" or "--exclude"
+
+    def __str__(self) -> str:
+        return f"gradlint: {self.path}: excluded by {self.pattern!r} ({self.origin}); not checked"
+
+
+def discover(paths: list[str], settings_for: Callable[[str], Settings]
+             ) -> Iterator[tuple[str, Settings] | FileError | Excluded]:
+    """Yield ``(file, settings)`` for every file to check, an Excluded for an excluded path named explicitly,
+    or a FileError for a path that does not exist.
 
     Directory symlinks are not followed (no loops); default excludes apply inside directories only;
     configured excludes apply to explicit files too, so pre-commit respects them.
@@ -17,6 +34,13 @@ def discover(paths: list[str], settings_for: Callable[[str], Settings]) -> Itera
     seen: set[str] = set()
     for path in paths:
         settings = settings_for(path)
+        if not (os.path.exists(path) or os.path.islink(path)):
+            yield FileError(path, "no such file or directory")
+            continue
+        pattern = settings.exclusion(path)
+        if pattern is not None:
+            yield Excluded(path, pattern, settings.exclusion_origin(pattern))
+            continue
         if os.path.isdir(path):
             for directory, subdirs, files in os.walk(path, followlinks=False):
                 subdirs[:] = sorted(
@@ -25,7 +49,7 @@ def discover(paths: list[str], settings_for: Callable[[str], Settings]) -> Itera
                     and not settings.is_excluded(os.path.join(directory, d))
                 )
                 for name in sorted(files):
-                    if not name.endswith(".py"):
+                    if not name.endswith(SOURCE_SUFFIXES):
                         continue
                     file_path = os.path.join(directory, name)
                     if settings.is_excluded(file_path):
@@ -34,10 +58,8 @@ def discover(paths: list[str], settings_for: Callable[[str], Settings]) -> Itera
                     if key not in seen:
                         seen.add(key)
                         yield file_path, settings
-        elif os.path.exists(path) or os.path.islink(path):
+        else:
             key = os.path.normpath(os.path.abspath(path))
-            if key not in seen and not settings.is_excluded(path):
+            if key not in seen:
                 seen.add(key)
                 yield path, settings
-        else:
-            yield FileError(path, "no such file or directory")

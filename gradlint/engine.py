@@ -9,7 +9,7 @@ import libcst as cst
 
 from gradlint import source as sources
 from gradlint.prefilter import might_have_gradient_code
-from gradlint.noqa import is_suppressed
+from gradlint.noqa import Suppressions
 from gradlint.rules import Report, Rule
 from gradlint.semantic import build_model
 from gradlint.violation import FileError, Violation
@@ -27,7 +27,7 @@ def lint_file(path: str, rules: Sequence[type[Rule]], *, target_keras: int = 3) 
     try:
         data = sources.read(path)
     except sources.SourceError as exc:
-        return LintResult(path, errors=[FileError(path, str(exc))])
+        return LintResult(path, errors=[FileError(path, str(exc), exc.line)])
     return lint_source(data, path, rules, target_keras=target_keras)
 
 
@@ -55,11 +55,13 @@ def lint_source(
         try:
             text = sources.decode(data)
         except sources.SourceError as exc:
-            result.errors.append(FileError(path, str(exc)))
+            result.errors.append(FileError(path, str(exc), exc.line))
             return result
     else:
         text = data
-    if not (force or might_have_gradient_code(data, tree)):
+    if not (force or might_have_gradient_code(data, tree, rules)):
+        return result
+    if apply_noqa and Suppressions(text).whole_file:
         return result
     module = _parse(text, path, result)
     if module is None:
@@ -94,8 +96,11 @@ def check_module(
 
     An analyser bug or one rule's bug is appended to ``errors``; the other rules still run.
     """
+    suppressions = Suppressions(text) if apply_noqa else None
+    if suppressions is not None and suppressions.whole_file:
+        return []
     try:
-        model = build_model(module, target_keras=target_keras)
+        model = build_model(module, target_keras=target_keras, source=text)
     except RecursionError:
         errors.append(FileError(path, "code nested too deeply to analyse"))
         return []
@@ -103,7 +108,6 @@ def check_module(
         errors.append(FileError(path, f"internal error while analysing: {type(exc).__name__}: {exc}"))
         return []
     found: list[Reported] = []
-    lines: Optional[list[str]] = None
     for rule in rules:
         try:
             reports = list(rule().check(model))
@@ -113,11 +117,8 @@ def check_module(
         for report in reports:
             position = model.position(report.node)
             line = position.start.line
-            if apply_noqa:
-                if lines is None:
-                    lines = text.splitlines()
-                if 0 < line <= len(lines) and is_suppressed(lines[line - 1], rule.CODE):
-                    continue
+            if suppressions is not None and suppressions.suppresses(line, rule.CODE):
+                continue
             found.append(Reported(rule, report, Violation(
                 path, line, position.start.column, rule.CODE, report.message,
                 position.end.line, position.end.column,
@@ -135,7 +136,7 @@ def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
     try:
         return cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
-        result.errors.append(FileError(path, _syntax_error_message(text, exc)))
+        result.errors.append(FileError(path, *_syntax_error(text, exc)))
     except RecursionError:
         result.errors.append(FileError(path, "code nested too deeply to parse"))
     except Exception as exc:  # libcst raises other errors on some inputs
@@ -143,16 +144,17 @@ def _parse(text: str, path: str, result: LintResult) -> Optional[cst.Module]:
     return None
 
 
-def _syntax_error_message(text: str, exc: cst.ParserSyntaxError) -> str:
-    """CPython's own location and wording when it agrees the code is invalid (it is usually more precise)."""
+def _syntax_error(text: str, exc: cst.ParserSyntaxError) -> tuple[str, int]:
+    """(message, line): CPython's own location and wording when it agrees the code is invalid (it is usually
+    more precise)."""
     try:
         ast.parse(text)
     except SyntaxError as syntax:
-        return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}"
+        return f"syntax error at line {syntax.lineno}, column {syntax.offset or 1}: {syntax.msg}", syntax.lineno or 0
     except Exception:
         pass
     else:
         return (f"libcst cannot parse this file although Python accepts it (line {exc.raw_line}); "
-                "it was not checked")
+                "it was not checked"), exc.raw_line
     first = str(exc.message).strip().splitlines()[0] if exc.message else "invalid syntax"
-    return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}"
+    return f"syntax error at line {exc.raw_line}, column {exc.raw_column + 1}: {first}", exc.raw_line

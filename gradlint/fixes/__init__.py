@@ -1,7 +1,7 @@
-"""`gradlint fix`: edits proposed by rules (edits.py), applied pass by pass (apply.py), written
-atomically (writer.py).
+"""The kit rules use to propose fixes: edits on the libcst tree (edits.py) and tree helpers (tree.py).
 
-Only :mod:`gradlint.fixes.edits` is imported by rules; the rest is loaded by the fix command.
+The fix driver that applies them lives in :mod:`gradlint.fixer` and writes files with
+:mod:`gradlint.writer`; nothing here imports either.
 """
 from gradlint.fixes.edits import Edit, Fix
 

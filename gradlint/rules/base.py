@@ -8,6 +8,7 @@ import libcst as cst
 
 from gradlint.fixes.edits import Edit, Fix
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import Alternatives
 
 FixBuilder = Callable[[], Optional[Fix]]
 
@@ -39,7 +40,9 @@ class Rule:
     """Base class of a static rule.
 
     Subclasses set the class attributes and implement :meth:`check`. ``INVALID`` examples must
-    trigger the rule, ``VALID`` examples must not; the test-suite runs both.
+    trigger the rule, ``VALID`` examples must not; the test-suite runs both. ``TRIGGERS`` says what a file
+    must contain for the rule to report anything (see ``gradlint/triggers.py``); the prefilter is built
+    from it.
     """
 
     CODE: ClassVar[str]
@@ -52,6 +55,7 @@ class Rule:
     FIX_SAFETY: ClassVar[str]         # docs: Fix safety
     FIX: ClassVar[Optional[str]] = None  # "safe" / "unsafe" / None (no autofix)
     OPT_IN: ClassVar[bool] = False
+    TRIGGERS: ClassVar[Optional[Alternatives]] = None  # None: no prefilter, every file is parsed for it
     RUNTIME_TWINS: ClassVar[tuple[str, ...]] = ()
     VALID: ClassVar[tuple[str, ...]] = ()
     INVALID: ClassVar[tuple[str, ...]] = ()

@@ -11,6 +11,7 @@ from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import ElementUse
 from gradlint.semantic.syntax import assigned_names, expression_key, names_in, target_names, terminal_name
+from gradlint.triggers import GRADIENT_SOURCES
 
 _COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp)
 _SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
@@ -25,11 +26,28 @@ class UncheckedNoneGradient(Rule):
     NAME = "unchecked-none-gradient"
     SUMMARY = "Per-gradient operation on a gradient that may be None"
     RUNTIME_TWINS = ("GRD101",)
+    TRIGGERS = GRADIENT_SOURCES
     FIX = "safe"
     WHAT = (
-        "Flags element-wise processing of gradients (`tf.clip_by_norm`, `tf.norm`, `tf.math.*`, "
-        "`.numpy()`, arithmetic such as `g * scale`) applied to the elements of a gradient list from "
-        "`tape.gradient`, `tf.gradients` or `optimizer.compute_gradients` without a `None` check."
+        "Flags operations that fail on `None` (`tf.clip_by_norm`, `tf.norm`, any other TensorFlow op taking "
+        "the gradient as a tensor, `.numpy()`, `var.assign(g)` / `assign_add` / `assign_sub`, arithmetic such "
+        "as `g * scale`) applied to a gradient from `tape.gradient`, `tf.gradients` or "
+        "`optimizer.compute_gradients` that may be `None`, without a `None` check. A gradient may be None when "
+        "the differentiated variables are a collection (`model.trainable_variables`, several models' "
+        "variables, TF1 `tf.trainable_variables()`, collections, the default `var_list`) or a list of "
+        "variables one of which the target is not seen to read. An explicit list (`[w, b]`, `[model.W, "
+        "model.b]`) whose every variable is read while computing the target, directly, through intermediate "
+        "values or through functions and methods of the same file (`model(x)` reading `self.W`), is silent. "
+        "When a variable is certainly never read (an explicit list, or a layer a `keras.Model` subclass of "
+        "the same file creates in `__init__` and never uses), the message says so. Gradients are followed "
+        "through names, unpacking, indexing, comprehensions, `zip` (and helpers of the file that return "
+        "`zip(...)`, or imported ones named like `zipsame`), lists filled with `append` / `extend` / `+=` / "
+        "item writes, and parameters of functions of the file. One report per gradient value: after a use "
+        "that would already have failed, later uses of the same value are not reported again. Unit tests "
+        "inspecting a gradient (`.shape`, `.get_shape()`, `self.assert*(...)` in `test*` functions or test "
+        "case classes) are not reported: a failure there is the test doing its job. The analysis reads one "
+        "file at a time: gradients handed to a function of another module are not followed (an imported "
+        "helper whose name contains `zip`, such as `zipsame`, is read as `zip`)."
     )
     WHY = (
         "These APIs return `None` for every variable the target does not depend on: a frozen branch, "
@@ -60,7 +78,8 @@ class UncheckedNoneGradient(Rule):
         "body, under `if g is not None:`. Nothing changes for connected variables. Uses in generator "
         "expressions, set comprehensions, lambdas, `while` loops, one-line loop bodies, comprehension "
         "filters, comprehensions passed straight to a call that would fail on the `None` (`tf.add_n([...])`), "
-        "or outside any loop over the gradients get no fix: guard them by hand."
+        "or outside any loop over the gradients get no fix: guard them by hand. Nor does a statement that has no "
+        "effect (`tf.clip_by_norm(g, c)` whose result is thrown away): guarding it would keep a no-op."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -91,19 +110,30 @@ class UncheckedNoneGradient(Rule):
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
         for use in model.element_uses:
-            if use.expects_error:
+            if use.expects_error or (use.inspection and use.context is not None and use.context.in_test):
                 continue
             source = use.source
             line = model.line_of(source.node)
             remedy = "guard it with `if g is not None`"
             if source.api != "compute_gradients":
                 remedy += " or pass `unconnected_gradients=tf.UnconnectedGradients.ZERO`"
-            yield self.report(
-                use.node,
-                f"gradient from `{source.api}` (line {line}) may be None for an unconnected variable; "
-                f"`{use.operation}` fails on None: {remedy}",
-                fix=lambda use=use: self.none_guard_fix(model, use),
-            )
+            certain = use.certain_none
+            if certain:
+                listed = ", ".join(f"`{name}`" for name in certain[:3])
+                plural = "s" if len(certain) > 1 else ""
+                if not source.unused_layers:
+                    cause = (f"the target of `{source.api}` (line {line}) never reads {listed}, so the "
+                             f"gradient{plural} for {'them' if plural else 'it'} is None")
+                else:
+                    cause = (f"{listed} {'are layers' if plural else 'is a layer'} the model creates in "
+                             f"`__init__` but never uses, so {'their' if plural else 'its'} gradients from "
+                             f"`{source.api}` (line {line}) are None")
+                message = f"{cause}; `{use.operation}` fails on None: {remedy}"
+            else:
+                message = (f"gradient from `{source.api}` (line {line}) may be None for an unconnected variable; "
+                           f"`{use.operation}` fails on None: {remedy}")
+            fix = None if not use.statement_has_effect else (lambda use=use: self.none_guard_fix(model, use))
+            yield self.report(use.node, message, fix=fix)
 
     # ------------------------------------------------------------------ fix
     def none_guard_fix(self, model: SemanticModel, use: ElementUse) -> Optional[Fix]:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from typing import Iterator, Optional
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import OptimizerCall
+from gradlint.semantic.tfapi import normalize_variables
+from gradlint.triggers import OPTIMIZER_STEPS, any_of
 
 _VARIABLE_ATTRIBUTES = frozenset({"variables", "_variables", "var_list", "_var_list", "trainable_variables"})
 _APPLY_METHODS = frozenset({"apply_gradients", "apply", "minimize"})
@@ -17,12 +19,16 @@ class OptimizerVarListOverwritten(Rule):
     NAME = "optimizer-var-list-overwritten"
     SUMMARY = "Optimizer variable list overwritten, or one optimizer shared by different variable sets"
     RUNTIME_TWINS = ("GRD103", "GRD108")
+    TRIGGERS = OPTIMIZER_STEPS + any_of("optimizer_call", "build") + any_of("keyword_reference", "optimizer") \
+        + any_of("assigned_attribute", "variables", "_variables", "var_list", "_var_list", "trainable_variables")
     WHAT = (
         "Flags assignments to an optimizer's `variables` / `_variables` / `var_list` / `_var_list` / "
         "`trainable_variables`, and one optimizer object given two different variable sets in one scope: "
         "two `apply_gradients` / `apply` / `minimize` calls with different variables, a second "
         "`optimizer.build(...)`, the same optimizer passed to `compile` of two models, or a stateful "
-        "TF1 optimizer (Adam, Momentum, RMSProp, Adagrad...) reused for different `var_list`s."
+        "TF1 optimizer (Adam, Momentum, RMSProp, Adagrad...) reused for different `var_list`s — also when the "
+        "variables reach `minimize` / `apply_gradients` through a parameter of a function of the file that is "
+        "called with different variable lists for the same optimizer."
     )
     WHY = (
         "Keras 3 optimizers own their variables: assigning `optimizer.variables` raises AttributeError "
@@ -57,6 +63,12 @@ class OptimizerVarListOverwritten(Rule):
         "opt = tf.train.AdamOptimizer(0.01)\n"
         "op1 = opt.minimize(loss1, var_list=[w1])\n"
         "op2 = opt.minimize(loss2, var_list=[w2])\n",
+        "import tensorflow.compat.v1 as tf\n"
+        "opt = tf.train.AdamOptimizer(0.01)\n"
+        "def step(loss, var_list):\n"
+        "    return opt.minimize(loss, var_list=var_list)\n"
+        "g_op = step(g_loss, g_vars)\n"
+        "d_op = step(d_loss, d_vars)\n",
     )
     VALID = (
         "import tensorflow.compat.v1 as tf\n"
@@ -78,6 +90,7 @@ class OptimizerVarListOverwritten(Rule):
     def check(self, model: SemanticModel) -> Iterator[Report]:
         yield from self._assignments(model)
         yield from self._different_variable_sets(model)
+        yield from self._variable_sets_through_parameters(model)
         yield from self._repeated_builds(model)
         yield from self._shared_compiles(model)
 
@@ -114,6 +127,41 @@ class OptimizerVarListOverwritten(Rule):
                     f"`{call.vars_text}` too makes Keras 3 raise 'Unknown variable', or advances "
                     "`iterations` twice per step and shares slot state: use one optimizer per variable set",
                 )
+
+    def _variable_sets_through_parameters(self, model: SemanticModel) -> Iterator[Report]:
+        """``def step(loss, var_list): return opt.minimize(loss, var_list=var_list)`` called with different
+        variable lists for the same optimizer."""
+        sites_by_function: dict[int, list] = defaultdict(list)
+        for site in model.call_sites:
+            sites_by_function[id(site.function)].append(site)
+        for call in model.optimizer_calls:
+            parameter = call.vars_parameter
+            if parameter is None or call.method not in _APPLY_METHODS or call.optimizer.stateless \
+                    or call.expects_error or call.context is None:
+                continue
+            groups: dict[object, list] = defaultdict(list)
+            for site in sites_by_function.get(id(call.context.node), []):
+                if parameter not in site.arguments:
+                    continue
+                owner = site.arguments.get(call.receiver_parameter) if call.receiver_parameter else None
+                if call.receiver_parameter is not None and owner is None:
+                    continue
+                groups[_text(model, owner)].append(site)
+            for sites in groups.values():
+                first = _text(model, sites[0].arguments[parameter])
+                seen = [first]
+                for site in sites[1:]:
+                    text = _text(model, site.arguments[parameter])
+                    if text in seen:
+                        continue
+                    seen.append(text)
+                    yield self.report(
+                        site.node,
+                        f"`{call.context.name}` passes `{parameter}` to one optimizer's `{call.method}` "
+                        f"(line {model.line_of(call.node)}); it already got `{first}` (line "
+                        f"{model.line_of(sites[0].node)}), now `{text}`: the optimizer shares its slot state "
+                        "and `iterations` across both sets: use one optimizer per variable set",
+                    )
 
     def _repeated_builds(self, model: SemanticModel) -> Iterator[Report]:
         first_build: dict[tuple[int, object], OptimizerCall] = {}
@@ -152,3 +200,8 @@ class OptimizerVarListOverwritten(Rule):
                     f"(line {model.line_of(first.node)}); two models sharing one optimizer share its slots "
                     "and `iterations`: give each model its own optimizer",
                 )
+
+
+def _text(model: SemanticModel, expr) -> Optional[str]:
+    """Canonical text of an argument, to compare variable lists and optimizers passed at call sites."""
+    return normalize_variables(model.code(expr)) if expr is not None else None

@@ -11,6 +11,7 @@ from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import LoopInfo, OptimizerCall
 from gradlint.semantic.syntax import dotted_name, names_in
+from gradlint.triggers import OPTIMIZER_STEPS
 
 _APPLY_METHODS = frozenset({"apply_gradients", "apply", "minimize"})
 
@@ -20,11 +21,15 @@ class ApplyGradientsPerVariable(Rule):
     NAME = "apply-gradients-per-variable"
     SUMMARY = "apply_gradients called once per variable inside a loop"
     RUNTIME_TWINS = ("GRD103",)
+    TRIGGERS = OPTIMIZER_STEPS
     FIX = "unsafe"
     WHAT = (
         "Flags `apply_gradients` / `apply` / `minimize` called inside a `for` or `while` loop over "
         "gradients or variables with a single (gradient, variable) pair: `[(g, v)]`, "
-        "`zip([grads[i]], [vars[i]])`, `apply([g], [v])`, `minimize(loss, var_list=[v])`."
+        "`zip([grads[i]], [vars[i]])`, `apply([g], [v])`, `minimize(loss, var_list=[v])`. The optimizer may be "
+        "built in the file, a function parameter (`def step(opt, grads, variables)`), `self.optimizer` of a "
+        "Keras model (in `train_step`), `self.model.optimizer` of a callback, or an alias of one; a loop over "
+        "`zip(grads, variables)` counts as a loop over variables even when both are unknown parameters."
     )
     WHY = (
         "Every call advances `optimizer.iterations`. With N variables one training step becomes N "

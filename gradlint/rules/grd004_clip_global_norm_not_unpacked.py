@@ -9,6 +9,8 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import fresh_name
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.semantic.values import TupleValue
+from gradlint.triggers import any_of
 
 
 class ClipGlobalNormNotUnpacked(Rule):
@@ -16,6 +18,7 @@ class ClipGlobalNormNotUnpacked(Rule):
     NAME = "clip-global-norm-not-unpacked"
     SUMMARY = "Result of tf.clip_by_global_norm used without unpacking"
     RUNTIME_TWINS = ()
+    TRIGGERS = any_of("call", "clip_by_global_norm")
     FIX = "safe"
     WHAT = (
         "Flags `grads = tf.clip_by_global_norm(grads, clip_norm)` when `grads` is then used as a list of "
@@ -67,13 +70,18 @@ class ClipGlobalNormNotUnpacked(Rule):
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
-        for misuse in model.global_clip_misuses:
+        reported: set[int] = set()
+        for iteration in model.iterations:
+            pair = iteration.value
+            if not isinstance(pair, TupleValue) or pair.assigned_in is None or id(pair.assigned_in) in reported:
+                continue
+            reported.add(id(pair.assigned_in))
             yield self.report(
-                misuse.node,
+                pair.assigned_in,
                 "`tf.clip_by_global_norm` returns `(clipped_gradients, global_norm)`; this name holds the pair "
-                f"and is used as the gradient list on line {model.line_of(misuse.use)} (Keras fails with a "
+                f"and is used as the gradient list on line {model.line_of(iteration.node)} (Keras fails with a "
                 "shape error in Pack): unpack it, `grads, _ = tf.clip_by_global_norm(...)`",
-                fix=lambda assign=misuse.node: self.unpack_fix(model, assign),
+                fix=lambda assign=pair.assigned_in: self.unpack_fix(model, assign),
             )
 
     # ------------------------------------------------------------------ fix

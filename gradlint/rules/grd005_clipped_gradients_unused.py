@@ -11,6 +11,7 @@ from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import ClipCall, OptimizerCall
 from gradlint.semantic.syntax import assigned_names, call_argument, is_none, names_in, terminal_name
+from gradlint.triggers import Word, any_of
 
 _APPLY = frozenset({"apply_gradients", "apply"})
 _BLOCKS = (cst.IndentedBlock, cst.Module)
@@ -21,16 +22,23 @@ class ClippedGradientsUnused(Rule):
     NAME = "clipped-gradients-unused"
     SUMMARY = "Gradients are clipped but the unclipped ones are applied"
     RUNTIME_TWINS = ("GRD105",)
+    TRIGGERS = any_of("call", "clip_by_global_norm") + any_of("discarded_call", "clip_by_norm", "clip_by_value") \
+        + tuple((Word("call", clip), apply) for clip in ("clip_by_norm", "clip_by_value")
+        for apply in (Word("call", "apply_gradients"), Word("optimizer_call", "apply")))
     FIX = "unsafe"
     WHAT = (
         "Flags `apply_gradients` / `apply` given a gradient list whose clipped version "
         "(`tf.clip_by_global_norm`, or per-gradient `tf.clip_by_norm` / `tf.clip_by_value`) was computed and "
-        "bound to a name earlier in the same function, but is not the list applied."
+        "bound to a name earlier in the same function, but is not the list applied; and a clip whose result "
+        "is thrown away, a bare expression statement such as `for g in grads: tf.clip_by_norm(g, 5.0)`. "
+        "Clipped values written back into the list (`grads[i] = tf.clip_by_norm(g, c)`, "
+        "`pairs[i] = (tf.clip_by_norm(g, c), v)`, `clipped.append(...)`) count as applied."
     )
     WHY = (
         "The clipping silently does nothing: the optimizer receives the raw gradients, so the exploding "
         "gradients the clip was written for still reach the weights, while the code reads as protected. "
-        "Computing only the norm for logging (`_, norm = tf.clip_by_global_norm(...)` or "
+        "TensorFlow ops return new tensors and never change their inputs, so a clip that is not assigned "
+        "does nothing at all. Computing only the norm for logging (`_, norm = tf.clip_by_global_norm(...)` or "
         "`tf.linalg.global_norm(grads)`) is not flagged."
     )
     EXAMPLE = (
@@ -50,7 +58,9 @@ class ClippedGradientsUnused(Rule):
         "which changes the update whenever the clip is active — what the code meant, but the numbers the "
         "program computes change. No fix when that is not clear: a comprehension with a filter (`if g is not "
         "None`: fewer items than variables), a clip in another branch or loop than the call, the clipped name "
-        "rebound in between, or gradients passed other than as a plain name in `zip(...)` / `apply(...)`."
+        "rebound in between, or gradients passed other than as a plain name in `zip(...)` / `apply(...)`. "
+        "A clip whose result is thrown away gets no fix: where the clipped values should go is for the author "
+        "to write."
     )
     INVALID = (
         "import tensorflow as tf\n"
@@ -61,6 +71,11 @@ class ClippedGradientsUnused(Rule):
         "grads = tape.gradient(loss, model.trainable_variables)\n"
         "capped = [tf.clip_by_norm(g, 1.0) for g in grads if g is not None]\n"
         "opt.apply(grads, model.trainable_variables)\n",
+        "import tensorflow as tf\n"
+        "grads = tape.gradient(loss, model.trainable_variables)\n"
+        "for g in grads:\n"
+        "    tf.clip_by_norm(g, 15.0)\n"
+        "opt.apply_gradients(zip(grads, model.trainable_variables))\n",
     )
     VALID = (
         "import tensorflow as tf\n"
@@ -72,9 +87,22 @@ class ClippedGradientsUnused(Rule):
         "grads = tape.gradient(loss, model.trainable_variables)\n"
         "grads, norm = tf.clip_by_global_norm(grads, 1.0)\n"
         "opt.apply_gradients(zip(grads, model.trainable_variables))\n",
+        "import tensorflow as tf\n"
+        "pairs = opt.compute_gradients(loss)\n"
+        "for i, (g, v) in enumerate(pairs):\n"
+        "    if g is not None:\n"
+        "        pairs[i] = (tf.clip_by_norm(g, 10.0), v)\n"
+        "opt.apply_gradients(pairs)\n",
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
+        for clip in model.clip_calls:
+            if clip.discarded:
+                yield self.report(
+                    clip.node,
+                    f"the result of `{clip.api}` is thrown away: TensorFlow ops return new tensors and never "
+                    "change their inputs, so this clipping does nothing: assign the clipped values and apply them",
+                )
         clips = [c for c in model.clip_calls if c.result_named and c.input_lineage is not None]
         if not clips:
             return

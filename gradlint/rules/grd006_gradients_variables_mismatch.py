@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import GRADIENT_SOURCES
 
 
 class GradientsVariablesMismatch(Rule):
@@ -12,12 +13,14 @@ class GradientsVariablesMismatch(Rule):
     NAME = "gradients-variables-mismatch"
     SUMMARY = "Gradients paired with a different variable list than they were taken for"
     RUNTIME_TWINS = ("GRD108", "GRD102")
+    TRIGGERS = GRADIENT_SOURCES
     WHAT = (
         "Flags `zip(grads, B)` or `optimizer.apply(grads, B)` where `grads` came from "
         "`tape.gradient(loss, A)` / `tf.gradients(loss, A)` and `B` is a different variable expression: "
         "`model.variables` instead of `model.trainable_variables`, another model's variables, another list. "
         "`trainable_weights` and `trainable_variables` are the same list; a name bound to the expression "
-        "counts as that expression."
+        "counts as that expression. Pairs aligned by index (`zip([grads[i]], [variables[i]])`) compare "
+        "`variables` itself, and a slice of the gradients (`zip(grads[2:], [w2, b2])`) is not compared."
     )
     WHY = (
         "Gradients are matched to variables by position. `model.variables` also holds non-trainable "
@@ -54,14 +57,21 @@ class GradientsVariablesMismatch(Rule):
         "import tensorflow as tf\n"
         "grads = tape.gradient(loss, variables)\n"
         "opt.apply_gradients(zip(grads, variables))\n",
+        "import tensorflow as tf\n"
+        "grads = tape.gradient(loss, model.trainable_variables)\n"
+        "variables = model.trainable_variables\n"
+        "pairs = [p for i in range(len(grads)) for p in zip([grads[i]], [variables[i]])]\n",
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
-        for mismatch in model.pairing_mismatches:
-            line = model.line_of(mismatch.source.node)
+        for pairing in model.pairings:
+            source = pairing.gradient.source
+            sources_text = source.sources_text
+            if sources_text is None or sources_text == pairing.vars_text:
+                continue
             yield self.report(
-                mismatch.node,
-                f"gradients were taken for `{mismatch.sources_text}` (line {line}) but are paired with "
-                f"`{mismatch.vars_text}`: gradients land on the wrong variables (a shape error, or silently "
+                pairing.node,
+                f"gradients were taken for `{sources_text}` (line {model.line_of(source.node)}) but are paired "
+                f"with `{pairing.vars_text}`: gradients land on the wrong variables (a shape error, or silently "
                 "wrong updates): pair them with the list they were taken for",
             )

@@ -9,8 +9,10 @@ from gradlint.fixes.edits import Fix, replace
 from gradlint.fixes.tree import ancestors, enclosing_scope
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
-from gradlint.semantic.records import IteratorReuse
+from gradlint.semantic.records import Iteration
 from gradlint.semantic.syntax import all_params, target_names
+from gradlint.semantic.values import Seq
+from gradlint.triggers import any_of
 
 _ITERATOR_BUILTINS = frozenset({"zip", "map", "filter", "enumerate"})
 
@@ -20,6 +22,7 @@ class ZipConsumedBeforeApply(Rule):
     NAME = "zip-consumed-before-apply"
     SUMMARY = "zip/map iterator consumed before apply_gradients"
     RUNTIME_TWINS = ("GRD102",)
+    TRIGGERS = any_of("call", "apply_gradients")
     FIX = "safe"
     WHAT = (
         "Flags `apply_gradients(pairs)` where `pairs` is a one-shot iterator (`zip(...)`, `map(...)`, a "
@@ -72,19 +75,26 @@ class ZipConsumedBeforeApply(Rule):
     )
 
     def check(self, model: SemanticModel) -> Iterator[Report]:
-        for reuse in model.iterator_reuses:
+        first_use: dict[int, Iteration] = {}
+        for iteration in model.iterations:
+            value = iteration.value
+            if iteration.lazy or not isinstance(value, Seq) or not value.is_iterator:
+                continue
+            first = first_use.setdefault(id(value), iteration)
+            if first is iteration or not iteration.apply or value.created_by is None:
+                continue
             yield self.report(
-                reuse.node,
+                iteration.node,
                 f"this iterator of (gradient, variable) pairs was already consumed on line "
-                f"{model.line_of(reuse.consumed_by)}, so nothing is left to apply (Keras 3 raises 'not enough "
+                f"{model.line_of(first.node)}, so nothing is left to apply (Keras 3 raises 'not enough "
                 "values to unpack', legacy Keras applies nothing): build it with `list(zip(...))`",
-                fix=lambda reuse=reuse: self.list_fix(model, reuse),
+                fix=lambda value=value: self.list_fix(model, value),
             )
 
     # ------------------------------------------------------------------ fix
-    def list_fix(self, model: SemanticModel, reuse: IteratorReuse) -> Optional[Fix]:
+    def list_fix(self, model: SemanticModel, iterator: Seq) -> Optional[Fix]:
         """``pairs = zip(...)`` -> ``pairs = list(zip(...))`` when the assignment binds the call itself."""
-        assign, call = reuse.assigned_in, reuse.created_by
+        assign, call = iterator.assigned_in, iterator.created_by
         if assign is None or call is None or assign.value is not call:
             return None
         if not isinstance(call.func, cst.Name) or call.func.value not in _ITERATOR_BUILTINS:

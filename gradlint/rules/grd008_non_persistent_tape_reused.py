@@ -7,6 +7,7 @@ from typing import Iterator
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import GradientSource
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 def _exclusive(a: GradientSource, b: GradientSource) -> bool:
@@ -20,6 +21,7 @@ class NonPersistentTapeReused(Rule):
     NAME = "non-persistent-tape-reused"
     SUMMARY = "Non-persistent GradientTape used for several gradient calls"
     RUNTIME_TWINS = ()
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Flags a second `gradient` / `jacobian` call on a `tf.GradientTape` created without "
         "`persistent=True`, including one call that runs repeatedly in a loop the tape was created outside of. "

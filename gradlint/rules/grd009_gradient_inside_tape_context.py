@@ -11,6 +11,7 @@ from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import GradientSource
 from gradlint.semantic.syntax import assigned_names
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 class GradientInsideTapeContext(Rule):
@@ -18,6 +19,7 @@ class GradientInsideTapeContext(Rule):
     NAME = "gradient-inside-tape-context"
     SUMMARY = "tape.gradient called inside the tape's own with block"
     RUNTIME_TWINS = ()
+    TRIGGERS = TAPE_GRADIENTS
     FIX = "safe"
     WHAT = (
         "Flags `tape.gradient(...)` / `tape.jacobian(...)` on a persistent tape inside that tape's own "

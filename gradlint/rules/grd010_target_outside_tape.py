@@ -6,6 +6,7 @@ from typing import Iterator, Optional
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import GradientSource
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 def _owned_by(callee: str, owner: str) -> bool:
@@ -37,12 +38,17 @@ class TargetOutsideTape(Rule):
     NAME = "target-outside-tape"
     SUMMARY = "Gradient target computed outside the tape"
     RUNTIME_TWINS = ("GRD101",)
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Flags `tape.gradient(target, ...)` when the target is computed where the tape is not recording: "
         "assigned after the `with` block from values recorded inside it (`with tape: logits = model(x)` then "
         "`loss = loss_fn(y, logits)`), computed inline in the `gradient` call after the block, or computed "
         "inside the block from a forward pass of the same model that ran before the block "
-        "(`pred = model(x)` then `with tape: loss = loss_fn(y, pred)`)."
+        "(`pred = model(x)` then `with tape: loss = loss_fn(y, pred)`), also when that result is carried "
+        "into the block through a list filled before it. A slice taken in the `gradient` call itself "
+        "(`tape.gradient(preds[:, k], ...)`) is computed after the block too. Calls on the model before the "
+        "block whose results only reach the target as shapes or dtypes (`state.shape` to build specs) are "
+        "not a forward pass."
     )
     WHY = (
         "A tape only differentiates operations it recorded. When the last step to the target, or the forward "
@@ -79,6 +85,11 @@ class TargetOutsideTape(Rule):
         "with tf.GradientTape() as tape:\n"
         "    a = model(x)\n"
         "grads = tape.gradient(tf.reduce_sum(a), model.trainable_variables)\n",
+        "import tensorflow as tf\n"
+        "with tf.GradientTape() as tape:\n"
+        "    tape.watch(images)\n"
+        "    preds = model(images)\n"
+        "saliency = tape.gradient(preds[:, 3], images)\n",
     )
     VALID = (
         "import tensorflow as tf\n"

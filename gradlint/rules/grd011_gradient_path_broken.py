@@ -6,6 +6,7 @@ from typing import Iterator
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
 from gradlint.semantic.records import GradientSource
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 def _live(source: GradientSource, tape_id: int) -> bool:
@@ -30,11 +31,15 @@ class GradientPathBroken(Rule):
     NAME = "gradient-path-broken"
     SUMMARY = "Non-differentiable op on the only path to the gradient target"
     RUNTIME_TWINS = ("GRD101",)
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Flags, inside a tape, an operation with no gradient on the way from the model to the target: "
         "`.numpy()`, `np.*`, `float()` / `int()` / `round()`, `model.predict(...)`, `tf.py_function` / "
         "`tf.numpy_function`, `tf.argmax` / `tf.argmin` / `tf.round`, comparisons, and `tf.cast` to an integer "
-        "or bool dtype — when no other differentiable path from the variables reaches the target."
+        "or bool dtype — when no other differentiable path from the variables reaches the target. Values "
+        "collected in a list inside the tape (`losses.append(float(...))`, then `tf.reduce_mean(losses)`) "
+        "keep what they were computed from; a mask cast to the logits' dtype (`tf.cast(mask, logits.dtype)`) "
+        "is differentiable."
     )
     WHY = (
         "These operations leave TensorFlow's graph or have no gradient, so the tape sees no path from the "
@@ -72,6 +77,13 @@ class GradientPathBroken(Rule):
         "with tf.GradientTape() as tape:\n"
         "    pred = model.predict(x)\n"
         "    loss = tf.reduce_mean(tf.square(pred - y))\n"
+        "grads = tape.gradient(loss, model.trainable_variables)\n",
+        "import tensorflow as tf\n"
+        "with tf.GradientTape() as tape:\n"
+        "    losses = []\n"
+        "    for x, y in batch:\n"
+        "        losses.append(float(tf.reduce_mean(tf.square(model(x) - y))))\n"
+        "    loss = tf.reduce_mean(losses)\n"
         "grads = tape.gradient(loss, model.trainable_variables)\n",
     )
     VALID = (

@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import any_of
 
 _READ_ONLY = frozenset({
     "trainable_variables", "trainable_weights", "non_trainable_variables", "non_trainable_weights",
@@ -17,6 +18,8 @@ class ReadOnlyTrainableAssignment(Rule):
     NAME = "read-only-trainable-assignment"
     SUMMARY = "Assignment to a Keras model's read-only variable collection"
     RUNTIME_TWINS = ("GRD102",)
+    TRIGGERS = any_of("assigned_attribute", "trainable_variables", "trainable_weights",
+                      "non_trainable_variables", "non_trainable_weights", "variables", "weights")
     WHAT = (
         "Flags assignments to `trainable_variables`, `trainable_weights`, `non_trainable_variables`, "
         "`non_trainable_weights`, `variables` or `weights` on a Keras model or layer, or on `self` inside a "

@@ -12,6 +12,7 @@ from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel, tfapi
 from gradlint.semantic.records import LossScaleCall
 from gradlint.semantic.syntax import assigned_names, call_argument
+from gradlint.triggers import any_of
 
 _REMOVED_IN_KERAS_3 = frozenset({"get_scaled_loss", "get_unscaled_gradients"})
 
@@ -28,6 +29,7 @@ class LossScaleMisuse(Rule):
     NAME = "loss-scale-misuse"
     SUMMARY = "Mixed-precision loss scaling used on one side only, or with removed APIs"
     RUNTIME_TWINS = ("GRD104", "GRD105")
+    TRIGGERS = any_of("call", "scale_loss", "get_scaled_loss", "get_unscaled_gradients")
     FIX = "unsafe"
     WHAT = (
         "Flags, for a `LossScaleOptimizer`: `get_scaled_loss` without `get_unscaled_gradients` in the same "

@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel, tfapi
+from gradlint.triggers import any_of
 
 
 class ClippingBeforeAllreduce(Rule):
@@ -12,6 +13,7 @@ class ClippingBeforeAllreduce(Rule):
     NAME = "clipping-before-allreduce"
     SUMMARY = "Optimizer clipping under a multi-replica strategy clips per replica"
     RUNTIME_TWINS = ("GRD107",)
+    TRIGGERS = any_of("keyword", "clipnorm", "global_clipnorm", "clipvalue")
     WHAT = (
         "Flags a Keras 3 optimizer created with `clipnorm=`, `global_clipnorm=` or `clipvalue=` inside a "
         "multi-replica `strategy.scope()` (`MirroredStrategy`, `MultiWorkerMirroredStrategy`, `TPUStrategy`...), "

@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 class RegularizationLossesDropped(Rule):
@@ -13,6 +14,7 @@ class RegularizationLossesDropped(Rule):
     SUMMARY = "Custom loop ignores model.losses while the file uses regularizers or add_loss"
     OPT_IN = True
     RUNTIME_TWINS = ()
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Opt-in. In a file whose layers use `*_regularizer=` arguments or `add_loss`, flags "
         "`tape.gradient(loss, model.trainable_variables)` whose loss never reads `model.losses` (or calls "

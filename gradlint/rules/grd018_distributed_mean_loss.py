@@ -5,6 +5,7 @@ from typing import Iterator
 
 from gradlint.rules.base import Report, Rule
 from gradlint.semantic import SemanticModel
+from gradlint.triggers import TAPE_GRADIENTS
 
 
 class DistributedMeanLoss(Rule):
@@ -13,6 +14,7 @@ class DistributedMeanLoss(Rule):
     SUMMARY = "Per-replica tf.reduce_mean of the loss inside strategy.run"
     OPT_IN = True
     RUNTIME_TWINS = ("GRD105",)
+    TRIGGERS = TAPE_GRADIENTS
     WHAT = (
         "Opt-in. Flags `tf.reduce_mean` on the way to the target of `tape.gradient` inside a function run "
         "by `strategy.run(...)`. Silent when the loss uses `tf.nn.compute_average_loss(..., "

@@ -5,10 +5,13 @@ Provenance is what a value was computed from, as a frozenset of entries:
 - ``("call", callee_text, tapes)``: a call whose result flowed in; ``tapes`` are the ids of the
   gradient tapes recording when it ran;
 - ``("name", dotted)``: a name or attribute chain that was read;
+- ``("invoke", function, receiver, tapes)``: a function or method defined in this file was called
+  (``receiver`` is the text ``self`` stands for in a method, else None); what it reads is in its summary;
 - ``("attr", "losses")``: ``model.losses`` was read;
 - ``("break", node_id, description, tapes)``: an op with no gradient (``.numpy()``, ``tf.argmax``,
   a comparison...); it replaces the provenance of its inputs, which no longer reach the result;
-- ``("mean", node_id, tapes)``: ``tf.reduce_mean`` inside a ``strategy.run`` replica function.
+- ``("mean", node_id, tapes)``: ``tf.reduce_mean`` inside a ``strategy.run`` replica function;
+- ``TRUNCATED``: entries were dropped to bound the set, so it is not the whole history.
 """
 from __future__ import annotations
 
@@ -18,14 +21,16 @@ from gradlint.semantic.values import Value
 
 Provenance = frozenset
 EMPTY: Provenance = frozenset()
-_MAX_ENTRIES = 96  # bound the sets on very long functions; provenance is a heuristic, not a proof
+TRUNCATED = ("truncated",)
+MAX_ENTRIES = 96  # bound the sets on very long functions; provenance is a heuristic, not a proof
 
 
 def merge(*parts) -> Provenance:
     merged: set = set()
     for part in parts:
         merged.update(part)
-        if len(merged) > _MAX_ENTRIES:
+        if len(merged) > MAX_ENTRIES:
+            merged.add(TRUNCATED)
             break
     return frozenset(merged)
 
@@ -44,6 +49,8 @@ class Env:
         self.bound_tapes: dict[str, frozenset] = {}
         self.guarded: frozenset[str] = frozenset()
         self.keras_class: Optional[str] = None  # for class scopes deriving from a Keras Model/Layer
+        self.class_value = None  # the ClassValue of a class scope
+        self.context = None      # the FunctionContext of a function scope
 
     def owner_of(self, name: str) -> Optional["Env"]:
         env: Optional[Env] = self

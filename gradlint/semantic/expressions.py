@@ -8,75 +8,63 @@ import libcst as cst
 
 from gradlint.semantic import tfapi
 from gradlint.semantic.env import EMPTY, Env, Provenance
-from gradlint.semantic.records import ElementUse, IteratorReuse
-from gradlint.semantic.syntax import (
-    dotted_name,
-    expression_key,
-    guard_keys,
-    negative_integer,
-    parameter_names,
-)
+from gradlint.semantic.parts import Binds, InterpretsCalls, RunsStatements
+from gradlint.semantic.records import ElementUse, Iteration, OptimizerAttribute, StringTest
+from gradlint.semantic.syntax import dotted_name, expression_key, guard_keys, negative_integer, parameter_names
 from gradlint.semantic.values import (
     NONE,
-    FunctionValue,
     GradElem,
+    KerasObject,
     LambdaValue,
     ListDisplay,
     NoneValue,
+    OptimizerValue,
     Seq,
+    StringsValue,
     TupleValue,
     Value,
     VarElem,
     VarList,
+    derived,
     iterate,
 )
+from gradlint.semantic.walk import WalkState
 
-_ORDERING = (cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual)
-_VALUE_COMPARISONS = _ORDERING + (cst.Equal, cst.NotEqual)
+_ORDERING = frozenset({cst.LessThan, cst.LessThanEqual, cst.GreaterThan, cst.GreaterThanEqual})
+_VALUE_COMPARISONS = _ORDERING | {cst.Equal, cst.NotEqual}
+# attributes that describe a tensor rather than compute from it: nothing flows from the tensor through them
+_STATIC_ATTRIBUTES = frozenset({"shape", "dtype", "ndim", "device"})
+_STRING_LITERALS = (cst.SimpleString, cst.ConcatenatedString)
 
 
 class ExpressionEvaluator:
-    """Mixin of :class:`~gradlint.semantic.analyzer.Analyzer`: evaluates expression nodes."""
+    """Evaluates expression nodes to abstract values, collecting provenance and recording uses."""
 
-    # ------------------------------------------------------------- provenance
-    def note(self, entry: tuple) -> None:
-        if self.provenance_stack:
-            self.provenance_stack[-1].add(entry)
+    def __init__(self, state: WalkState) -> None:
+        self.state = state
+        self.model = state.model
+        self.binder: Binds
+        self.calls: InterpretsCalls
+        self.statements: RunsStatements
 
-    def note_all(self, entries) -> None:
-        if self.provenance_stack and entries:
-            self.provenance_stack[-1].update(entries)
+    def wire(self, binder: Binds, calls: InterpretsCalls, statements: RunsStatements) -> None:
+        self.binder = binder
+        self.calls = calls
+        self.statements = statements
 
-    def note_break(self, node: cst.CSTNode, description: str, inputs=()) -> None:
-        """``node`` produces a value without gradient: record it in place of its inputs' provenance.
-
-        When an input is already cut off, that earlier op is the cause and is passed on instead.
-        """
-        earlier = [entry for entry in inputs if entry[0] == "break"]
-        if earlier:
-            self.note_all(earlier)
-            return
-        self.model.nodes[id(node)] = node
-        self.note(("break", id(node), description, self.tapes_key))
-
+    # ------------------------------------------------------------ evaluation
     def eval_tracked(self, node: cst.BaseExpression, env: Env) -> tuple[Optional[Value], Provenance]:
         """Evaluate ``node`` and return its value and what it was computed from."""
-        self.provenance_stack.append(set())
+        stack = self.state.provenance_stack
+        stack.append(set())
         try:
             value = self.eval(node, env)
         finally:
-            collected = self.provenance_stack.pop()
-        return value, frozenset(collected)
+            collected = frozenset(stack.pop())
+        return value, collected
 
-    # ------------------------------------------------------------ evaluation
     def eval_quiet(self, expr: cst.BaseExpression, env: Env) -> Optional[Value]:
-        """Value of a name / ``self.attr`` without visiting (already visited) subexpressions."""
-        if isinstance(expr, cst.Name):
-            return env.lookup(expr.value)
-        key = self.binding_key(expr, env)
-        if key is not None and key[0] == "self":
-            return _class_attribute(env, key[2])
-        return None
+        return self.binder.quiet(expr, env)
 
     def eval(self, node: cst.BaseExpression, env: Env, *, as_callee: bool = False) -> Optional[Value]:
         # Dispatch on the exact node type: isinstance() against libcst's abstract base classes is slow.
@@ -86,16 +74,19 @@ class ExpressionEvaluator:
             return None
         return handler(self, node, env, as_callee)
 
+    def visit_children(self, node: cst.CSTNode, env: Env) -> None:
+        self.statements.visit_children(node, env)
+
     def _eval_binary(self, node: cst.BinaryOperation, env: Env, as_callee: bool) -> Optional[Value]:
         left = self.eval(node.left, env)
         right = self.eval(node.right, env)
-        return self.note_arithmetic(node, node.operator, (left, right), env)
+        return self.note_arithmetic(node, node.operator, ((node.left, left), (node.right, right)), env)
 
     def _eval_unary(self, node: cst.UnaryOperation, env: Env, as_callee: bool) -> Optional[Value]:
         operand = self.eval(node.expression, env)
         if isinstance(node.operator, cst.Not):
             return None
-        return self.note_arithmetic(node, node.operator, (operand,), env)
+        return self.note_arithmetic(node, node.operator, ((node.expression, operand),), env)
 
     def _eval_boolean(self, node: cst.BooleanOperation, env: Env, as_callee: bool) -> None:
         self.eval(node.left, env)
@@ -107,8 +98,8 @@ class ExpressionEvaluator:
 
     def _eval_named(self, node: cst.NamedExpr, env: Env, as_callee: bool) -> Optional[Value]:
         value, provenance = self.eval_tracked(node.value, env)
-        self.note_all(provenance)
-        self.bind(node.target, value, env, provenance)
+        self.state.note_all(provenance)
+        self.binder.bind(node.target, value, env, provenance)
         return value
 
     def _eval_lambda(self, node: cst.Lambda, env: Env, as_callee: bool) -> Value:
@@ -117,38 +108,76 @@ class ExpressionEvaluator:
     def _eval_literal(self, node: cst.CSTNode, env: Env, as_callee: bool) -> None:
         return None
 
-    def eval_name(self, node: cst.Name, env: Env) -> Optional[Value]:
+    def eval_chain_base(self, node: cst.BaseExpression, env: Env) -> Optional[Value]:
+        """The object an attribute chain starts from (``model`` in ``model.W``), evaluated without noting
+        it as read whole: only the whole chain is."""
+        kind = type(node)
+        if kind is cst.Name:
+            return self.eval_name(node, env, whole=False)
+        if kind is cst.Attribute:
+            return self.eval_attribute(node, env, False, whole=False)
+        return self.eval(node, env)
+
+    def eval_name(self, node: cst.Name, env: Env, whole: bool = True) -> Optional[Value]:
         if node.value == "None":
             return NONE
-        if self.provenance_stack:
-            self.note(("name", node.value))
-            self.note_all(env.provenance_of(node.value))
+        state = self.state
+        if state.provenance_stack:
+            if whole:
+                state.note(("name", node.value))
+            state.note_all(env.provenance_of(node.value))
         value = env.lookup(node.value)
         if isinstance(value, GradElem) and value.may_be_none and env.is_guarded(node.value):
             return value.checked()
         return value
 
-    def eval_attribute(self, node: cst.Attribute, env: Env, as_callee: bool) -> Optional[Value]:
-        base = self.eval(node.value, env)
+    def eval_attribute(self, node: cst.Attribute, env: Env, as_callee: bool, whole: bool = True) -> Optional[Value]:
         attr = node.attr.value
-        if self.provenance_stack:
-            dotted = dotted_name(node)
+        state = self.state
+        if attr in _STATIC_ATTRIBUTES and not as_callee and state.provenance_stack:
+            # `x.shape`, `x.dtype` are static facts about a tensor: no gradient flows through them
+            state.open_collection()
+            try:
+                base = self.eval_chain_base(node.value, env)
+            finally:
+                state.close_collection()
+            whole = False
+        else:
+            value_node = node.value
+            kind = type(value_node)
+            if kind is cst.Name:
+                base = self.eval_name(value_node, env, whole=False)
+            elif kind is cst.Attribute:
+                base = self.eval_attribute(value_node, env, False, whole=False)
+            else:
+                base = self.eval(value_node, env)
+        if state.provenance_stack:
+            dotted = dotted_name(node) if whole else None
             if dotted is not None:
-                self.note(("name", dotted))
+                state.note(("name", dotted))
             if attr == "losses":
-                self.note(("attr", "losses"))
+                state.note(("attr", "losses"))
         if attr in tfapi.VARIABLE_COLLECTION_ATTRS and not as_callee:
-            owner = dotted_name(node.value) or self.module.code_for_node(node.value)
-            return VarList(f"{owner}.{tfapi.VARIABLE_COLLECTION_ATTRS[attr]}")
+            owner = dotted_name(node.value) or state.module.code_for_node(node.value)
+            return VarList(f"{owner}.{tfapi.VARIABLE_COLLECTION_ATTRS[attr]}", owner=base)
         if isinstance(base, GradElem) and not as_callee:
-            self.note_element_use(node, f".{attr}", (base,), env)
+            self.note_element_use(node, f".{attr}", ((node.value, base),), env,
+                                  inspection=attr in tfapi.TENSOR_INSPECTIONS)
             return None
-        key = self.binding_key(node, env)
+        if isinstance(base, OptimizerValue) and not as_callee:
+            self.model.optimizer_attributes.append(
+                OptimizerAttribute(node, attr, base.info, expects_error=state.expects_error))
+        if attr == "optimizer" and isinstance(base, KerasObject):
+            return self.calls.model_optimizer(node, base, env)
+        key = self.binder.binding_key(node, env)
         if key is not None and key[0] == "self":
             class_env = env.function_env().class_env
-            if class_env is not None and self.provenance_stack:
-                self.note_all(class_env.provenance.get(key[2], EMPTY))
-            return _class_attribute(env, key[2])
+            if class_env is not None and state.provenance_stack:
+                state.note_all(class_env.provenance.get(key[2], EMPTY))
+            value = self.binder.class_attribute(env, key[2])
+            if value is None and attr == "model" and isinstance(base, KerasObject) and base.class_name == "Callback":
+                return KerasObject("Model")  # a callback's `self.model`: the model being trained
+            return value
         return None
 
     def eval_subscript(self, node: cst.Subscript, env: Env) -> Optional[Value]:
@@ -165,12 +194,20 @@ class ExpressionEvaluator:
         if is_slice:
             return base if isinstance(base, (Seq, VarList)) else None
         result: Optional[Value] = None
-        if isinstance(base, TupleValue) and isinstance(index_node, cst.Integer):
+        if isinstance(base, (TupleValue, Seq)) and isinstance(index_node, cst.Integer):
+            items = base.items
             position = int(index_node.value, 0)
-            result = base.items[position] if position < len(base.items) else None
-        elif isinstance(base, TupleValue) and negative_integer(index_node) is not None:
+            if items is not None and position < len(items):
+                result = items[position]
+            elif isinstance(base, Seq):
+                result = base.element
+        elif isinstance(base, (TupleValue, Seq)) and negative_integer(index_node) is not None:
+            items = base.items
             position = negative_integer(index_node)
-            result = base.items[position] if -position <= len(base.items) else None
+            if items is not None and -position <= len(items):
+                result = items[position]
+            elif isinstance(base, Seq):
+                result = base.element
         elif isinstance(base, Seq):
             result = base.element
         elif isinstance(base, VarList):
@@ -182,27 +219,67 @@ class ExpressionEvaluator:
         return result
 
     def eval_comparison(self, node: cst.Comparison, env: Env) -> None:
-        self.provenance_stack.append(set())
+        state = self.state
+        state.open_collection()
         try:
             values = [self.eval(node.left, env)]
             for comparison in node.comparisons:
                 values.append(self.eval(comparison.comparator, env))
         finally:
-            inputs = self.provenance_stack.pop()  # a comparison's result carries no gradient from its operands
-        operators = [c.operator for c in node.comparisons]
-        if any(isinstance(op, _ORDERING) for op in operators):
-            self.note_element_use(node, "comparison", values, env)
-        if any(isinstance(op, _VALUE_COMPARISONS) for op in operators):
-            self.note_break(node, "a comparison", inputs)
-        self.note_name_filter(node, env)
+            inputs = state.close_collection()  # a comparison's result carries no gradient from its operands
+        operators = [type(c.operator) for c in node.comparisons]
+        if any(op in _ORDERING for op in operators) and any(type(v) is GradElem for v in values):
+            operands = [(node.left, values[0])] + [(c.comparator, v) for c, v in zip(node.comparisons, values[1:])]
+            self.note_element_use(node, "comparison", operands, env)
+        if any(op in _VALUE_COMPARISONS for op in operators):
+            state.note_break(node, "a comparison", inputs)
+        if len(node.comparisons) == 1:
+            only = node.comparisons[0]
+            self.note_string_test(node, only.operator, node.left, only.comparator, env)
         return None
 
+    def note_string_test(self, node: cst.Comparison, operator, left, right, env: Env) -> None:
+        """``x.attr == 'a'``, ``x.attr in CONSTANTS``, ``'a' in x.attr``: an attribute tested against strings."""
+        kind = type(operator)
+        if kind is cst.Equal or kind is cst.NotEqual:
+            pairs = ((left, right, "=="), (right, left, "=="))
+        elif kind is cst.In or kind is cst.NotIn:
+            pairs = ((left, right, "in"), (right, left, "contains"))
+        else:
+            return
+        for attribute, other, operation in pairs:
+            if type(attribute) is not cst.Attribute:
+                continue
+            strings, literal = self.strings_of(other, env)
+            if strings:
+                self.record_string_test(node, attribute, strings, operation, literal, env)
+                return
+
+    def record_string_test(self, node: cst.CSTNode, attribute: cst.Attribute, strings, operation: str,
+                           literal: Optional[cst.CSTNode], env: Env) -> None:
+        self.model.string_tests.append(StringTest(
+            node, attribute.attr.value, attribute.value, self.eval_quiet(attribute.value, env), tuple(strings),
+            operation, literal_node=literal, expects_error=self.state.expects_error))
+
+    def strings_of(self, expr: cst.BaseExpression, env: Env) -> tuple[list[str], Optional[cst.CSTNode]]:
+        """The string constants an expression stands for (a literal, a display, a name bound to them)."""
+        if isinstance(expr, _STRING_LITERALS) or isinstance(expr, (cst.Tuple, cst.List, cst.Set)):
+            from gradlint.semantic.syntax import string_literals
+
+            return string_literals(expr), expr
+        if isinstance(expr, cst.Name):
+            value = env.lookup(expr.value)
+            if isinstance(value, StringsValue):
+                return value.strings, value.node
+        return [], None
+
     def eval_if_exp(self, node: cst.IfExp, env: Env) -> Optional[Value]:
-        self.provenance_stack.append(set())
+        state = self.state
+        state.open_collection()
         try:
             self.eval(node.test, env)
         finally:
-            self.provenance_stack.pop()
+            state.close_collection()
         saved = env.guarded
         env.guarded = saved | guard_keys(node.test, True)
         body = self.eval(node.body, env)
@@ -226,10 +303,10 @@ class ExpressionEvaluator:
             only = node.elements[0].value
             if isinstance(only, cst.Tuple) and len(only.elements) == 2:
                 single_pair = (only.elements[0].value, only.elements[1].value)
-        carried = next((v for v in items if isinstance(v, (GradElem, TupleValue))), None)
+        carried = next((v for v in items if isinstance(v, (GradElem, TupleValue, Seq))), None)
         if isinstance(carried, GradElem) or (
             isinstance(carried, TupleValue) and any(isinstance(i, GradElem) for i in carried.items)
-        ):
+        ) or (isinstance(carried, Seq) and carried.gradient is not None):
             return Seq(carried, single_pair=single_pair)
         if single_pair is not None:
             return Seq(items[0], single_pair=single_pair)
@@ -242,18 +319,19 @@ class ExpressionEvaluator:
         for_in: Optional[cst.CompFor] = node.for_in
         first_iterable: Optional[Value] = None
         outermost = True
+        state = self.state
         while for_in is not None:
             iterable = self.eval(for_in.iter, env if outermost else comp_env)
-            self.consume(iterable, for_in)
+            self.record_iteration(iterable, for_in)
             if outermost:
                 first_iterable, outermost = iterable, False
-            self.bind(for_in.target, iterate(iterable), comp_env)
+            self.binder.bind(for_in.target, iterate(iterable), comp_env)
             for condition in for_in.ifs:
-                self.provenance_stack.append(set())
+                state.open_collection()
                 try:
                     self.eval(condition.test, comp_env)
                 finally:
-                    self.provenance_stack.pop()
+                    state.close_collection()
                 comp_env.guarded = comp_env.guarded | guard_keys(condition.test, True)
             for_in = for_in.inner_for_in
         if isinstance(node, cst.DictComp):
@@ -267,34 +345,51 @@ class ExpressionEvaluator:
         return None
 
     # ------------------------------------------------------- gradient events
-    def note_element_use(self, node: cst.CSTNode, operation: str, values, env: Env) -> None:
-        """An operation that fails on ``None`` applied to a gradient that may be ``None``."""
-        for value in values:
+    def note_element_use(self, node: cst.CSTNode, operation: str, operands, env: Env,
+                         inspection: bool = False) -> None:
+        """An operation that fails on ``None`` applied to a gradient that may be ``None``.
+
+        ``operands`` are (expression, value) pairs. Once the use has run, the expression is known not to
+        be None on this path (the use would have failed): later uses of it are not reported again.
+        """
+        for expr, value in operands:
             if isinstance(value, GradElem) and value.may_be_none:
-                self.model.element_uses.append(ElementUse(node, operation, value.source, guarded=False,
-                                                          expects_error=self.expects_error))
+                state = self.state
+                source = value.source
+                certain = value.certain_none or (self.calls.unused_layers_of(source) if not value.derived else ())
+                self.model.element_uses.append(ElementUse(
+                    node, operation, source, guarded=False, expects_error=state.expects_error,
+                    certain_none=certain, context=env.function_env().context, inspection=inspection,
+                    statement_has_effect=not self.discarded_without_effect(node)))
+                key = expression_key(expr) if expr is not None else None
+                if key is not None:
+                    env.guarded = env.guarded | {key}
                 return
 
-    def note_arithmetic(self, node: cst.CSTNode, operator: cst.CSTNode, values, env: Env) -> Optional[Value]:
+    def discarded_without_effect(self, node: cst.CSTNode) -> bool:
+        """Is ``node`` an expression statement that computes a value and throws it away (a clip, arithmetic)?
+        Calls that log or assign (``tf.summary.histogram``, ``v.assign``) have an effect."""
+        if self.state.discarding is not node:
+            return False
+        if isinstance(node, cst.Call):
+            return self.state.imports.resolve(node.func) in tfapi.PURE_CALLS
+        return isinstance(node, (cst.BinaryOperation, cst.UnaryOperation, cst.Attribute, cst.Subscript))
+
+    def note_arithmetic(self, node: cst.CSTNode, operator: cst.CSTNode, operands, env: Env) -> Optional[Value]:
+        values = [value for _, value in operands]
         if isinstance(operator, (cst.Add, cst.AddAssign)) and len(values) == 2 and all(
                 isinstance(v, (VarList, ListDisplay)) for v in values):
-            return VarList(tfapi.normalize_variables(self.module.code_for_node(node)))
+            return VarList(tfapi.normalize_variables(self.state.module.code_for_node(node)))
         if any(isinstance(v, GradElem) for v in values):
-            self.note_element_use(node, _operator_symbol(operator), values, env)
-            return _derived(values)
+            self.note_element_use(node, _operator_symbol(operator), operands, env)
+            return derived(values)
         return next((v for v in values if isinstance(v, Seq)), None)
 
-    def consume(self, value: Optional[Value], consumer: cst.CSTNode) -> None:
-        """Iterating a one-shot iterator (zip, map, generator) exhausts it."""
-        self.check_global_clip_result(value, consumer)
-        if not isinstance(value, Seq) or not value.is_iterator:
-            return
-        is_apply = isinstance(consumer, cst.Call)
-        if value.consumed_by is not None and is_apply and value.created_by is not None:
-            self.model.iterator_reuses.append(
-                IteratorReuse(consumer, value.created_by, value.assigned_in, value.consumed_by))
-        if value.consumed_by is None:
-            value.consumed_by = consumer
+    def record_iteration(self, value: Optional[Value], node: cst.CSTNode, *, lazy: bool = False,
+                         apply: bool = False) -> None:
+        """``value`` is iterated (or wrapped for iteration, ``lazy``) by ``node``."""
+        if isinstance(value, (Seq, TupleValue)):
+            self.model.iterations.append(Iteration(node, value, lazy=lazy, apply=apply))
 
     def lambda_guards(self, predicate: cst.BaseExpression) -> bool:
         if not isinstance(predicate, cst.Lambda):
@@ -303,7 +398,8 @@ class ExpressionEvaluator:
         return bool(params) and params[0] in guard_keys(predicate.body, True)
 
     def apply_lambda(self, function: LambdaValue, arguments) -> Optional[Value]:
-        env = Env("comprehension", parent=function.env if isinstance(function.env, Env) else self.module_env)
+        env = Env("comprehension",
+                  parent=function.env if isinstance(function.env, Env) else self.state.module_env)
         for name, value in zip(parameter_names(function.node.params), arguments):
             env.names[name] = value
         return self.eval(function.node.body, env)
@@ -311,7 +407,7 @@ class ExpressionEvaluator:
 
 _HANDLERS = {
     cst.Name: lambda self, node, env, as_callee: self.eval_name(node, env),
-    cst.Call: lambda self, node, env, as_callee: self.eval_call(node, env),
+    cst.Call: lambda self, node, env, as_callee: self.calls.eval_call(node, env),
     cst.Attribute: lambda self, node, env, as_callee: self.eval_attribute(node, env, as_callee),
     cst.Subscript: lambda self, node, env, as_callee: self.eval_subscript(node, env),
     cst.BinaryOperation: ExpressionEvaluator._eval_binary,
@@ -337,24 +433,5 @@ _HANDLERS = {
 }
 
 
-def _derived(values) -> Optional[GradElem]:
-    """The result of an operation on a gradient: a new, non-None gradient of the same source."""
-    for value in values:
-        if isinstance(value, GradElem):
-            return GradElem(value.source, may_be_none=False, derived=True, scaled=value.scaled)
-    return None
-
-
 def _operator_symbol(operator: cst.CSTNode) -> str:
     return getattr(operator, "_get_token", lambda: None)() or type(operator).__name__
-
-
-def _class_attribute(env: Env, dotted_self_attr: str) -> Optional[Value]:
-    """Value of ``self.x``: assigned through ``self`` in a method, else a class-body attribute ``x``."""
-    class_env = env.function_env().class_env
-    if class_env is None:
-        return None
-    if dotted_self_attr in class_env.names:
-        return class_env.names[dotted_self_attr]
-    value = class_env.names.get(dotted_self_attr[5:])
-    return None if isinstance(value, FunctionValue) else value

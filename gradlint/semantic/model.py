@@ -1,4 +1,4 @@
-"""The semantic model of one file: built once, read by every rule."""
+"""The semantic model of one file: built once, read by every rule. It knows nothing of individual rules."""
 from __future__ import annotations
 
 from typing import Generic, Iterator, Optional, TypeVar
@@ -9,19 +9,22 @@ from libcst.metadata import CodeRange
 from gradlint.semantic.imports import ImportMap
 from gradlint.semantic.records import (
     AttributeAssignment,
+    CallSite,
     ClipCall,
     CompileCall,
     ElementUse,
-    GlobalClipMisuse,
     GradientSource,
-    IteratorReuse,
+    Iteration,
     LossScaleCall,
     MethodCall,
+    MethodDefinition,
+    OptimizerAttribute,
     OptimizerCall,
     OptimizerInfo,
-    PairingMismatch,
+    Pairing,
+    StringTest,
     TapeInfo,
-    VariableNameFilter,
+    VariableCreation,
 )
 
 R = TypeVar("R")
@@ -46,8 +49,9 @@ class RecordSet(Generic[R]):
 class SemanticModel:
     """What a file does with gradients, tapes and optimizers."""
 
-    def __init__(self, module: cst.Module, *, target_keras: int = 3) -> None:
+    def __init__(self, module: cst.Module, *, target_keras: int = 3, source: Optional[str] = None) -> None:
         self.module = module
+        self.source = source  # the file's text, when the caller has it (else generated on demand)
         self.target_keras = target_keras
         self.imports = ImportMap()
         self.tapes: RecordSet[TapeInfo] = RecordSet()
@@ -55,15 +59,18 @@ class SemanticModel:
         self.element_uses: RecordSet[ElementUse] = RecordSet()
         self.optimizers: RecordSet[OptimizerInfo] = RecordSet()
         self.optimizer_calls: RecordSet[OptimizerCall] = RecordSet()
+        self.optimizer_attributes: RecordSet[OptimizerAttribute] = RecordSet()
         self.compile_calls: RecordSet[CompileCall] = RecordSet()
         self.attribute_assignments: RecordSet[AttributeAssignment] = RecordSet()
         self.method_calls: RecordSet[MethodCall] = RecordSet()
+        self.method_definitions: RecordSet[MethodDefinition] = RecordSet()
         self.clip_calls: RecordSet[ClipCall] = RecordSet()
-        self.global_clip_misuses: RecordSet[GlobalClipMisuse] = RecordSet()
-        self.pairing_mismatches: RecordSet[PairingMismatch] = RecordSet()
-        self.iterator_reuses: RecordSet[IteratorReuse] = RecordSet()
-        self.name_filters: RecordSet[VariableNameFilter] = RecordSet()
+        self.iterations: RecordSet[Iteration] = RecordSet()
+        self.pairings: RecordSet[Pairing] = RecordSet()
+        self.string_tests: RecordSet[StringTest] = RecordSet()
         self.loss_scale_calls: RecordSet[LossScaleCall] = RecordSet()
+        self.call_sites: RecordSet[CallSite] = RecordSet()
+        self.variable_creations: RecordSet[VariableCreation] = RecordSet()
         self.regularizers: list[cst.CSTNode] = []  # `*_regularizer=` arguments and `add_loss` calls
         self.optimizer_by_key: dict[tuple, OptimizerInfo] = {}
         self.nodes: dict[int, cst.CSTNode] = {}  # nodes named by id in provenance entries
@@ -87,10 +94,10 @@ class SemanticModel:
         return self.module.code_for_node(node)
 
 
-def build_model(module: cst.Module, *, target_keras: int = 3) -> SemanticModel:
-    """Run the one traversal over ``module`` and return its semantic model."""
+def build_model(module: cst.Module, *, target_keras: int = 3, source: Optional[str] = None) -> SemanticModel:
+    """Run the one traversal over ``module`` (parsed from ``source``, when given) and return its model."""
     from gradlint.semantic.analyzer import Analyzer
 
-    model = SemanticModel(module, target_keras=target_keras)
+    model = SemanticModel(module, target_keras=target_keras, source=source)
     Analyzer(module, model).run()
     return model

@@ -10,6 +10,7 @@ _PREFIX_REWRITES = (
     ("tensorflow._api.v2.", "tensorflow."),
     ("tensorflow.python.keras.", "tf_keras."),
     ("tensorflow.keras.", "keras."),
+    ("tensorflow.optimizers.", "keras.optimizers."),
     ("keras.api.", "keras."),
     ("tf_keras.api._v2.keras.", "tf_keras."),
     ("tensorflow.autodiff.GradientTape", "tensorflow.GradientTape"),
@@ -44,6 +45,16 @@ def is_internal_tape(name: str) -> bool:
     return name.startswith("tensorflow.") and name.endswith(".GradientTape")
 CLIP_BY_GLOBAL_NORM = "tensorflow.clip_by_global_norm"
 PER_GRADIENT_CLIPS = frozenset({"tensorflow.clip_by_norm", "tensorflow.clip_by_value"})
+# Attributes and methods of a tensor that inspect it (a test asserting on a gradient) rather than compute.
+TENSOR_INSPECTIONS = frozenset({"shape", "dtype", "get_shape", "numpy", "device", "name"})
+
+# Calls that only compute a new tensor from their arguments: as an expression statement they do nothing.
+PURE_CALLS = PER_GRADIENT_CLIPS | {
+    CLIP_BY_GLOBAL_NORM, "tensorflow.norm", "tensorflow.math.l2_normalize", "tensorflow.nn.l2_normalize",
+    "tensorflow.multiply", "tensorflow.math.multiply", "tensorflow.add", "tensorflow.math.add",
+    "tensorflow.abs", "tensorflow.math.abs", "tensorflow.reduce_sum", "tensorflow.reduce_mean",
+    "tensorflow.where", "tensorflow.cast", "tensorflow.convert_to_tensor",
+}
 
 # Calls that accept `None` entries in a gradient list or a `None` gradient argument.
 NONE_TOLERANT_CALLS = frozenset({
@@ -90,6 +101,11 @@ def optimizer_kind(name: str) -> str | None:
     return None
 
 
+def is_tf1_optimizer_base(name: str) -> bool:
+    """``tf.compat.v1.train.Optimizer`` (or one of its subclasses): a TF1 optimizer class to derive from."""
+    return name.startswith("tensorflow.train.") and name.endswith("Optimizer")
+
+
 def is_stateless_tf1_optimizer(name: str) -> bool:
     """True for TF1 optimizers that keep no slot state (reusing them for several var_lists is harmless)."""
     return name.startswith("tensorflow.train.") and name.rpartition(".")[2] in TF1_STATELESS_OPTIMIZERS
@@ -111,6 +127,10 @@ VARIABLE_COLLECTION_CALLS = frozenset({
 })
 
 OPTIMIZER_METHODS_APPLY = frozenset({"apply_gradients", "apply", "minimize"})
+
+# Constructors of variables that take a `name` (the first positional argument of `get_variable`).
+VARIABLE_CONSTRUCTORS = frozenset({"tensorflow.Variable", "keras.Variable", "tensorflow.get_variable"})
+VARIABLE_METHODS = frozenset({"add_weight", "add_variable"})
 
 STOP_GRADIENT = frozenset({"tensorflow.stop_gradient", "keras.ops.stop_gradient"})
 REDUCE_MEAN = frozenset({"tensorflow.reduce_mean", "tensorflow.math.reduce_mean", "keras.ops.mean"})
@@ -172,6 +192,13 @@ def keras_object_class(name: str) -> str | None:
             return cls
         if module.startswith("applications") and cls[:1].isupper():
             return cls
+    return None
+
+
+def keras_callback_class(name: str) -> str | None:
+    """``Callback`` for ``keras.callbacks.Callback`` (any spelling): its methods see ``self.model``."""
+    if name in ("keras.callbacks.Callback", "tf_keras.callbacks.Callback"):
+        return "Callback"
     return None
 
 

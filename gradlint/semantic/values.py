@@ -36,14 +36,19 @@ class GradElem(Value):
     lineage: int = field(default_factory=new_lineage)
     clipped: bool = False  # produced by a clipping op
     scaled: bool = False   # gradients of a loss-scaled target, not unscaled yet
+    certain_none: tuple[str, ...] = ()  # variables whose gradient is certainly None (never read by the target)
 
     def checked(self) -> "GradElem":
-        return replace(self, may_be_none=False)
+        return replace(self, may_be_none=False, certain_none=())
 
 
 @dataclass(eq=False)
 class Seq(Value):
-    """A sequence (list, tuple, zip, generator) whose elements are ``element``."""
+    """A sequence (list, tuple, zip, generator) whose elements are ``element``.
+
+    ``items`` holds each position's value when it is known (an explicit list of variables differentiated
+    one by one); ``element`` then stands for any of them.
+    """
 
     element: Optional[Value]
     is_iterator: bool = False       # zip/map/generator: consumed by the first iteration
@@ -51,18 +56,12 @@ class Seq(Value):
     single_pair: Optional[tuple[cst.BaseExpression, cst.BaseExpression]] = None  # `[(g, v)]`
     created_by: Optional[cst.Call] = None     # the zip/map call that made an iterator
     assigned_in: Optional[cst.Assign] = None  # the assignment that bound the iterator to a name
-    consumed_by: Optional[cst.CSTNode] = None  # the first thing that iterated it
+    items: Optional[tuple[Optional[Value], ...]] = None
 
     @property
     def gradient(self) -> Optional[GradElem]:
         """The gradient carried by each element: the element itself, or its first tuple item."""
-        if isinstance(self.element, GradElem):
-            return self.element
-        if isinstance(self.element, TupleValue):
-            for item in self.element.items:
-                if isinstance(item, GradElem):
-                    return item
-        return None
+        return gradient_of(self.element)
 
 
 @dataclass(eq=False)
@@ -79,6 +78,7 @@ class VarList(Value):
     """A collection of variables, e.g. ``model.trainable_variables``; ``text`` is its canonical spelling."""
 
     text: str
+    owner: Optional[Value] = None  # the model or layer whose collection it is, where known
 
 
 @dataclass(eq=False)
@@ -89,10 +89,29 @@ class VarElem(Value):
 
 
 @dataclass(eq=False)
+class ClassValue(Value):
+    """A class defined in this file; ``keras_class`` names its Keras base (``Model``, ``Layer``...), if any."""
+
+    node: cst.ClassDef = field(repr=False)
+    keras_class: Optional[str]
+    bases: tuple[str, ...] = ()  # qualified names of its bases (imported ones), for test and optimizer classes
+    env: object = None           # the class body's scope (methods, class attributes)
+    optimizer_base: Optional[str] = None  # the Keras or TF1 optimizer class it derives from, if any
+
+
+@dataclass(eq=False)
 class KerasObject(Value):
     """A Keras model or layer (constructed here, or ``self`` in a Keras subclass)."""
 
     class_name: str
+    cls: Optional[ClassValue] = None  # the class, when it is defined in this file
+
+
+@dataclass(eq=False)
+class InstanceValue(Value):
+    """An instance of a (non-Keras) class defined in this file."""
+
+    cls: ClassValue
 
 
 @dataclass(eq=False)
@@ -119,6 +138,26 @@ class ListDisplay(Value):
     @property
     def text(self) -> str:
         return _CODEGEN.code_for_node(self.node)
+
+
+@dataclass(eq=False)
+class StringsValue(Value):
+    """String constants: a literal, or a tuple / list / set of literals (``FROZEN = ("a:0", "b:0")``)."""
+
+    node: cst.BaseExpression = field(repr=False)
+
+    @property
+    def strings(self) -> list[str]:
+        from gradlint.semantic.syntax import string_literals
+
+        return string_literals(self.node)
+
+
+@dataclass(eq=False)
+class RegexValue(Value):
+    """A compiled regular expression (``re.compile(pattern)``); ``pattern`` holds the pattern's strings."""
+
+    pattern: StringsValue
 
 
 @dataclass(eq=False)
@@ -154,17 +193,60 @@ class LambdaValue(Value):
 NONE = NoneValue()
 
 
+def gradient_of(value: Optional[Value]) -> Optional[GradElem]:
+    """The gradient a value carries: itself, or the first gradient item of a ``(gradient, variable)`` pair."""
+    if isinstance(value, GradElem):
+        return value
+    if isinstance(value, TupleValue):
+        for item in value.items:
+            if isinstance(item, GradElem):
+                return item
+    return None
+
+
+def carries_gradient(value: Optional[Value]) -> bool:
+    """A gradient, a pair holding one, or a sequence of those."""
+    if isinstance(value, Seq):
+        return gradient_of(value.element) is not None or isinstance(value.element, Seq)
+    return gradient_of(value) is not None
+
+
+def derived(values, clipped: bool = False) -> Optional[GradElem]:
+    """The result of an operation on a gradient: a new, non-None gradient of the same source."""
+    for value in values:
+        if isinstance(value, GradElem):
+            return GradElem(value.source, may_be_none=False, derived=True, clipped=clipped, scaled=value.scaled)
+    return None
+
+
 def iterate(value: Optional[Value]) -> Optional[Value]:
     """What one iteration over ``value`` yields."""
     if isinstance(value, Seq):
         return value.element
     if isinstance(value, VarList):
         return VarElem(value.text)
+    if isinstance(value, StringsValue):
+        return value
     return None
 
 
 def materialize(value: Optional[Value]) -> Optional[Value]:
     """``list(value)`` / ``tuple(value)``: same elements, no longer a one-shot iterator."""
     if isinstance(value, Seq):
-        return replace(value, is_iterator=False)
+        return replace(value, is_iterator=False, created_by=None, assigned_in=None)
     return value
+
+
+def written(old: Optional[Value], new: Optional[Value]) -> Optional[Value]:
+    """The element of a list after ``new`` was written into it (by index, append, extend or ``+=``).
+
+    Positions not written keep their old values: a gradient written over a gradient that may be None
+    may still be None at another position.
+    """
+    old_gradient, new_gradient = gradient_of(old), gradient_of(new)
+    if new_gradient is None or old_gradient is None or not old_gradient.may_be_none or new_gradient.may_be_none:
+        return new if new is not None else old
+    merged = replace(new_gradient, may_be_none=True, certain_none=old_gradient.certain_none)
+    if isinstance(new, TupleValue):
+        return replace(new, items=tuple(merged if item is new_gradient else item for item in new.items))
+    return merged

@@ -1,6 +1,7 @@
 """Shared helpers for the linter tests."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures"
+# The commands the tests run lint for real; tests/linter/test_cache.py turns the result cache back on.
+os.environ["GRADLINT_NO_CACHE"] = "1"
 EXPECT = re.compile(r"#\s*expect:\s*((?:GRD\d{3}[,\s]*)+)")
 
 

@@ -157,7 +157,7 @@ def test_read_only_file_is_reported_not_crashed_on(write, tmp_path) -> None:
 def test_no_python_files_is_exit_zero(tmp_path) -> None:
     result = run_gradlint("fix", str(tmp_path))
     assert result.returncode == 0
-    assert "no Python files found" in result.stderr
+    assert "no Python files or notebooks found" in result.stderr
 
 
 def test_bundled_example_with_unsafe_fixes(tmp_path) -> None:

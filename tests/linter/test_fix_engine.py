@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import pytest
 
-from gradlint.fixes.apply import fix_text
+from gradlint.fixer import fix_text
 from gradlint.fixes.edits import (
     Edit, EditError, Fix, apply_edits, insert_after, insert_before, remove, replace, replace_within)
 from gradlint.rules import RULES_BY_CODE, Rule
@@ -79,6 +79,17 @@ def test_noqa_suppressed_findings_are_not_fixed() -> None:
     result = fix_text(text, "bug.py", [GRD001])
     assert result.fixed == text and not result.changed
     assert result.remaining == []
+
+
+@pytest.mark.parametrize("header", ["# gradlint: noqa\n", "# flake8: noqa\n", "# gradlint: noqa: GRD001\n"])
+def test_file_level_noqa_stops_fixes_as_it_stops_findings(header: str) -> None:
+    text = header + BUGGY
+    result = fix_text(text, "bug.py", [GRD001])
+    assert result.fixed == text and not result.changed
+    assert result.remaining == []
+    # a file-level noqa for another code leaves GRD001 fixable
+    other = fix_text("# gradlint: noqa: GRD003\n" + BUGGY, "bug.py", [GRD001])
+    assert other.applied == {"GRD001": 1}
 
 
 def test_unparseable_fix_is_refused_and_file_left_unchanged() -> None:

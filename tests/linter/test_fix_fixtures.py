@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gradlint.fixes.apply import fix_text
+from gradlint.fixer import fix_text
 from gradlint.rules import RULES_BY_CODE
 
 from conftest import FIXTURES

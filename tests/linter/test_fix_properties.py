@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gradlint import source as sources
 from gradlint.engine import lint_source
-from gradlint.fixes.apply import fix_text
+from gradlint.fixer import fix_text
 from gradlint.rules import ALL_RULES
 
 from conftest import FIXTURES

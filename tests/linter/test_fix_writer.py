@@ -6,8 +6,8 @@ import stat
 
 import pytest
 
-from gradlint.fixes.apply import fix_file
-from gradlint.fixes.writer import WriteError, write_fixed
+from gradlint.fixer import fix_file
+from gradlint.writer import WriteError, write_fixed
 from gradlint.rules import RULES_BY_CODE
 
 GRD001 = [RULES_BY_CODE["GRD001"]]

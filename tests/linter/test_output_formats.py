@@ -59,4 +59,31 @@ def test_json_is_stable_and_sorted() -> None:
     findings = json.loads(first.stdout)["findings"]
     keys = [(f["path"], f["line"], f["column"]) for f in findings]
     assert keys == sorted(keys)
-    assert set(findings[0]) == {"path", "line", "column", "end_line", "end_column", "code", "name", "message"}
+    assert set(findings[0]) == {"path", "line", "column", "end_line", "end_column", "code", "name", "message", "cell"}
+    assert all(f["cell"] is None for f in findings)  # no notebooks there
+
+
+def test_github_file_errors_carry_a_line(write) -> None:
+    broken = write("bad.py", "import tensorflow as tf\n\ngrads = tf.gradients(a, b\n")
+    latin = write("latin.py", b"# optimizer\nx = 1\nname = '\xe9'\n")
+    result = run_gradlint("check", "--format", "github", str(broken), str(latin))
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"::error file={broken},line=3,title=gradlint::syntax error at line 3")
+    assert lines[1].startswith(f"::error file={latin},line=3,title=gradlint::cannot decode the file as utf-8 (line 3)")
+    document = json.loads(run_gradlint("check", "--format", "json", str(broken)).stdout)
+    assert document["errors"][0]["line"] == 3 and document["errors"][0]["cell"] is None
+    sarif = json.loads(run_gradlint("check", "--format", "sarif", str(broken)).stdout)
+    notification = sarif["runs"][0]["invocations"][0]["toolExecutionNotifications"][0]
+    assert notification["locations"][0]["physicalLocation"]["region"] == {"startLine": 3}
+
+
+def test_rules_listing_columns_are_aligned() -> None:
+    lines = run_gradlint("rules").stdout.splitlines()
+    assert len(lines) >= 27
+
+    def summary_start(line: str) -> int:
+        after_tags = line.index("]") + 1
+        return after_tags + len(line[after_tags:]) - len(line[after_tags:].lstrip())
+
+    assert len({line.index("[") for line in lines}) == 1
+    assert len({summary_start(line) for line in lines}) == 1

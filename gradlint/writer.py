@@ -1,5 +1,6 @@
 """Write a fixed file safely: same encoding (PEP 263 cookie / BOM), same newlines, same permission bits,
-atomically (a temporary file in the same directory, then ``os.replace``), and only code that parses.
+atomically (a temporary file in the same directory, then ``os.replace``), and only code that parses
+(a notebook's cells are checked before its JSON text is built; the bytes are written the same way).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def source_encoding(data: bytes) -> str:
     return encoding
 
 
-def encode(text: str, original: bytes) -> bytes:
+def encode_like(text: str, original: bytes) -> bytes:
     """``text`` encoded the way ``original`` was (its cookie or BOM; UTF-8 otherwise)."""
     encoding = source_encoding(original)
     try:
@@ -45,7 +46,15 @@ def write_fixed(path: str, text: str, original: bytes) -> None:
         ast.parse(text)
     except (SyntaxError, ValueError) as exc:
         raise WriteError(f"refusing to write code that does not parse: {exc}") from None
-    data = encode(text, original)
+    write_atomically(path, encode_like(text, original), original)
+
+
+def write_atomically(path: str, data: bytes, original: bytes) -> None:
+    """Replace the file at ``path`` (whose content was ``original`` when it was read) with ``data``.
+
+    Raises WriteError, leaving the file untouched, when the file is read-only or changed since it was read,
+    or the directory cannot hold a temporary file.
+    """
     target = os.path.realpath(path)  # a symlink keeps pointing at the file it points at
     try:
         info = os.stat(target)
@@ -90,4 +99,4 @@ def _owner(path: str) -> tuple[int, int]:
     return info.st_uid, info.st_gid
 
 
-__all__ = ["WriteError", "encode", "source_encoding", "write_fixed"]
+__all__ = ["WriteError", "encode_like", "source_encoding", "write_atomically", "write_fixed"]

@@ -10,6 +10,7 @@ fixable, or after ``max_passes``.
 from __future__ import annotations
 
 import ast
+import codecs
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,16 +21,24 @@ import libcst as cst
 from gradlint import source as sources
 from gradlint.engine import check_module, lint_source, parse
 from gradlint.fixes.edits import EditError, Fix, apply_edits, subtree_ids
-from gradlint.prefilter import might_have_gradient_code
+from gradlint.noqa import Suppressions
+from gradlint.notebook import Notebook, NotebookError, is_notebook
+from gradlint.prefilter import might_have_gradient_code, passes_text
 from gradlint.rules import Rule
 from gradlint.violation import FileError, Violation
+from gradlint.writer import WriteError, encode_like, write_atomically, write_fixed
 
 DEFAULT_MAX_PASSES = 10
 
 
 @dataclass
 class FixResult:
-    """What fixing one file's text did. ``fixed`` equals ``original`` when nothing changed or on error."""
+    """What fixing one file did. ``fixed`` equals ``original`` when nothing changed or on error.
+
+    ``original`` and ``fixed`` are the Python text the fixes worked on (for a notebook: its cells as one
+    module); ``sections`` are the changed parts as a reader sees them, ``(label, before, after)``: the file,
+    or each changed notebook cell; ``output`` is the whole new file as bytes (None when nothing changed).
+    """
 
     path: str
     original: str
@@ -39,6 +48,8 @@ class FixResult:
     unsafe_available: Counter = field(default_factory=Counter)  # code -> fixes left that need --unsafe-fixes
     errors: list[FileError] = field(default_factory=list)
     passes: int = 0
+    sections: list[tuple[str, str, str]] = field(default_factory=list)
+    output: Optional[bytes] = None
     _before: list[Violation] = field(default_factory=list, repr=False)  # findings in ``original``
 
     @property
@@ -59,6 +70,12 @@ class FixResult:
             gone[code] = max(gone[code], fixes if not gone[code] else 0)
         return +gone
 
+    def undo(self, error: FileError) -> None:
+        """Record that the fixed file could not be written: nothing changed, the original findings remain."""
+        self.errors.append(error)
+        self.fixed, self.remaining, self.applied = self.original, list(self._before), Counter()
+        self.sections, self.output = [], None
+
 
 def fix_file(
     path: str,
@@ -69,26 +86,80 @@ def fix_file(
     write: bool = True,
     max_passes: int = DEFAULT_MAX_PASSES,
 ) -> FixResult:
-    """Fix one file; with ``write`` the file is rewritten (atomically) when something changed.
-
-    A file that cannot be read, decoded, parsed or written is reported in ``errors`` and left untouched.
+    """Fix one file (Python or notebook); with ``write`` the file is rewritten (atomically) when something
+    changed. A file that cannot be read, decoded, parsed or written is reported in ``errors`` and left untouched.
     """
-    from gradlint.fixes.writer import WriteError, write_fixed
-
     try:
         data = sources.read(path)
-        text = sources.decode(data)
     except sources.SourceError as exc:
         return FixResult(path, "", "", errors=[FileError(path, str(exc))])
-    result = fix_text(text, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
-    if write and result.changed and not result.errors:
+    result = fix_data(data, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
+    if write and result.output is not None and not result.errors:
         try:
-            write_fixed(path, result.fixed, data)
+            if is_notebook(path):
+                write_atomically(path, result.output, data)
+            else:
+                write_fixed(path, result.fixed, data)  # parses the text once more before writing
         except WriteError as exc:
-            result.errors.append(FileError(path, str(exc)))
-            result.fixed = result.original
-            result.remaining = lint_source(text, path, rules, target_keras=target_keras).violations
-            result.applied = Counter()
+            result.undo(FileError(path, str(exc)))
+    return result
+
+
+def fix_data(
+    data: bytes,
+    path: str,
+    rules: Sequence[type[Rule]],
+    *,
+    unsafe: bool = False,
+    target_keras: int = 3,
+    max_passes: int = DEFAULT_MAX_PASSES,
+) -> FixResult:
+    """Fix a file's contents (``path`` names it and says whether it is a notebook); writes nothing."""
+    if is_notebook(path):
+        return _fix_notebook(data, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
+    try:
+        text = sources.decode(data)
+    except sources.SourceError as exc:
+        return FixResult(path, "", "", errors=[FileError(path, str(exc), exc.line)])
+    result = fix_text(text, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
+    if result.changed and not result.errors:
+        try:
+            result.output = encode_like(result.fixed, data)
+        except WriteError as exc:
+            result.undo(FileError(path, str(exc)))
+            return result
+        result.sections = [(path, result.original, result.fixed)]
+    return result
+
+
+def _fix_notebook(data: bytes, path: str, rules: Sequence[type[Rule]], *, unsafe: bool, target_keras: int,
+                  max_passes: int) -> FixResult:
+    """Fix the code cells of a notebook as one module; only changed cells' sources are rewritten."""
+    try:
+        notebook = Notebook.read(data)
+    except NotebookError as exc:
+        return FixResult(path, "", "", errors=[FileError(path, str(exc))])
+    if notebook.broken_cells and passes_text("".join(c.python for c in notebook.cells), rules):
+        # like a .py file with a syntax error: reported, left untouched
+        found = lint_source(notebook.python, path, rules, target_keras=target_keras)
+        return FixResult(path, notebook.python, notebook.python, remaining=[notebook.locate(v) for v in found.violations],
+                         errors=notebook.syntax_errors(path))
+    result = fix_text(notebook.python, path, rules, unsafe=unsafe, target_keras=target_keras, max_passes=max_passes)
+    result.remaining = sorted(notebook.locate(v) for v in result.remaining)
+    result._before = [notebook.locate(v) for v in result._before]
+    result.errors = [notebook.locate_error(e) for e in result.errors]
+    if not result.changed or result.errors:
+        return result
+    try:
+        sources_now = notebook.split(result.fixed)
+        text = notebook.with_sources(sources_now)
+    except NotebookError as exc:
+        result.undo(FileError(path, str(exc)))
+        return result
+    checked = [cell for cell in notebook.cells if cell.syntax_error is None]
+    result.sections = [(f"{path}:cell {cell.number}", cell.source, new)
+                       for cell, new in zip(checked, sources_now) if new != cell.source]
+    result.output = (codecs.BOM_UTF8 if data.startswith(codecs.BOM_UTF8) else b"") + text.encode("utf-8")
     return result
 
 
@@ -170,7 +241,7 @@ class _Analysis:
 def _analyse(text: str, path: str, rules: Sequence[type[Rule]], target_keras: int, unsafe: bool) -> _Analysis:
     """The engine's lint (same prefilter, parse, model, noqa), keeping each report's fix."""
     analysis = _Analysis()
-    if not might_have_gradient_code(text):
+    if not might_have_gradient_code(text, rules=rules) or Suppressions(text).whole_file:
         return analysis
     module, analysis.errors = parse(text, path)
     if module is None:
@@ -269,4 +340,4 @@ def _keep_newline_style(original: str, fixed: str) -> str:
     return fixed
 
 
-__all__ = ["DEFAULT_MAX_PASSES", "FixResult", "fix_file", "fix_text"]
+__all__ = ["DEFAULT_MAX_PASSES", "FixResult", "fix_data", "fix_file", "fix_text"]
