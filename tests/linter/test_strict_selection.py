@@ -10,9 +10,12 @@ import sys
 import pytest
 
 from conftest import FIXTURES, run_gradlint
+from gradlint.runtime_checks import RUNTIME_BY_CODE
+
 
 EXAMPLE = (FIXTURES / "example" / "train_partial_update.py").read_text()
 UNKNOWN = "unknown rule code {code}; `gradlint rules` lists them"
+RUNTIME_RANGE = f"{min(RUNTIME_BY_CODE)}–{max(RUNTIME_BY_CODE)}"  # the catalogue's runtime codes
 
 
 @pytest.mark.parametrize("command", ["check", "fix"])
@@ -23,7 +26,7 @@ UNKNOWN = "unknown rule code {code}; `gradlint rules` lists them"
     ("--extend-select", "GRD0017", UNKNOWN.format(code="GRD0017")),
     ("--extend-ignore", "GRD2", UNKNOWN.format(code="GRD2")),
     ("--select", "GRD101", "GRD101 is a runtime finding, reported by the auditor while a watched training runs"),
-    ("--ignore", "GRD1", "GRD1 selects only runtime findings (GRD101–GRD109)"),
+    ("--ignore", "GRD1", f"GRD1 selects only runtime findings ({RUNTIME_RANGE})"),
 ])
 def test_unknown_and_runtime_codes_on_the_command_line(write, command, flag, value, message) -> None:
     path = write("train.py", EXAMPLE)
@@ -126,7 +129,7 @@ def test_flake8_keeps_its_selection_and_warns_about_unknown_grd_codes(write) -> 
     assert {line.split(": ", 1)[1].split()[0] for line in result.stdout.splitlines()} == {"GRD001", "GRD002", "GRD003"}
     assert result.stderr.splitlines() == [
         "gradlint: warning: unknown rule code GRD999; `gradlint rules` lists them",
-        "gradlint: warning: GRD1 selects only runtime findings (GRD101–GRD109), reported by the auditor while a "
+        f"gradlint: warning: GRD1 selects only runtime findings ({RUNTIME_RANGE}), reported by the auditor while a "
         "watched training runs (`with auditor.watch():`); the linter checks only the static rules GRD001–GRD018",
     ]
     quiet = flake8("--select=GRD,E,W", "--extend-ignore=E501", str(path))
