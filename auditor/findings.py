@@ -8,6 +8,7 @@ import bisect
 import math
 import statistics
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gradlint.runtime_checks import RUNTIME_BY_CODE
@@ -18,8 +19,11 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "explode_norm": 1e4,
     # ... or above this many times the running median of the previous steps ...
     "explode_ratio": 100.0,
-    # ... once at least this many steps of history exist.
+    # ... once at least this many steps of history exist ...
     "explode_min_history": 10,
+    # ... and only when it also exceeds this fraction of the largest norm seen before it in the
+    # run (the run's own scale: a converged run's spike far below its early norms is no explosion).
+    "explode_scale_fraction": 0.1,
     # GRD106: a variable's gradient norm below this bound ...
     "vanish_norm": 1e-8,
     # ... on at least this fraction of its steps ...
@@ -75,16 +79,51 @@ class Finding:
                    None if data.get("step") is None else int(data["step"]), list(data.get("variables") or ()))
 
 
-def merge_thresholds(overrides: dict | None) -> dict:
-    """Defaults updated with ``overrides``; unknown keys raise ``ValueError``."""
+#: What each threshold accepts: (integer only, lowest value, lowest allowed itself, highest value).
+THRESHOLD_RANGES: dict[str, tuple] = {
+    "explode_norm": (False, 0.0, False, math.inf),
+    "explode_ratio": (False, 1.0, False, math.inf),
+    "explode_min_history": (True, 1, True, math.inf),
+    "explode_scale_fraction": (False, 0.0, True, 1.0),
+    "vanish_norm": (False, 0.0, True, math.inf),
+    "vanish_fraction": (False, 0.0, False, 1.0),
+    "vanish_min_steps": (True, 1, True, math.inf),
+    "clip_active_ratio": (False, 0.0, False, 1.0),
+    "clip_fraction": (False, 0.0, False, 1.0),
+    "clip_min_steps": (True, 1, True, math.inf),
+    "cycle_min_repeats": (True, 1, True, math.inf),
+    "changes_first_steps": (True, 0, True, math.inf),
+    "changes_period": (True, 1, True, math.inf),
+}
+
+
+def merge_thresholds(overrides) -> dict:
+    """Defaults updated with ``overrides`` (a dict): an unknown key or a value out of range raises
+    ``ValueError``, a value of the wrong type ``TypeError``."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError(f"thresholds must be a dict of threshold name -> number (or None), "
+                        f"got {type(overrides).__name__} {overrides!r}")
     merged = dict(DEFAULT_THRESHOLDS)
     for key, value in (overrides or {}).items():
         if key not in DEFAULT_THRESHOLDS:
             raise ValueError(
                 f"unknown auditor threshold {key!r}; known: {', '.join(sorted(DEFAULT_THRESHOLDS))}"
             )
-        merged[key] = value
+        merged[key] = _checked_threshold(key, value)
     return merged
+
+
+def _checked_threshold(key: str, value):
+    integer, low, low_included, high = THRESHOLD_RANGES[key]
+    kinds = "an int" if integer else "a number"
+    bounds = f"{'>=' if low_included else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
+    accepts = f"thresholds[{key!r}] must be {kinds} {bounds}"
+    number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not number:
+        raise TypeError(f"{accepts}, got {type(value).__name__} {value!r}")
+    if math.isnan(value) or value < low or (value == low and not low_included) or value > high:
+        raise ValueError(f"{accepts}, got {value!r}")
+    return value
 
 
 def make_finding(code: str, message: str, step: int | None, variables=()) -> Finding:

@@ -8,6 +8,7 @@ decides when to drain the device. It imports no TensorFlow: probes and tape snap
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from auditor import registry
 from auditor.evaluation import RunFacts, TapeFact
 from auditor.records import StepRecord, in_step_order
+
+logger = logging.getLogger("auditor")
 
 
 def variable_path(variable) -> str:
@@ -75,10 +78,11 @@ class TapeEntry:
 class Recorder:
     """One watch's records: from drained rows to ``StepRecord``s, in step order to the sinks."""
 
-    def __init__(self, settings, evaluation, sinks, model=None):
+    def __init__(self, settings, evaluation, sinks, model=None, errors=None):
         self.settings = settings
         self.evaluation = evaluation
         self.sinks = sinks
+        self.errors = errors if errors is not None else []  # sink failures (logged, never raised)
         self.model = model
         self.thread = registry.thread_id()
         self.probes: list = []  # probes this watch subscribes to (the registry adds them)
@@ -94,6 +98,7 @@ class Recorder:
         self._drain_every = 1
         self._batches: dict[int, list] = {}  # thread -> records of its drain of all probes
         self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
+        self._unsettled: list = []  # tape snapshots of variables that had no value yet (first trace)
 
     def owns(self, optimizer) -> bool:
         """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
@@ -124,6 +129,8 @@ class Recorder:
                     snap = None
                     if self.settings.check_changes != "off" and not self._applied(var):
                         snap = take_snapshot(var)
+                        if snap is not None and not snap.settle():
+                            self._unsettled.append(snap)
                     entry = self.tape[id(var)] = TapeEntry(var, snap)
                     self.names.path(var)
                 if grad is None:
@@ -145,8 +152,12 @@ class Recorder:
             self.raise_pending()
 
     def after_function_call(self) -> None:
-        """Host point after a top-level ``tf.function`` call: drain about every half ring of
-        records (adapting to the records per call), then raise a pending ``AuditError``."""
+        """Host point after a top-level ``tf.function`` call: take the tape snapshots a first trace
+        could not take, drain about every half ring of records (adapting to the records per call),
+        then raise a pending ``AuditError``."""
+        if self._unsettled:
+            with self.lock:
+                self._unsettled = [snap for snap in self._unsettled if not snap.settle()]
         self._calls += 1
         if self.settings.raise_on or self._calls >= self._drain_every:
             before = self.ingested + self.lost_records
@@ -175,8 +186,7 @@ class Recorder:
         finally:
             batch = in_step_order(self._batches.pop(me))
             with self.lock:
-                for sink in self.sinks:
-                    sink.records(batch)
+                self._to_sinks("records", batch)
 
     def ingest(self, probe, rows, lost: int) -> None:
         """Decoded rows of ``probe`` (``probe.SiteRows``) and the rows it lost (called by the
@@ -201,8 +211,7 @@ class Recorder:
             if batch is not None:
                 batch.extend(new)  # sent sorted when the drain of all probes ends
             else:
-                for sink in self.sinks:
-                    sink.records(new)
+                self._to_sinks("records", new)
 
     def ingest_histograms(self, probe, histograms) -> None:
         """``[(step, per-variable histogram or None)]`` drained from ``probe``: to the sinks."""
@@ -213,8 +222,19 @@ class Recorder:
         for step, per_variable in histograms:
             if step % every:
                 continue  # another watch on this site asked for more histograms
-            for sink in self.sinks:
-                sink.histograms(step, zip(paths, per_variable))
+            self._to_sinks("histograms", step, list(zip(paths, per_variable)))
+
+    def _to_sinks(self, method: str, *args) -> None:
+        """Hand data to every sink; a sink that fails (a full disk ...) is logged, kept in
+        ``errors`` and dropped: training goes on and the other sinks keep writing."""
+        for sink in list(self.sinks):
+            try:
+                getattr(sink, method)(*args)
+            except Exception as error:  # noqa: BLE001 - the auditor must not break the user's program
+                message = f"writing to the {type(sink).__name__}: {type(error).__name__}: {error}"
+                self.errors.append(message)
+                logger.error("auditor: failed while %s (this output stops here)", message, exc_info=True)
+                self.sinks.remove(sink)
 
     def _records(self, probe, rows, label, paths) -> list[StepRecord]:
         has_clip = probe.has_clipping()

@@ -5,7 +5,8 @@ One JSON object per line, in this order:
 * ``{"type": "run", "settings": {...}}``: the watch's settings;
 * ``{"type": "step", ...}``: one line per ``StepRecord`` (``StepRecord.to_dict()``), as drained;
 * ``{"type": "finding", ...}``: one line per ``Finding`` (``Finding.to_dict()``), at exit;
-* ``{"type": "end", "variables": {...}, "lost_records": n, "recorded_steps": n}``.
+* ``{"type": "end", "variables": {...}, "lost_records": n, "recorded_steps": n}``, plus
+  ``"errors": [...]`` when something failed inside the auditor at exit (logged, not raised).
 
 Non-finite floats are the strings ``"nan"``, ``"inf"``, ``"-inf"`` (``records.json_float``), so
 every line is strict JSON. Pure Python: ``gradlint report`` reads runs without TensorFlow.
@@ -34,6 +35,7 @@ class RunEnd:
     variables: dict = field(default_factory=dict)
     lost_records: int = 0
     recorded_steps: int | None = None
+    errors: list = field(default_factory=list)
 
 
 class RunFileWriter:
@@ -52,14 +54,16 @@ class RunFileWriter:
             self._write({"type": "step", **record.to_dict()})
         self._out.flush()
 
-    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int, errors=()) -> None:
         """``variables``: ``{path: {name: value}}``; float values are written with ``json_float``."""
         for finding in findings:
             self._write({"type": "finding", **finding.to_dict()})
         table = {path: {k: (json_float(v) if isinstance(v, float) else v) for k, v in stats.items()}
                  for path, stats in variables.items()}
-        self._write({"type": "end", "variables": table, "lost_records": lost_records,
-                     "recorded_steps": recorded_steps})
+        end = {"type": "end", "variables": table, "lost_records": lost_records, "recorded_steps": recorded_steps}
+        if errors:
+            end["errors"] = [str(e) for e in errors]
+        self._write(end)
         self._out.close()
 
 
@@ -97,5 +101,5 @@ def _entry(obj: dict):
     if kind == "end":
         recorded = obj.get("recorded_steps")
         return RunEnd(obj.get("variables", {}), int(obj.get("lost_records", 0)),
-                      None if recorded is None else int(recorded))
+                      None if recorded is None else int(recorded), [str(e) for e in obj.get("errors") or ()])
     return None

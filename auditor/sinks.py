@@ -17,7 +17,8 @@ logger = logging.getLogger("auditor")
 
 def open_sinks(jsonl, logdir, settings: dict) -> list:
     """The sinks a watch asked for (JSONL file, TensorBoard logdir); each has ``records(batch)``,
-    ``histograms(step, per_variable)`` and ``close(findings, variables, lost_records, recorded_steps)``."""
+    ``histograms(step, per_variable)`` and ``close(findings, variables, lost_records, recorded_steps,
+    errors)`` (``errors``: what failed inside the auditor at exit)."""
     sinks = []
     try:
         if jsonl:
@@ -26,7 +27,7 @@ def open_sinks(jsonl, logdir, settings: dict) -> list:
             sinks.append(TensorBoardSink(logdir))
     except BaseException:
         for sink in sinks:  # a bad logdir must not leave the JSONL file open
-            sink.close([], {}, 0, 0)
+            sink.close([], {}, 0, 0, [])
         raise
     return sinks
 
@@ -43,8 +44,8 @@ class JsonlSink:
     def histograms(self, step: int, per_variable) -> None:
         """Histograms go to TensorBoard only (they would dwarf the step lines)."""
 
-    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
-        self.writer.close(findings, variables, lost_records, recorded_steps)
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int, errors=()) -> None:
+        self.writer.close(findings, variables, lost_records, recorded_steps, errors)
 
 
 def tag_for(path: str, name: str) -> str:
@@ -116,7 +117,7 @@ class TensorBoardSink:
             self._write(tag_for(path, "grad_hist"), buckets.astype(np.float64), step, "histograms")
         self.writer.flush()
 
-    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int, errors=()) -> None:
         import numpy as np
 
         for i, f in enumerate(findings):

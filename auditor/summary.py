@@ -71,8 +71,8 @@ def format_findings(findings) -> list[str]:
     return [f"{f.code} {f.name}{f' (step {f.step})' if f.step is not None else ''}: {f.message}" for f in findings]
 
 
-def audit_summary(stats: dict, recorded: int, lost: int, check_changes: str, findings) -> str:
-    """One row per variable, then the findings."""
+def audit_summary(stats: dict, recorded: int, lost: int, check_changes: str, findings, errors=()) -> str:
+    """One row per variable, then the findings (and what failed inside the auditor at exit)."""
     header = ["variable", "applied", "none", "changed", "mean_norm", "max_norm", "last_norm"]
     rows = [[fmt(c) for c in (path, s["applied"], s["none_count"], s["changed"] if check_changes != "off" else None,
                               s["mean_norm"], s["max_norm"], s["last_norm"])] for path, s in stats.items()]
@@ -82,10 +82,11 @@ def audit_summary(stats: dict, recorded: int, lost: int, check_changes: str, fin
     lines += format_table(header, rows)
     lines.append("")
     lines += format_findings(findings)
+    lines += [f"auditor error (logged; training was not affected): {e}" for e in errors]
     return "\n".join(lines)
 
 
-def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict) -> dict:
+def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict, errors=()) -> dict:
     """JSON-serialisable record of an audit (non-finite floats as "nan"/"inf" strings)."""
     return {
         "steps": [r.to_dict() for r in steps],
@@ -95,4 +96,5 @@ def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict) -
         "lost_records": lost,
         "marks": list(marks),
         "settings": settings,
+        "errors": list(errors),
     }

@@ -37,30 +37,47 @@ def is_variable(obj) -> bool:
 
 
 class TapeSnapshot:
-    """A variable's value when the tape first saw it, to tell at exit whether it changed."""
+    """A variable's value when the tape first saw it, to tell at exit whether it changed. A
+    variable created during a ``tf.function``'s first trace (Sonnet's usual way) has no value yet
+    when the tape sees it: its value is taken at the next host point instead (``settle``)."""
 
     def __init__(self, variable, value):
         self.variable = variable
-        self.value = value
+        self.value = value  # None: not taken yet
 
     @classmethod
     def take(cls, variable):
-        """The snapshot, or None where there is no value to take: a TF1 graph (the value lives in a
-        Session) or a variable created in a ``tf.function`` trace and not initialised yet."""
+        """The snapshot, or None in a TF1 graph (the value lives in a Session)."""
         with tf.init_scope():
             if not tf.executing_eagerly():
                 return None
-            try:
-                value = tf.identity(gs.read(variable))
-            except (tf.errors.OpError, ValueError):
-                return None
-            if value.shape != variable.shape:
-                return None
-            return cls(variable, value)
+            return cls(variable, cls._value(variable))
+
+    @staticmethod
+    def _value(variable):
+        try:
+            value = tf.identity(gs.read(variable))
+        except (tf.errors.OpError, ValueError):
+            return None  # created in a trace and not initialised yet
+        return value if value.shape == variable.shape else None
+
+    def settle(self) -> bool:
+        """Take the value now if it was not there when first seen; whether it is taken."""
+        if self.value is None:
+            with tf.init_scope():
+                self.value = self._value(self.variable)
+        return self.value is not None
 
     def differs(self) -> bool:
+        """Whether the variable differs from the snapshot (True when none could ever be taken:
+        a variable that cannot be compared is not reported as unchanged)."""
+        if self.value is None:
+            return True
         with tf.init_scope():
-            return bool(gs.differs(gs.read(self.variable), self.value).numpy())
+            current = gs.read(self.variable)
+            if current.shape != self.value.shape:
+                return True
+            return bool(gs.differs(current, self.value).numpy())
 
 
 def _gradient(original):

@@ -202,3 +202,33 @@ def test_planted_fires_and_clean_twin_is_silent(code, mode):
     clean = _scenario_run(code, False, mode)
     assert codes(clean) == [], clean.summary()
     assert [r.step for r in clean.steps] == list(range(STEPS))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_gradients_computed_for_variables_created_in_the_first_trace(mode, planted):
+    """The tape sees variables that a function's first trace creates before they hold a value;
+    their snapshot is taken at the next host point, so a gradient computed and never applied is
+    GRD102 (planted: layer a's are dropped), the exit comparison never raises, and applying
+    everything (clean) stays silent."""
+    model, opt = _net(), snt.optimizers.SGD(0.05)
+    x, y = _data()
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        params = model.trainable_variables
+        grads = tape.gradient(loss, params)
+        pairs = [(g, p) for g, p in zip(grads, params) if not (planted and p.name.startswith("net/a/"))]
+        opt.apply([g for g, _ in pairs], [p for _, p in pairs])
+
+    step = tf.function(step) if mode == "function" else step
+    with auditor.watch(summary=False) as audit:
+        for _ in range(4):
+            step()
+    assert audit.errors == []
+    if planted:
+        (finding,) = audit.findings
+        assert finding.code == "GRD102" and finding.variables == ["net/a/b:0", "net/a/w:0"]
+    else:
+        assert audit.findings == []
