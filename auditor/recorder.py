@@ -28,7 +28,7 @@ def variable_path(variable) -> str:
 
 class Names:
     """Stable names within one watch: variables by path (``#2``, ``#3`` for distinct variables
-    with one path), optimizers by name (``#2`` ... likewise)."""
+    with one path), optimizers by what they train (``optimizer_label``; ``#2`` ... likewise)."""
 
     def __init__(self):
         self._paths: dict[int, str] = {}
@@ -49,13 +49,19 @@ class Names:
             self._path_owner[path] = key
         return path
 
-    def label(self, optimizer) -> str:
+    def optimizer_classes(self) -> dict[str, str]:
+        """Optimizer label -> class name (the inner optimizer's for a loss-scale wrapper)."""
+        return {label: type(self._optimizers[key]).__name__ for key, label in self._labels.items()
+                if key in self._optimizers}
+
+    def label(self, optimizer, paths=()) -> str:
+        """The optimizer's label, made from the variable paths of its first apply."""
         if optimizer is None:
             return "<deleted optimizer>"
         key = id(optimizer)
         label = self._labels.get(key)
         if label is None:
-            base = label = str(getattr(optimizer, "name", type(optimizer).__name__))
+            base = label = optimizer_label(optimizer, paths)
             k = 2
             while label in self._labels.values():
                 label = f"{base}#{k}"
@@ -63,6 +69,36 @@ class Names:
             self._labels[key] = label
             self._optimizers[key] = optimizer
         return label
+
+
+def optimizer_label(optimizer, paths) -> str:
+    """``<what it trains>/<optimizer>``: the model or top-level layer owning the variables (the
+    first component of their paths, Keras' ``_1``, ``_2`` numbering dropped) and the optimizer's
+    class name, or the name you gave it. Stable across runs in one process (Keras numbers
+    ``adam``, ``adam_1`` ... and ``sequential``, ``sequential_1`` ...), and a GAN's two optimizers
+    read ``generator/Adam`` and ``critic/Adam``."""
+    kind = type(optimizer).__name__
+    name = getattr(optimizer, "name", None)
+    if isinstance(name, str) and name and not _numbered(name, kind):
+        kind = name
+    owners = sorted({_numbered_base(p.split("/", 1)[0].split(":", 1)[0]) for p in paths if "/" in p})
+    if not owners or len(owners) > 2:  # variables of no common model or layer (TF1 globals ...)
+        return kind
+    return f"{'+'.join(owners)}/{kind}"
+
+
+def _numbered_base(name: str) -> str:
+    """``sequential_3`` -> ``sequential``."""
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name
+
+
+def _numbered(name: str, kind: str) -> bool:
+    """Whether ``name`` is the library's default name for class ``kind`` (``adam``, ``adam_2``,
+    ``GradientDescent`` for ``GradientDescentOptimizer``)."""
+    plain = _numbered_base(name).replace("_", "").lower()
+    kind = kind.lower()
+    return plain in (kind, kind.removesuffix("optimizer"))
 
 
 @dataclass
@@ -95,10 +131,12 @@ class Recorder:
         self._checked_probes: set[int] = set()
         self._eager_pending: dict[int, int] = {}
         self._calls = 0
+        self.function_calls = 0  # top-level tf.function calls made in the watch
         self._drain_every = 1
         self._batches: dict[int, list] = {}  # thread -> records of its drain of all probes
         self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
         self._unsettled: list = []  # tape snapshots of variables that had no value yet (first trace)
+        self._repeats: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, applies in one step, sites, paths)
 
     def owns(self, optimizer) -> bool:
         """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
@@ -118,6 +156,16 @@ class Recorder:
         if any(probe.none_mask):
             self.evaluation.none_at_trace(
                 [self.names.path(v) for v, none in zip(probe.variables, probe.none_mask) if none])
+
+    def repeated_apply(self, optimizer, applies) -> None:
+        """``optimizer`` was applied ``len(applies)`` times in one step (``[(probe, call site)]``)."""
+        with self.lock:
+            known = self._repeats.get(id(optimizer))
+            if known is not None and known[1] >= len(applies):
+                return
+            sites = list(dict.fromkeys(w for _, w in applies if w))
+            paths = sorted({self.names.path(v) for p, _ in applies for v in p.variables})
+            self._repeats[id(optimizer)] = (optimizer, len(applies), sites, paths)
 
     def tape_observed(self, pairs, take_snapshot) -> None:
         """``(variable, gradient or None)`` pairs from ``tape.gradient``; ``take_snapshot(var)``
@@ -159,6 +207,7 @@ class Recorder:
             with self.lock:
                 self._unsettled = [snap for snap in self._unsettled if not snap.settle()]
         self._calls += 1
+        self.function_calls += 1
         if self.settings.raise_on or self._calls >= self._drain_every:
             before = self.ingested + self.lost_records
             self.drain()
@@ -196,8 +245,8 @@ class Recorder:
                 self.lost_records += int(lost)
             if not len(rows):
                 return
-            label = self.names.label(probe.optimizer_ref())
             paths = [self.names.path(v) for v in probe.variables]
+            label = self.names.label(probe.optimizer_ref(), paths)
             if probe.replica is not None:
                 new = self._replica_records(probe, rows, label, paths)
             else:
@@ -246,11 +295,12 @@ class Recorder:
         for k, step in enumerate(rows.tags):
             pre, clipped = rows.pre[k], rows.clipped[k]
             checked = rows.checked[k]
-            changed = None
+            changed = ratios = None
             if checked:
                 self._checked_probes.add(id(probe))
                 changed = [p for p, c in zip(paths, rows.changed[k]) if c]
                 self.changed.update(changed)
+                ratios = {p: r for p, r, none in zip(paths, rows.ratios[k], none_mask) if not none}
             ratio = None
             if has_clip and not clip_unknown and pre > 0 and math.isfinite(pre):
                 ratio = clipped / pre
@@ -270,6 +320,8 @@ class Recorder:
                 nonfinite=[p for p, b in zip(paths, rows.nonfinite[k]) if b] if rows.nonfinite_count[k] else [],
                 applied_norm=rows.applied[k],
                 var_set=var_set,
+                sites=probe.call_sites,
+                update_ratios=ratios,
             ))
         return out
 
@@ -292,12 +344,14 @@ class Recorder:
         rows = [row for _, row in parts]
         first = rows[0]
         checked = any(r.checked for r in rows)
-        changed = None
+        changed = ratios = None
         if checked:
             for p, _ in parts:
                 self._checked_probes.add(id(p))
             changed = [path for k, path in enumerate(paths) if any(r.checked and r.changed[k] for r in rows)]
             self.changed.update(changed)
+            row = next(r for r in rows if r.checked)  # mirrored variables: every replica's ratio is the same
+            ratios = {p: x for p, x, none in zip(paths, row.ratios, probe.none_mask) if not none}
         has_clip = probe.has_clipping()
         if has_clip and not probe.user_clip:  # the norm of the summed gradients before clipping
             pre = first.reduced_pre
@@ -328,6 +382,8 @@ class Recorder:
             clip_bound=bound,
             clip_kind=kind,
             replicas_in_sync=probe.replica[3],
+            sites=probe.call_sites,
+            update_ratios=ratios,
         )
 
     # ---- the end -----------------------------------------------------------------------------------
@@ -361,7 +417,14 @@ class Recorder:
         checked = {self.names.path(v) for p in self.probes if id(p) in self._checked_probes for v in p.variables}
         tape = [TapeFact(self.names.path(e.variable), e.none_count, e.real_count, e.snapshot is not None)
                 for e in self.tape.values()]
-        return RunFacts(tape=tape, changed=set(self.changed), checked=checked)
+        repeats = [(self.names.label(opt, paths), count, sites, paths)
+                   for opt, count, sites, paths in self._repeats.values()]
+        return RunFacts(tape=tape, changed=set(self.changed), checked=checked,
+                        optimizer_classes=self.names.optimizer_classes(), repeats=repeats)
+
+    def tape_none_counts(self) -> dict[str, int]:
+        """{path: times GradientTape.gradient returned None for it}."""
+        return {self.names.path(e.variable): e.none_count for e in self.tape.values() if e.none_count}
 
     def tape_paths(self) -> list[str]:
         return [self.names.path(e.variable) for e in self.tape.values()]

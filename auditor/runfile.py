@@ -67,27 +67,48 @@ class RunFileWriter:
         self._out.close()
 
 
-def read_run_file(path):
+def read_run_file(path, warn=None):
     """The lines of a run file as ``RunStart``, ``StepRecord``, ``Finding`` and ``RunEnd`` objects,
     one at a time (long runs are never held in memory). Lines of another type are skipped.
-    Raises ``ValueError`` naming the line for a line that is not JSON or not a valid entry."""
+
+    Raises ``ValueError`` naming the line for a line that is not JSON or not a valid entry, and for
+    a file whose first line is not the ``run`` line (not an auditor run). A last line cut short (a
+    run killed while writing) is skipped with ``warn(message)`` instead."""
     with open(path, encoding="utf-8") as lines:
+        first, broken = True, None
         for number, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line:
+            if broken is not None:
+                raise ValueError(broken)
+            if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+                broken = f"{path}:{number}: not a JSON line ({exc.msg})"
+                if first:
+                    raise ValueError(f"{path}: not an auditor run file ({broken})") from None
+                if not line.endswith("\n"):  # the file ends inside this line: cut short
+                    if warn is not None:
+                        warn(f"{path}:{number}: the last line is cut short (the run was killed while "
+                             f"writing it); it is skipped")
+                    return
+                continue  # an error only if another line follows
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}:{number}: not a JSON object")
+            if first and obj.get("type") != "run":
+                raise ValueError(f"{path}: not an auditor run file (its first line is not "
+                                 f"{{\"type\": \"run\", ...}}; write one with auditor.watch(jsonl=...))")
+            first = False
             try:
                 entry = _entry(obj)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(f"{path}:{number}: not a valid {obj.get('type')} line ({exc!r})") from None
             if entry is not None:
                 yield entry
+        if broken is not None:
+            raise ValueError(broken)
+        if first:
+            raise ValueError(f"{path}: not an auditor run file (it is empty)")
 
 
 def _entry(obj: dict):

@@ -41,6 +41,7 @@ class Audit:
         self._active = False
         self._done = False
         self.errors: list[str] = []  # what failed inside the auditor at exit (logged, never raised)
+        self.notes: list[str] = []  # what the watch could not see (e.g. a function traced before it)
 
     # ---- settings, as attributes ----------------------------------------------------------------
     every = property(lambda self: self.config.every)
@@ -87,8 +88,17 @@ class Audit:
                 self._guarded("resetting model.train_function", self._reset_train_function)
         self._findings = self._guarded(
             "computing the findings", lambda: self._evaluation.findings(self.recorder.facts(), True)) or []
+        if self.recorder.function_calls and not self.recorder.probes:
+            self.notes.append(
+                f"{self.recorder.function_calls} tf.function call(s) in the watch and no optimizer apply "
+                f"recorded: a function traced before the watch has no hook (call it for the first time "
+                f"inside the watch, or use watch(model) with model.fit)")
+            sink_kinds.logger.warning("auditor: %s", self.notes[-1])
         self._close_sinks(self._findings)
-        self._guarded("logging the findings", sink_kinds.log_findings, self._findings)
+        # Each finding is printed once: in the summary. The logger gets them when the program
+        # configured logging (a handler), never through logging's last-resort stderr printer.
+        if sink_kinds.logger.hasHandlers():
+            self._guarded("logging the findings", sink_kinds.log_findings, self._findings)
         if self.print_summary:
             self._guarded("printing the summary", lambda: print(self.summary(), file=sys.stdout))
         if exc_type is None:
@@ -111,7 +121,8 @@ class Audit:
             table = self._guarded("building the variable table", self._variable_table) or {}
             for sink in sinks:
                 self._guarded(f"closing the {type(sink).__name__}", sink.close, found, table,
-                              self.recorder.lost_records, self._evaluation.recorded_count, self.errors)
+                              self.recorder.lost_records, self._evaluation.recorded_count,
+                              self.errors + [f"note: {n}" for n in self.notes])
 
     def _reset_train_function(self):
         """Retrace ``model.fit``'s step so the hook sees it (and again after exit, to drop its ops)."""
@@ -169,7 +180,7 @@ class Audit:
 
     def summary(self) -> str:
         return summaries.audit_summary(self._variable_table(), self.recorded_count, self.lost_records,
-                                       self.check_changes, self.findings, self.errors)
+                                       self.check_changes, self.findings, self.errors, self.notes)
 
     def to_dict(self) -> dict:
         return summaries.audit_dict(self.steps, self._variable_table(), self.findings, self.lost_records,
@@ -179,8 +190,8 @@ class Audit:
         if self.recorder is None:
             return {}
         with self.recorder.lock:
-            return summaries.variable_table(self._evaluation.window, self.recorder.tape_paths(),
-                                            self.recorder.changed)
+            return summaries.variable_table(self._evaluation.run_tally(), self.recorder.tape_paths(),
+                                            self.recorder.changed, self.recorder.tape_none_counts())
 
 
 def watch(model=None, *, every=1, check_changes="auto", logdir=None, jsonl=None, summary=True,

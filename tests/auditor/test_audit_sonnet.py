@@ -156,6 +156,10 @@ def _not_first_layer(params):
     return [p for p in params if not p.name.startswith("net/a/")]
 
 
+def _not_b(params):
+    return [p for p in params if not p.name.startswith("net/b/")]
+
+
 # code -> (Net kwargs, data kwargs, optimizer, step kwargs, planted: (kwargs override...))
 SCENARIOS = {
     "GRD101": dict(planted_net={"use_b": False}),
@@ -165,7 +169,8 @@ SCENARIOS = {
     "GRD105": dict(planted_data={"scale": 1e6}, planted_opt=lambda: snt.optimizers.SGD(1e-9)),
     "GRD106": dict(planted_net={"b_scale": 1e-12, "b_init": 1e-12}),
     "GRD107": dict(planted_clip=1e-3, clean_clip=1e3),
-    "GRD108": dict(planted_select=_not_first_layer),
+    # planted: layers a+out, then b+out (sideways); clean: layer a frozen halfway (the usual freeze)
+    "GRD108": dict(planted_first=_not_b, planted_select=_not_first_layer, clean_select=_not_first_layer),
 }
 
 
@@ -176,10 +181,11 @@ def _scenario_run(code, planted, mode):
     opt = opt()
     x, y = _data(**(spec.get("planted_data", {}) if planted else {}))
     clip = spec.get("planted_clip" if planted else "clean_clip")
-    full = _step_fn(model, opt, mode, x, y, clip=clip)
+    full = _step_fn(model, opt, mode, x, y, clip=clip, select=spec.get("planted_first") if planted else None)
     second = full
-    if planted and "planted_select" in spec:
-        second = _step_fn(model, opt, mode, x, y, select=spec["planted_select"])
+    select = spec.get("planted_select" if planted else "clean_select")
+    if select is not None:
+        second = _step_fn(model, opt, mode, x, y, select=select)
     if planted and spec.get("planted_loop"):
         def per_variable():
             with tf.GradientTape() as tape:
