@@ -40,6 +40,8 @@ class RunFacts:
     checked: set = field(default_factory=set)  # paths of apply sites whose changes were checked
     optimizer_classes: dict = field(default_factory=dict)  # optimizer label -> its class name
     repeats: list = field(default_factory=list)  # (label, applies in one step, call sites, paths)
+    never_applied: list = field(default_factory=list)  # watch(model): trainable, never given to apply
+    discarded_clips: list = field(default_factory=list)  # (label, call sites, paths): clip result unused
 
 
 class Evaluation:
@@ -55,6 +57,7 @@ class Evaluation:
         self.marks: list[dict] = []
         self._evicted: list = []  # records that left the window, not yet counted
         self._tally = fnd.RunTally(thresholds)  # every record that left the window, counted once
+        self._run_tally = None  # ((records, evicted), the tally of every record then)
         self._pattern_tail: list = []  # the last record per optimizer of the last chunk (apply patterns)
         self._past_findings: list[Finding] = []  # apply-pattern findings of earlier windows
         self._evicted_applied: set[str] = set()  # variables with a real gradient in earlier windows
@@ -109,8 +112,7 @@ class Evaluation:
         if final:
             self._fold_evicted()
         records = in_step_order(self.window)
-        tally = self._tally.copy()
-        tally.add(records)
+        tally = self.run_tally(records)
         applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)
         for r in records:
             applied_any.update(r.var_set)
@@ -125,10 +127,13 @@ class Evaluation:
                               if t.path not in applied_any and t.path not in facts.changed and t.snapshotted}
             zero = {p for p in unchanged_applied if tally.all_zero(p)}
             out += fnd.check_not_updated(unchanged_applied, unchanged_tape, none_flagged, zero, tally.sites_for)
+        if final and facts.never_applied:
+            out += fnd.check_never_applied(facts.never_applied, none_flagged)
         not_updated = set().union(*(f.variables for f in out if f.code == "GRD102")) if out else set()
         skip = not_updated | none_flagged
         out += self._pattern_findings(records)
         out += fnd.repeated_apply_findings(facts.repeats, tally)
+        out += fnd.discarded_clip_findings(facts.discarded_clips, tally)
         out += tally.nonfinite_findings() + tally.exploding_findings() + tally.replica_findings()
         if final:
             out += tally.vanishing_findings(skip) + tally.clipping_findings(facts.optimizer_classes)
@@ -141,10 +146,14 @@ class Evaluation:
                 merged.append(finding)
         return in_finding_order(merged)
 
-    def run_tally(self) -> fnd.RunTally:
-        """Every record so far, counted (the variable table's source: exact over the whole run)."""
+    def run_tally(self, window_in_order=None) -> fnd.RunTally:
+        """Every record so far, counted (the variable table's source: exact over the whole run);
+        kept until a record arrives, so the findings, the summary and the sinks at exit share one."""
+        if self._run_tally is not None and self._run_tally[0] == (self.recorded_count, len(self._evicted)):
+            return self._run_tally[1]
         tally = self._tally.copy()
-        tally.add(in_step_order(self.window))
+        tally.add(window_in_order if window_in_order is not None else in_step_order(self.window))
+        self._run_tally = ((self.recorded_count, len(self._evicted)), tally)
         return tally
 
     def raise_final(self, found) -> None:

@@ -247,6 +247,35 @@ def repeated_apply_findings(repeats, tally: "RunTally") -> list[Finding]:
     return out
 
 
+def discarded_clip_findings(discarded, tally: "RunTally") -> list[Finding]:
+    """GRD110: an optimizer given the very gradients that went into a clip of yours (``tf.clip_by_norm``,
+    ``tf.clip_by_global_norm``, ``tf.clip_by_value``) instead of the clip's result."""
+    out = []
+    for label, sites, paths in discarded:
+        o = tally.optimizers.get(label)
+        if o is None:
+            continue
+        out.append(make_finding(
+            "GRD110",
+            f"optimizer {label} was given gradients that went into a clip of yours, not the clipped "
+            f"result: the clip does nothing (global norm up to {o.peak:.3g} reached apply unclipped).",
+            None, paths, sites=sites))
+    return out
+
+
+def check_never_applied(paths, skip: set[str]) -> list[Finding]:
+    """GRD102 for trainable variables of the watched model that no optimizer was given."""
+    names = set(paths) - skip
+    if not names:
+        return []
+    return [make_finding(
+        "GRD102",
+        f"{len(names)} trainable variable(s) of the watched model were never passed to an optimizer: "
+        f"{_short(names)}. Keras keeps training the variables it compiled with: after setting "
+        f"`trainable = True`, call `compile` again.",
+        None, names)]
+
+
 def _cycle_period(keys: list, min_repeats: int) -> int | None:
     """Smallest period p >= 2 such that ``keys`` splits into windows of p pairwise-disjoint sets,
     every window holding the same sets (in any order: TF1 runs sibling apply ops concurrently)."""

@@ -59,6 +59,7 @@ class UserClip:
 
     per_gradient: list
     global_norm: object = None
+    discarded: bool = False  # the gradients went into a clip of yours, and its result was not applied
 
     def seen(self) -> bool:
         return self.global_norm is not None or any(u is not None for u in self.per_gradient)

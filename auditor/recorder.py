@@ -137,6 +137,7 @@ class Recorder:
         self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
         self._unsettled: list = []  # tape snapshots of variables that had no value yet (first trace)
         self._repeats: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, applies in one step, sites, paths)
+        self._discarded: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, paths, probe): clip result unused
 
     def owns(self, optimizer) -> bool:
         """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
@@ -156,6 +157,12 @@ class Recorder:
         if any(probe.none_mask):
             self.evaluation.none_at_trace(
                 [self.names.path(v) for v, none in zip(probe.variables, probe.none_mask) if none])
+
+    def clip_discarded(self, optimizer, probe) -> None:
+        """``optimizer`` was given the very gradients a clip of yours took, not its result."""
+        with self.lock:
+            paths = [self.names.path(v) for v in probe.variables]
+            self._discarded.setdefault(id(optimizer), (optimizer, paths, probe))
 
     def repeated_apply(self, optimizer, applies) -> None:
         """``optimizer`` was applied ``len(applies)`` times in one step (``[(probe, call site)]``)."""
@@ -419,8 +426,27 @@ class Recorder:
                 for e in self.tape.values()]
         repeats = [(self.names.label(opt, paths), count, sites, paths)
                    for opt, count, sites, paths in self._repeats.values()]
+        never_applied = self.model_variables_never_applied()
+        discarded = [(self.names.label(opt, paths), list(probe.call_sites), paths)
+                     for opt, paths, probe in self._discarded.values()]
         return RunFacts(tape=tape, changed=set(self.changed), checked=checked,
-                        optimizer_classes=self.names.optimizer_classes(), repeats=repeats)
+                        optimizer_classes=self.names.optimizer_classes(), repeats=repeats,
+                        never_applied=never_applied, discarded_clips=discarded)
+
+    def model_variables_never_applied(self) -> list[str]:
+        """With ``watch(model)``: the model's trainable variables (now) that no apply of the watch
+        was given while its optimizer applied others (e.g. ``layer.trainable = True`` after
+        ``compile``: Keras keeps training the variables it compiled with)."""
+        model_opt = getattr(self.model, "optimizer", None) if self.model is not None else None
+        mine = [p for p in self.probes if p.optimizer_ref() is not None and self.owns(p.optimizer_ref())]
+        if model_opt is None or not mine or not self.ingested:
+            return []
+        try:
+            trainable = list(self.model.trainable_variables)
+        except Exception:  # noqa: BLE001 - a model that cannot list them now: nothing to say
+            return []
+        applied = {id(v) for p in self.probes for v in p.variables}
+        return sorted(self.names.path(v) for v in trainable if id(v) not in applied)
 
     def tape_none_counts(self) -> dict[str, int]:
         """{path: times GradientTape.gradient returned None for it}."""

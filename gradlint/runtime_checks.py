@@ -172,6 +172,26 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
         ),
         static_twins=("GRD016",),
     ),
+    RuntimeCheck(
+        code="GRD110",
+        name="clip-result-discarded",
+        what=(
+            "Reports an optimizer given the very gradient tensors that went into your own "
+            "`tf.clip_by_norm`, `tf.clip_by_global_norm` or `tf.clip_by_value`, instead of the clip's result."
+        ),
+        why=(
+            "The clip's result is discarded: the unclipped gradients are applied, so the clip bounds "
+            "nothing and an exploding step goes through whole."
+        ),
+        example=(
+            "grads = tape.gradient(loss, model.trainable_variables)\n"
+            "for g in grads:\n"
+            "    tf.clip_by_norm(g, 15.0)   # result dropped\n"
+            "opt.apply_gradients(zip(grads, model.trainable_variables))"
+        ),
+        use_instead="Apply the clip's result: `grads = [tf.clip_by_norm(g, 15.0) for g in grads]`.",
+        static_twins=("GRD005",),
+    ),
 )
 
 RUNTIME_BY_CODE = {check.code: check for check in RUNTIME_CHECKS}

@@ -131,6 +131,9 @@ def attach(probe, optimizer, watchers, grads, keep_traced: bool) -> UserClip:
     user = _user_clip(grads)
     if user.seen():
         probe.user_clip = True
+    if user.discarded:
+        for watcher in watchers:
+            watcher.clip_discarded(optimizer, probe)
     return user
 
 
@@ -227,11 +230,11 @@ def _function_graph():
 
 
 # ---- your own clipping --------------------------------------------------------------------------
-def remember_clip(tensor, kind: str, norm) -> None:
-    """A clip of yours produced ``tensor``: ``kind`` "global" (``norm``: the global norm before it)
-    or "single" (``norm``: a callable building that tensor's norm before the clip)."""
+def remember_clip(tensor, kind: str, norm, source=None) -> None:
+    """A clip of yours produced ``tensor`` from ``source``: ``kind`` "global" (``norm``: the global
+    norm before it) or "single" (``norm``: a callable building that tensor's norm before the clip)."""
     memory = _clip_memory()
-    memory.append((tensor, kind, norm))
+    memory.append((tensor, kind, norm, source))
     if len(memory) > _CLIP_MEMORY:
         del memory[: len(memory) - _CLIP_MEMORY]
 
@@ -265,7 +268,7 @@ def _user_clip(grads) -> UserClip:
     per, global_norm = [], None
     for g in grads:
         found = None
-        for tensor, kind, norm in reversed(memory):
+        for tensor, kind, norm, _ in reversed(memory):
             if tensor is g:
                 found = (kind, norm)
                 break
@@ -277,5 +280,9 @@ def _user_clip(grads) -> UserClip:
                 per.append(found[1])
         else:
             per.append(None)
+    clip = UserClip(per, global_norm)
+    if not clip.seen():  # gradients that went into a clip of yours reach apply unclipped
+        sources = {id(source) for *_, source in memory if source is not None}
+        clip.discarded = any(g is not None and id(g) in sources and _same_context(g) for g in grads)
     memory.clear()
-    return UserClip(per, global_norm)
+    return clip

@@ -23,9 +23,11 @@ def patches() -> list[Patch]:
         Patch(tf.GradientTape, "gradient", _gradient),
         Patch(tf, "clip_by_global_norm", _clip_by_global_norm),
         Patch(tf, "clip_by_norm", _clip_by_norm),
+        Patch(tf, "clip_by_value", _clip_by_value),
         # TF1 code imports `tensorflow.compat.v1 as tf`: the same functions under a second name.
         Patch(tf.compat.v1, "clip_by_global_norm", _clip_by_global_norm),
         Patch(tf.compat.v1, "clip_by_norm", _clip_by_norm),
+        Patch(tf.compat.v1, "clip_by_value", _clip_by_value),
         Patch(polymorphic_function.Function, "__call__", _function_call),
     ]
 
@@ -103,9 +105,9 @@ def _clip_by_global_norm(original):
     def clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
         clipped, norm = original(t_list, clip_norm, use_norm=use_norm, name=name)
         if registry.active() and not site.in_apply() and registry.watching():
-            for tensor in clipped:
+            for tensor, source in zip(clipped, t_list):
                 if tensor is not None:
-                    site.remember_clip(tensor, "global", norm)
+                    site.remember_clip(tensor, "global", norm, source)
         return clipped, norm
 
     return clip_by_global_norm
@@ -119,10 +121,24 @@ def _clip_by_norm(original):
             def norm(t=t):  # built where it is used: inside the probe's recording cond
                 return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
 
-            site.remember_clip(result, "single", norm)
+            site.remember_clip(result, "single", norm, t)
         return result
 
     return clip_by_norm
+
+
+def _clip_by_value(original):
+    def clip_by_value(t, clip_value_min, clip_value_max, name=None):
+        result = original(t, clip_value_min, clip_value_max, name=name)
+        if (registry.active() and not site.in_apply() and registry.watching()
+                and not isinstance(t, tf.IndexedSlices)):
+            def norm(t=t):  # the tensor's norm before the clip, built where it is used
+                return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+
+            site.remember_clip(result, "single", norm, t)
+        return result
+
+    return clip_by_value
 
 
 def _function_call(original):

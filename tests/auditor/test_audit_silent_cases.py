@@ -44,6 +44,11 @@ def test_generator_optimizer_applied_twice_in_one_step(mode, planted):
             fn()
     if not planted:
         assert audit.findings == [], audit.summary()
+        # the two optimizers are labelled by what they train, and the table says which is which
+        assert {r.optimizer for r in audit.steps} == {"generator/Adam", "critic/Adam"}
+        table = audit.variables
+        assert len(table) == 4 and all(s["optimizer"] == p.split("/")[0] + "/Adam" for p, s in table.items())
+        assert audit.summary().splitlines()[1].split()[:2] == ["variable", "optimizer"]
         return
     (finding,) = audit.findings
     assert finding.code == "GRD103" and "generator/Adam" in finding.message, audit.summary()
@@ -109,3 +114,105 @@ def test_function_traced_before_the_watch_is_reported(planted):
         assert "note: 5 tf.function call(s)" in audit.summary()
     else:
         assert len(audit.steps) == 5 and audit.notes == []
+
+
+@pytest.mark.parametrize("mode", CUSTOM_MODES)
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_clip_by_value_is_seen(mode, planted):
+    """Your own ``tf.clip_by_value`` to +-1e-3 (planted) clips every step: GRD107, and
+    ``global_norm`` is the norm before the clip (numpy on the raw gradients); +-1e3 (clean) is silent."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01)
+    x, y = (tf.constant(a) for a in data())
+    bound = 1e-3 if planted else 1e3
+    raw = []
+
+    def body():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        clipped = [tf.clip_by_value(g, -bound, bound) for g in grads]
+        opt.apply_gradients(zip(clipped, model.trainable_variables))
+        return grads
+
+    fn = compile_step(body, mode)
+    with auditor.watch(summary=False) as audit:
+        for _ in range(12):
+            raw.append([g.numpy() for g in fn()])
+    norms = [float(np.sqrt(sum(np.sum(np.square(g.astype(np.float64))) for g in step))) for step in raw]
+    assert [r.global_norm for r in audit.steps] == pytest.approx(norms, rel=1e-4)
+    if planted:
+        assert [f.code for f in audit.findings] == ["GRD107"], audit.summary()
+        assert all(r.clip_ratio < 0.01 for r in audit.steps)
+    else:
+        assert audit.findings == [] and all(r.clip_ratio == pytest.approx(1.0) for r in audit.steps)
+
+
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_keras_clipvalue_saturated(planted):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01, clipvalue=1e-3 if planted else 1e3), "mse")
+    x, y = data()
+    with auditor.watch(model, summary=False) as audit:
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    assert [f.code for f in audit.findings] == (["GRD107"] if planted else []), audit.summary()
+
+
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_unfreeze_without_recompile(planted):
+    """Keras 3: ``base.trainable = True`` after ``compile`` and ``fit`` again: Keras keeps training
+    the head only. With ``watch(model)`` the base's variables that no optimizer was given are
+    GRD102 (planted); compiling again after unfreezing (clean) trains them: silent."""
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu")], name="base")
+    model = keras.Sequential([base, keras.layers.Dense(1, name="head")], name="model")
+    base.trainable = False
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    x, y = data()
+    with auditor.watch(model, summary=False) as audit:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        base.trainable = True
+        if not planted:
+            model.compile(keras.optimizers.Adam(1e-4), "mse")
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    if planted:
+        (finding,) = audit.findings
+        assert finding.code == "GRD102" and "never passed to an optimizer" in finding.message
+        assert finding.variables == sorted(v.path for v in base.trainable_variables)
+    else:
+        assert audit.findings == [], audit.summary()
+
+
+@pytest.mark.parametrize("mode", CUSTOM_MODES)
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_a_clip_whose_result_never_reaches_apply(mode, planted):
+    """A tutorial VAE's step: ``for g in grads: tf.clip_by_norm(g, 15)`` and the unclipped grads
+    applied (planted): GRD110 at the apply line; the clip's result applied (clean): silent."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    opt = keras.optimizers.SGD(0.01)
+    x, y = (tf.constant(a) for a in data())
+
+    def body():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        if planted:
+            for g in grads:
+                tf.clip_by_norm(g, 15.0)  # BUG: the result is dropped
+        else:
+            grads = [tf.clip_by_norm(g, 15.0) for g in grads]
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    fn = compile_step(body, mode)
+    with auditor.watch(summary=False) as audit:
+        for _ in range(3):
+            fn()
+    if planted:
+        (finding,) = audit.findings
+        assert finding.code == "GRD110" and "GRD005" in finding.message
+        assert finding.sites and finding.sites[0].rsplit(":", 1)[0].endswith("test_audit_silent_cases.py")
+    else:
+        assert audit.findings == [], audit.summary()
