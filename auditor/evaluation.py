@@ -42,6 +42,7 @@ class RunFacts:
     repeats: list = field(default_factory=list)  # (label, applies in one step, call sites, paths)
     never_applied: list = field(default_factory=list)  # watch(model): trainable, never given to apply
     discarded_clips: list = field(default_factory=list)  # (label, call sites, paths): clip result unused
+    loss_scales: list = field(default_factory=list)  # (inner label, finite steps, overflow steps, scale now)
 
 
 class Evaluation:
@@ -134,6 +135,8 @@ class Evaluation:
         out += self._pattern_findings(records)
         out += fnd.repeated_apply_findings(facts.repeats, tally)
         out += fnd.discarded_clip_findings(facts.discarded_clips, tally)
+        if final:
+            out += fnd.overflow_findings(facts.loss_scales, self.thresholds, tally)
         out += tally.nonfinite_findings() + tally.exploding_findings() + tally.replica_findings()
         if final:
             out += tally.vanishing_findings(skip) + tally.clipping_findings(facts.optimizer_classes)

@@ -26,6 +26,10 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     # ... and only when it also exceeds this fraction of the largest norm seen before it in the
     # run (the run's own scale: a converged run's spike far below its early norms is no explosion).
     "explode_scale_fraction": 0.1,
+    # GRD104 under LossScaleOptimizer: overflow steps (skipped) on at least this fraction ...
+    "overflow_fraction": 0.2,
+    # ... of at least this many steps.
+    "overflow_min_steps": 5,
     # GRD106: a variable's gradient norm below this bound ...
     "vanish_norm": 1e-8,
     # ... on at least this fraction of its steps ...
@@ -90,6 +94,8 @@ THRESHOLD_RANGES: dict[str, tuple] = {
     "explode_ratio": (False, 1.0, False, math.inf),
     "explode_min_history": (True, 1, True, math.inf),
     "explode_scale_fraction": (False, 0.0, True, 1.0),
+    "overflow_fraction": (False, 0.0, False, 1.0),
+    "overflow_min_steps": (True, 1, True, math.inf),
     "vanish_norm": (False, 0.0, True, math.inf),
     "vanish_fraction": (False, 0.0, False, 1.0),
     "vanish_min_steps": (True, 1, True, math.inf),
@@ -260,6 +266,25 @@ def discarded_clip_findings(discarded, tally: "RunTally") -> list[Finding]:
             f"optimizer {label} was given gradients that went into a clip of yours, not the clipped "
             f"result: the clip does nothing (global norm up to {o.peak:.3g} reached apply unclipped).",
             None, paths, sites=sites))
+    return out
+
+
+def overflow_findings(loss_scales, thresholds: dict, tally: "RunTally") -> list[Finding]:
+    """GRD104 under ``LossScaleOptimizer``: steps whose scaled gradients overflowed (NaN/Inf) are
+    skipped by the wrapper and never reach the inner optimizer; a few at the start are how the
+    dynamic scale finds its level, a large fraction means nothing trains."""
+    out = []
+    for label, finite, overflow, scale in loss_scales:
+        total = finite + overflow
+        if total < thresholds["overflow_min_steps"] or overflow / total < thresholds["overflow_fraction"]:
+            continue
+        o = tally.optimizers.get(label)
+        out.append(make_finding(
+            "GRD104",
+            f"optimizer {label} (LossScaleOptimizer): {overflow} of {total} step(s) overflowed (NaN/Inf in "
+            f"the scaled gradients) and were skipped: nothing was applied on them; the loss scale is now "
+            f"{scale:.3g}.",
+            None, (), sites=list(o.sites) if o is not None else ()))
     return out
 
 

@@ -138,6 +138,7 @@ class Recorder:
         self._unsettled: list = []  # tape snapshots of variables that had no value yet (first trace)
         self._repeats: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, applies in one step, sites, paths)
         self._discarded: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, paths, probe): clip result unused
+        self._loss_scales: dict[int, tuple] = {}  # id -> (LossScaleOptimizer, read, counts at first sight)
 
     def owns(self, optimizer) -> bool:
         """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
@@ -157,6 +158,13 @@ class Recorder:
         if any(probe.none_mask):
             self.evaluation.none_at_trace(
                 [self.names.path(v) for v, none in zip(probe.variables, probe.none_mask) if none])
+
+    def loss_scale_seen(self, optimizer, read) -> None:
+        """A ``LossScaleOptimizer``'s branch ran or was traced: ``read()`` gives, on the host, its
+        (finite steps, overflow steps, loss scale) so far; the counts at first sight are the baseline."""
+        with self.lock:
+            if id(optimizer) not in self._loss_scales:
+                self._loss_scales[id(optimizer)] = (optimizer, read, read())
 
     def clip_discarded(self, optimizer, probe) -> None:
         """``optimizer`` was given the very gradients a clip of yours took, not its result."""
@@ -429,7 +437,12 @@ class Recorder:
         never_applied = self.model_variables_never_applied()
         discarded = [(self.names.label(opt, paths), list(probe.call_sites), paths)
                      for opt, paths, probe in self._discarded.values()]
-        return RunFacts(tape=tape, changed=set(self.changed), checked=checked,
+        loss_scales = []
+        for opt, read, start in self._loss_scales.values():
+            finite, overflow, scale = read()
+            inner = getattr(opt, "inner_optimizer", opt)
+            loss_scales.append((self.names.label(inner), finite - start[0], overflow - start[1], scale))
+        return RunFacts(tape=tape, changed=set(self.changed), checked=checked, loss_scales=loss_scales,
                         optimizer_classes=self.names.optimizer_classes(), repeats=repeats,
                         never_applied=never_applied, discarded_clips=discarded)
 

@@ -216,3 +216,49 @@ def test_a_clip_whose_result_never_reaches_apply(mode, planted):
         assert finding.sites and finding.sites[0].rsplit(":", 1)[0].endswith("test_audit_silent_cases.py")
     else:
         assert audit.findings == [], audit.summary()
+
+
+@pytest.mark.parametrize("loop", ["function", "fit"])
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_loss_scale_overflow_on_every_step(loop, planted):
+    """Mixed precision with one ``inf`` in the input (planted): every step whose batch holds it
+    overflows under the LossScaleOptimizer and is skipped (all of them in the custom loop, the
+    first batch of each epoch in fit): GRD104 with the exact counts, although a skipped step has
+    no record. Finite input (clean): the two overflows while the scale finds its level are silent."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1, dtype="float32")])
+        opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01))
+        x, y = data()
+        if planted:
+            x[2, 1] = np.inf
+        with auditor.watch(model if loop == "fit" else None, summary=False) as audit:
+            if loop == "fit":
+                model.compile(opt, "mse")
+                model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+            else:
+                xt, yt = tf.constant(x), tf.constant(y)
+
+                @tf.function
+                def step():
+                    with tf.GradientTape() as tape:
+                        loss = opt.scale_loss(tf.reduce_mean(tf.square(tf.cast(model(xt), "float32") - yt)))
+                    grads = tape.gradient(loss, model.trainable_variables)
+                    opt.apply_gradients(zip(grads, model.trainable_variables))
+
+                for _ in range(12):
+                    step()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if planted:
+        found = [f for f in audit.findings if "LossScaleOptimizer" in f.message]
+        assert len(found) == 1 and found[0].code == "GRD104", audit.summary()
+        overflowed = int(found[0].message.split("): ")[1].split(" of ")[0])
+        assert f"{overflowed} of 12 step(s) overflowed" in found[0].message
+        assert overflowed + len(audit.steps) == 12  # a skipped step has no record: the counts are exact
+        if loop == "function":  # the inf is in every step's batch: nothing ever trains
+            assert overflowed == 12 and audit.steps == []
+    else:
+        assert audit.findings == [], audit.summary()
+        assert 10 <= len(audit.steps) < 12  # the dynamic scale overflows twice while it finds its level
