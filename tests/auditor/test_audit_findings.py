@@ -98,6 +98,8 @@ def test_not_updated_is_not_also_reported_as_vanishing():
     assert "GRD106" not in codes(audit)
     (finding,) = [f for f in audit.findings if f.code == "GRD102"]
     assert [v.split("/", 1)[1] for v in finding.variables] == ["b/bias", "b/kernel"]
+    # b is scaled by 0: every gradient is exactly 0, by construction; no static twin is blamed
+    assert "exactly 0 on every recorded step" in finding.message and "GRD012" not in finding.message
 
 
 def test_fit_freeze_by_compiling_again_with_the_same_optimizer_is_silent():

@@ -95,6 +95,7 @@ def test_whole_run_findings_and_tf_names_in_tensorboard(tmp_path):
         for _ in range(3):
             step()
     assert [f.code for f in audit.findings] == ["GRD102"] and audit.findings[0].step is None
+    assert "exactly 0" not in audit.findings[0].message  # real gradients, a zero learning rate
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
     acc.Reload()
     (text,) = acc.Tensors("auditor/findings/GRD102")
