@@ -11,6 +11,12 @@ from auditor import findings as fnd
 from auditor.findings import AuditError, Finding
 from auditor.records import in_step_order
 
+
+def in_finding_order(findings) -> list[Finding]:
+    """Findings in the order a run met them: by first step (a cause before its effects), then
+    code; whole-run findings (no single step) last."""
+    return sorted(findings, key=lambda f: (f.step is None, f.step if f.step is not None else 0, f.code))
+
 # Codes that can be decided while the run goes on (the others need the whole run).
 STREAMING = ("GRD101", "GRD103", "GRD104", "GRD105", "GRD108")
 
@@ -32,6 +38,11 @@ class RunFacts:
     tape: list[TapeFact] = field(default_factory=list)
     changed: set = field(default_factory=set)  # paths seen changing
     checked: set = field(default_factory=set)  # paths of apply sites whose changes were checked
+    optimizer_classes: dict = field(default_factory=dict)  # optimizer label -> its class name
+    repeats: list = field(default_factory=list)  # (label, applies in one step, call sites, paths)
+    never_applied: list = field(default_factory=list)  # watch(model): trainable, never given to apply
+    discarded_clips: list = field(default_factory=list)  # (label, call sites, paths): clip result unused
+    loss_scales: list = field(default_factory=list)  # (inner label, finite steps, overflow steps, scale now)
 
 
 class Evaluation:
@@ -45,8 +56,11 @@ class Evaluation:
         self.window: deque = deque()  # the last `history` records (all with None)
         self.recorded_count = 0  # every record ever added (also those that left the window)
         self.marks: list[dict] = []
-        self._evicted: list = []  # records that left the window, not yet checked for findings
-        self._past_findings: list[Finding] = []  # findings of earlier windows
+        self._evicted: list = []  # records that left the window, not yet counted
+        self._tally = fnd.RunTally(thresholds)  # every record that left the window, counted once
+        self._run_tally = None  # ((records, evicted), the tally of every record then)
+        self._pattern_tail: list = []  # the last record per optimizer of the last chunk (apply patterns)
+        self._past_findings: list[Finding] = []  # apply-pattern findings of earlier windows
         self._evicted_applied: set[str] = set()  # variables with a real gradient in earlier windows
         self._evicted_seen: set[str] = set()  # variables applied at all in earlier windows
         self._last_step: dict[str, int] = {}
@@ -94,36 +108,56 @@ class Evaluation:
 
     # ---- findings -------------------------------------------------------------------------------
     def findings(self, facts: RunFacts, final: bool) -> list[Finding]:
-        """Every finding of the run so far; ``final``: the run is over (the whole-run codes too)."""
-        records = in_step_order(self.window)
+        """Every finding of the run so far; ``final``: the run is over (the whole-run codes too).
+        Counts, first steps and maxima cover every record of the run (``RunTally``)."""
         if final:
             self._fold_evicted()
+        records = in_step_order(self.window)
+        tally = self.run_tally(records)
         applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)
         for r in records:
             applied_any.update(r.var_set)
             applied_real.update(p for p in r.var_set if p not in r.none_vars)
         tape_none = {t.path: t.none_count for t in facts.tape if t.none_count and not t.real_count}
-        out = fnd.check_none_gradients(records, tape_none, applied_real)
+        out = tally.none_findings()
+        out += fnd.tape_none_finding(tape_none, applied_real, out)
         none_flagged = set().union(*(f.variables for f in out)) if out else set()
         if final and self.check_changes != "off":
             unchanged_applied = {p for p in applied_real if p not in facts.changed and p in facts.checked}
             unchanged_tape = {t.path for t in facts.tape
                               if t.path not in applied_any and t.path not in facts.changed and t.snapshotted}
-            out += fnd.check_not_updated(unchanged_applied, unchanged_tape, none_flagged)
+            zero = {p for p in unchanged_applied if tally.all_zero(p)}
+            out += fnd.check_not_updated(unchanged_applied, unchanged_tape, none_flagged, zero, tally.sites_for)
+        if final and facts.never_applied:
+            out += fnd.check_never_applied(facts.never_applied, none_flagged)
         not_updated = set().union(*(f.variables for f in out if f.code == "GRD102")) if out else set()
         skip = not_updated | none_flagged
-        out += self._record_findings(records, skip, complete=final)
+        out += self._pattern_findings(records)
+        out += fnd.repeated_apply_findings(facts.repeats, tally)
+        out += fnd.discarded_clip_findings(facts.discarded_clips, tally)
+        if final:
+            out += fnd.overflow_findings(facts.loss_scales, self.thresholds, tally)
+        out += tally.nonfinite_findings() + tally.exploding_findings() + tally.replica_findings()
+        if final:
+            out += tally.vanishing_findings(skip) + tally.clipping_findings(facts.optimizer_classes)
         # Earlier windows first: per code and variables, the first occurrence is the one kept.
         seen, merged = set(), []
         for finding in self._past_findings + out:
-            if finding.code == "GRD106" and set(finding.variables) <= skip and finding.variables:
-                continue
             key = (finding.code, tuple(sorted(finding.variables or ())))
             if key not in seen:
                 seen.add(key)
                 merged.append(finding)
-        merged.sort(key=lambda f: (f.code, f.step if f.step is not None else -1))
-        return merged
+        return in_finding_order(merged)
+
+    def run_tally(self, window_in_order=None) -> fnd.RunTally:
+        """Every record so far, counted (the variable table's source: exact over the whole run);
+        kept until a record arrives, so the findings, the summary and the sinks at exit share one."""
+        if self._run_tally is not None and self._run_tally[0] == (self.recorded_count, len(self._evicted)):
+            return self._run_tally[1]
+        tally = self._tally.copy()
+        tally.add(window_in_order if window_in_order is not None else in_step_order(self.window))
+        self._run_tally = ((self.recorded_count, len(self._evicted)), tally)
+        return tally
 
     def raise_final(self, found) -> None:
         """At a normal exit: the pending error, else the first listed finding not raised yet."""
@@ -133,40 +167,37 @@ class Evaluation:
         self._raise_if_listed(found, final=True)
 
     def _fold_evicted(self) -> None:
-        """Records that left the ``history`` window are checked for findings in chunks of
-        ``history`` first, so a long run keeps (say) a NaN at step 100 of 20,000."""
+        """Records that left the ``history`` window are counted once (``RunTally``) and checked for
+        apply patterns in chunks of ``history`` (each chunk led by the last record of the one
+        before, so no set change falls between chunks); a long run keeps (say) a NaN at step 100 of
+        20,000 with its exact count."""
         chunk, self._evicted = in_step_order(self._evicted), []
         if chunk:
-            found = fnd.check_none_gradients(chunk, {}, set())
-            found += self._record_findings(chunk, set(), complete=True)
-            self._past_findings += found
+            self._tally.add(chunk)
+            self._past_findings += self._pattern_findings(chunk)
+            last = {}
             for r in chunk:
+                last[r.optimizer] = r
                 self._evicted_applied.update(p for p in r.var_set if p not in r.none_vars)
                 self._evicted_seen.update(r.var_set)
+            self._pattern_tail = list(last.values())
 
-    def _record_findings(self, records, skip_vanishing: set, complete: bool) -> list[Finding]:
-        """The findings that follow from step records alone (apply patterns, NaN, norms, clipping);
-        ``complete``: the records are final (vanishing and saturation need the whole span)."""
-        out = fnd.check_apply_patterns(records, self.marks, self.thresholds)
-        out += fnd.check_nonfinite(records)
-        out += fnd.check_exploding(records, self.thresholds)
-        if complete:
-            out += fnd.check_vanishing(records, self.thresholds, skip_vanishing)
-            out += fnd.check_clipping(records, self.thresholds)
-        out += fnd.check_replica_clipping(records)
-        return out
+    def _pattern_findings(self, records) -> list[Finding]:
+        """GRD103 / GRD108 over ``records`` led by the last records of the chunk before them."""
+        return fnd.check_apply_patterns(self._pattern_tail + list(records), self.marks, self.thresholds)
 
     def _streaming_findings(self, codes) -> list[Finding]:
+        tally = self._tally.copy()
+        tally.add(in_step_order(self.window))
         out = []
-        records = self.window
         if "GRD101" in codes:
-            out += fnd.check_none_gradients(records, {}, set())
+            out += tally.none_findings()
         if "GRD104" in codes:
-            out += fnd.check_nonfinite(records)
+            out += tally.nonfinite_findings()
         if "GRD105" in codes:
-            out += fnd.check_exploding(records, self.thresholds)
+            out += tally.exploding_findings()
         if "GRD103" in codes or "GRD108" in codes:
-            out += fnd.check_apply_patterns(records, self.marks, self.thresholds)
+            out += self._pattern_findings(in_step_order(self.window))
         return out
 
     def _raise_if_listed(self, found, final: bool) -> None:

@@ -124,6 +124,13 @@ def read(variable):
     return tf.convert_to_tensor(inner)
 
 
+def update_ratio(now, before):
+    """Op: ||now - before|| / ||before|| in float32 (how far one update moved a variable, relative to
+    its size; Inf for a variable that was all zeros)."""
+    now, before = tf.cast(now, tf.float32), tf.cast(before, tf.float32)
+    return tf.sqrt(tf.reduce_sum(tf.square(now - before))) / tf.sqrt(tf.reduce_sum(tf.square(before)))
+
+
 def differs(a, b):
     """Exact (bitwise) inequality of two tensors of one dtype, as a scalar bool."""
     target = _BITCAST.get(a.dtype)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 TOP_VARIABLES = 5
 
@@ -20,10 +21,11 @@ def save_plot(run, out: str, title: str) -> None:
 
 
 def figure(run, title: str):
-    """Three panels sharing the step axis: global norm (log) before/after clipping, clip ratio,
-    and the norms of the variables with the largest mean norm; findings as vertical markers."""
-    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True, constrained_layout=True)
-    ax_norm, ax_ratio, ax_vars = axes
+    """Four panels sharing the step axis: global norm (log) before/after clipping, clip ratio,
+    the norms of the variables with the largest mean norm, and their update ratios
+    ||w_after - w_before|| / ||w_before|| on checked steps; findings as vertical markers."""
+    fig, axes = plt.subplots(4, 1, figsize=(10, 11.5), sharex=True, constrained_layout=True)
+    ax_norm, ax_ratio, ax_vars, ax_update = axes
     for label, s in run.steps.items():
         steps = list(s["step"])
         ax_norm.plot(steps, _positive(s["global"]), label=f"{label}: global norm (before clipping)", lw=1.5)
@@ -33,9 +35,9 @@ def figure(run, title: str):
         if any(math.isfinite(r) for r in ratios):
             ax_ratio.plot(steps, ratios, label=f"{label}", lw=1.5)
         nonfinite = [st for st, g in zip(steps, s["global"]) if not math.isfinite(g)]
-        if nonfinite:
-            ax_norm.scatter(nonfinite, [1.0] * len(nonfinite), marker="x", color="red", zorder=5,
-                            label="non-finite norm")
+        if nonfinite:  # at the top edge of the panel (axes coordinates): no norm value is implied
+            ax_norm.scatter(nonfinite, [0.97] * len(nonfinite), marker="x", color="red", zorder=5, clip_on=False,
+                            transform=ax_norm.get_xaxis_transform(), label=f"{label}: NaN/Inf norm (top edge)")
     ax_norm.set_yscale("log")
     ax_norm.set_ylabel("gradient norm (log)")
     ax_norm.set_title(title, pad=14)
@@ -52,16 +54,30 @@ def figure(run, title: str):
                       transform=ax_ratio.transAxes, color="grey")
     ax_ratio.grid(True, alpha=0.3)
 
-    top = sorted(run.var_norms, key=lambda path: run.var_stats[path].mean(), reverse=True)[:TOP_VARIABLES]
+    top = top_variables(run)
     for path in top:
         steps, norms = run.var_norms[path]
         ax_vars.plot(list(steps), _positive(norms), label=path, lw=1.2)
     ax_vars.set_yscale("log")
     ax_vars.set_ylabel(f"top {len(top)} variables' norms (log)")
-    ax_vars.set_xlabel("optimizer step")
     if top:
         ax_vars.legend(loc="upper left", fontsize=8)
     ax_vars.grid(True, alpha=0.3)
+
+    drawn = [path for path in top if path in run.var_ratios]
+    for path in drawn:
+        steps, ratios = run.var_ratios[path]
+        ax_update.plot(list(steps), _positive(ratios), label=path, lw=1.2, marker=".", ms=3)
+    if drawn:
+        ax_update.set_yscale("log")
+        ax_update.axhline(1e-3, color="grey", lw=0.8, ls=":")  # the usual healthy scale
+    else:
+        ax_update.text(0.5, 0.5, "no update ratio (changes not checked)", ha="center", va="center",
+                       transform=ax_update.transAxes, color="grey")
+    ax_update.set_ylabel("update ratio |dw|/|w| (log)")
+    ax_update.set_xlabel("optimizer step")
+    ax_update.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_update.grid(True, alpha=0.3)
 
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, f in enumerate(run.findings):
@@ -72,15 +88,33 @@ def figure(run, title: str):
             ax.axvline(f.step, color=colour, lw=1.2, ls="-.", alpha=0.8)
         ax_norm.annotate(f.code, xy=(f.step, 1.0), xycoords=("data", "axes fraction"),
                          xytext=(2, 2 + 9 * (i % 3)), textcoords="offset points", fontsize=7, color=colour)
+    # The findings are listed under the panels (never over a curve).
     if run.findings:
-        listing = "\n".join(f"{f.code} {f.name}" + (f" (from step {f.step})" if f.step is not None else "")
-                            for f in run.findings)
-        ax_norm.text(0.99, 0.97, "findings:\n" + listing, ha="right", va="top", transform=ax_norm.transAxes,
-                     fontsize=8, color="darkred", bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "darkred"})
+        listing = "findings: " + "; ".join(
+            f"{f.code} {f.name}" + (f" (from step {f.step})" if f.step is not None else " (whole run)")
+            for f in run.findings)
+        fig.supxlabel(listing, fontsize=8, color="darkred", wrap=True)
     else:
-        ax_norm.text(0.99, 0.97, "no findings", ha="right", va="top", transform=ax_norm.transAxes,
-                     fontsize=8, color="darkgreen")
+        fig.supxlabel("no findings", fontsize=8, color="darkgreen")
     return fig
+
+
+def top_variables(run) -> list[str]:
+    """The variables with the largest mean norm, ``TOP_VARIABLES`` in all, shared out among the
+    optimizers (each optimizer's largest first), so a second model's variables are drawn too."""
+    by_optimizer: dict[str, list[str]] = {}
+    for path in run.var_norms:
+        by_optimizer.setdefault(run.var_optimizer.get(path, ""), []).append(path)
+    ranked = [sorted(paths, key=lambda p: _mean(run, p), reverse=True) for paths in by_optimizer.values()]
+    top = []
+    for rank in range(max((len(r) for r in ranked), default=0)):
+        top += [r[rank] for r in ranked if rank < len(r)]
+    return top[:TOP_VARIABLES]
+
+
+def _mean(run, path) -> float:
+    mean = run.var_stats[path].mean()
+    return mean if math.isfinite(mean) else -math.inf
 
 
 def _positive(values):

@@ -59,6 +59,7 @@ class UserClip:
 
     per_gradient: list
     global_norm: object = None
+    discarded: bool = False  # the gradients went into a clip of yours, and its result was not applied
 
     def seen(self) -> bool:
         return self.global_norm is not None or any(u is not None for u in self.per_gradient)
@@ -76,6 +77,7 @@ class SiteRow(NamedTuple):
     norms: list  # per variable (NaN for None gradients)
     nonfinite: list  # per variable, bool
     changed: list  # per variable, bool
+    ratios: list  # per variable, ||w_after - w_before|| / ||w_before|| (NaN: not checked)
     reduced_norms: list | None  # tf.distribute: all-reduced per-variable norms
     reduced_total: float | None  # tf.distribute: all-reduced norm
     reduced_pre: float | None  # tf.distribute: all-reduced norm before clipping (NaN: not measured)
@@ -94,6 +96,7 @@ class SiteRows:
     norms: list
     nonfinite: list
     changed: list
+    ratios: list
     reduced_norms: list | None = None
     reduced_total: list | None = None
     reduced_pre: list | None = None
@@ -104,14 +107,15 @@ class SiteRows:
     def row(self, k: int) -> SiteRow:
         replica = self.reduced_norms is not None
         return SiteRow(self.tags[k], self.applied[k], self.pre[k], self.clipped[k], self.checked[k],
-                       self.nonfinite_count[k], self.norms[k], self.nonfinite[k], self.changed[k],
+                       self.nonfinite_count[k], self.norms[k], self.nonfinite[k], self.changed[k], self.ratios[k],
                        self.reduced_norms[k] if replica else None, self.reduced_total[k] if replica else None,
                        self.reduced_pre[k] if replica else None)
 
 
 class RowLayout:
     """The float32 row of one apply: ``applied, pre, clipped, checked``, then one block per
-    variable of norms, non-finite flags and changed flags; under ``tf.distribute`` three more: the
+    variable of norms, non-finite flags, changed flags and update ratios (the last two: the change
+    block, see ``change_block``); under ``tf.distribute`` three more: the
     all-reduced per-variable norms, their total, the all-reduced norm before clipping. The first
     part (up to the non-finite flags) is what ``measure`` returns, before ``apply``."""
 
@@ -122,11 +126,11 @@ class RowLayout:
         self.n = n
         self.replica = replica
         self.measured_width = self.FIXED + 2 * n
-        self.width = self.FIXED + 3 * n + (n + 2 if replica else 0)
+        self.width = self.FIXED + 4 * n + (n + 2 if replica else 0)
 
     def assemble(self, measured, changed, reduced=None):
-        """The row (ops): ``measured`` from ``measure``, ``changed`` a float 0/1 vector, ``reduced``
-        the ``[norms..., total, pre]`` tail (replicas)."""
+        """The row (ops): ``measured`` from ``measure``, ``changed`` the change block (``change_block``
+        or ``unchecked_block``), ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
         parts = [measured, changed]
         if self.replica:
             parts.append(reduced)
@@ -146,13 +150,35 @@ class RowLayout:
             norms=rows[:, f:f + n].astype(np.float64).tolist(),
             nonfinite=nonfinite.tolist(),
             changed=(rows[:, f + 2 * n:f + 3 * n] > 0.5).tolist(),
+            ratios=rows[:, f + 3 * n:f + 4 * n].astype(np.float64).tolist(),
         )
         if self.replica:
-            start = f + 3 * n
+            start = f + 4 * n
             out.reduced_norms = rows[:, start:start + n].astype(np.float64).tolist()
             out.reduced_total = rows[:, start + n].astype(np.float64).tolist()
             out.reduced_pre = rows[:, start + n + 1].astype(np.float64).tolist()
         return out
+
+
+def change_block(variables, befores):
+    """Ops: per variable whether it changed (bitwise, 0/1), then per variable its update ratio
+    ``||w - w_before|| / ||w_before||`` (NaN where there is no copy)."""
+    nan = tf.constant(math.nan, tf.float32)
+    flags, ratios = [], []
+    for var, before in zip(variables, befores):
+        if before is None:
+            flags.append(tf.constant(False))
+            ratios.append(nan)
+        else:
+            now = gs.read(var)
+            flags.append(gs.differs(now, before))
+            ratios.append(gs.update_ratio(now, before))
+    return tf.concat([tf.cast(tf.stack(flags), tf.float32), tf.stack(ratios)], 0)
+
+
+def unchecked_block(n: int):
+    """Ops: the change block of a step whose changes were not checked."""
+    return tf.concat([tf.zeros([n], tf.float32), tf.fill([n], tf.constant(math.nan, tf.float32))], 0)
 
 
 def histogram_row(grads):
@@ -192,6 +218,8 @@ class SiteProbe:
         self.replica = replica
         self.group = (id(optimizer), tuple(id(v) for v in variables), self.none_mask)
         self.layout = RowLayout(len(self.variables), replica is not None)
+        self.call_sites: tuple = ()  # "file:line" of your code that applied here (engines.site)
+        self.eager_sightings = 0  # eager applies whose call site was looked up
 
     # ---- measurement ops ----------------------------------------------------------------------
     def measure(self, grads, clip: ClipConfig, user: UserClip, checked):
@@ -215,6 +243,8 @@ class SiteProbe:
         # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
         # float32 overflow of the square) pay for the exact per-variable check.
         def exact_nonfinite():
+            if not real:  # every gradient None: nothing can be non-finite
+                return tf.zeros([n], tf.bool)
             flags = iter(tf.unstack(gs.nonfinite_each(real)))
             return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
@@ -522,7 +552,7 @@ class DeviceProbe(SiteProbe):
             self.hist_ring.write(histogram_row(grads), iteration)
         measured = self.measure(grads, clip, UserClip([None] * len(grads)), check)
         n = len(self.variables)
-        changed = tf.cast(self._compare(), tf.float32) if check else tf.zeros([n], tf.float32)
+        changed = change_block(self.variables, self.snapshots) if check else unchecked_block(n)
         self.ring.write(self.layout.assemble(measured, changed), iteration)
 
     def _after_ops(self, code, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
@@ -530,7 +560,7 @@ class DeviceProbe(SiteProbe):
 
         def writing(check: bool, histogram: bool):
             def branch():
-                changed = tf.cast(self._compare(), tf.float32) if check else tf.zeros([n], tf.float32)
+                changed = change_block(self.variables, self.snapshots) if check else unchecked_block(n)
                 tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
                 self.ring.write(self.layout.assemble(measured, changed, tail), iteration)
                 if histogram:
@@ -553,10 +583,6 @@ class DeviceProbe(SiteProbe):
         table = [0] * 4 + [1 + branches.index((bool(code & 2) and check, bool(code & 1) and histogram))
                            for code in range(4, 8)]
         return Kinds(tf.constant(table, tf.int32), branches)
-
-    def _compare(self):
-        return tf.stack([gs.differs(gs.read(v), snap) if snap is not None else tf.constant(False)
-                         for v, snap in zip(self.variables, self.snapshots)])
 
     # ---- host side ----------------------------------------------------------------------------
     def changed_since_snapshot(self) -> list[bool]:

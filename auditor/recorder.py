@@ -8,6 +8,7 @@ decides when to drain the device. It imports no TensorFlow: probes and tape snap
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from auditor import registry
 from auditor.evaluation import RunFacts, TapeFact
 from auditor.records import StepRecord, in_step_order
+
+logger = logging.getLogger("auditor")
 
 
 def variable_path(variable) -> str:
@@ -25,7 +28,7 @@ def variable_path(variable) -> str:
 
 class Names:
     """Stable names within one watch: variables by path (``#2``, ``#3`` for distinct variables
-    with one path), optimizers by name (``#2`` ... likewise)."""
+    with one path), optimizers by what they train (``optimizer_label``; ``#2`` ... likewise)."""
 
     def __init__(self):
         self._paths: dict[int, str] = {}
@@ -46,13 +49,19 @@ class Names:
             self._path_owner[path] = key
         return path
 
-    def label(self, optimizer) -> str:
+    def optimizer_classes(self) -> dict[str, str]:
+        """Optimizer label -> class name (the inner optimizer's for a loss-scale wrapper)."""
+        return {label: type(self._optimizers[key]).__name__ for key, label in self._labels.items()
+                if key in self._optimizers}
+
+    def label(self, optimizer, paths=()) -> str:
+        """The optimizer's label, made from the variable paths of its first apply."""
         if optimizer is None:
             return "<deleted optimizer>"
         key = id(optimizer)
         label = self._labels.get(key)
         if label is None:
-            base = label = str(getattr(optimizer, "name", type(optimizer).__name__))
+            base = label = optimizer_label(optimizer, paths)
             k = 2
             while label in self._labels.values():
                 label = f"{base}#{k}"
@@ -60,6 +69,36 @@ class Names:
             self._labels[key] = label
             self._optimizers[key] = optimizer
         return label
+
+
+def optimizer_label(optimizer, paths) -> str:
+    """``<what it trains>/<optimizer>``: the model or top-level layer owning the variables (the
+    first component of their paths, Keras' ``_1``, ``_2`` numbering dropped) and the optimizer's
+    class name, or the name you gave it. Stable across runs in one process (Keras numbers
+    ``adam``, ``adam_1`` ... and ``sequential``, ``sequential_1`` ...), and a GAN's two optimizers
+    read ``generator/Adam`` and ``critic/Adam``."""
+    kind = type(optimizer).__name__
+    name = getattr(optimizer, "name", None)
+    if isinstance(name, str) and name and not _numbered(name, kind):
+        kind = name
+    owners = sorted({_numbered_base(p.split("/", 1)[0].split(":", 1)[0]) for p in paths if "/" in p})
+    if not owners or len(owners) > 2:  # variables of no common model or layer (TF1 globals ...)
+        return kind
+    return f"{'+'.join(owners)}/{kind}"
+
+
+def _numbered_base(name: str) -> str:
+    """``sequential_3`` -> ``sequential``."""
+    head, _, tail = name.rpartition("_")
+    return head if head and tail.isdigit() else name
+
+
+def _numbered(name: str, kind: str) -> bool:
+    """Whether ``name`` is the library's default name for class ``kind`` (``adam``, ``adam_2``,
+    ``GradientDescent`` for ``GradientDescentOptimizer``)."""
+    plain = _numbered_base(name).replace("_", "").lower()
+    kind = kind.lower()
+    return plain in (kind, kind.removesuffix("optimizer"))
 
 
 @dataclass
@@ -75,10 +114,11 @@ class TapeEntry:
 class Recorder:
     """One watch's records: from drained rows to ``StepRecord``s, in step order to the sinks."""
 
-    def __init__(self, settings, evaluation, sinks, model=None):
+    def __init__(self, settings, evaluation, sinks, model=None, errors=None):
         self.settings = settings
         self.evaluation = evaluation
         self.sinks = sinks
+        self.errors = errors if errors is not None else []  # sink failures (logged, never raised)
         self.model = model
         self.thread = registry.thread_id()
         self.probes: list = []  # probes this watch subscribes to (the registry adds them)
@@ -91,9 +131,14 @@ class Recorder:
         self._checked_probes: set[int] = set()
         self._eager_pending: dict[int, int] = {}
         self._calls = 0
+        self.function_calls = 0  # top-level tf.function calls made in the watch
         self._drain_every = 1
         self._batches: dict[int, list] = {}  # thread -> records of its drain of all probes
         self._replica_rows: dict[tuple, list] = {}  # (probe group, step) -> rows of the replicas so far
+        self._unsettled: list = []  # tape snapshots of variables that had no value yet (first trace)
+        self._repeats: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, applies in one step, sites, paths)
+        self._discarded: dict[int, tuple] = {}  # id(optimizer) -> (optimizer, paths, probe): clip result unused
+        self._loss_scales: dict[int, tuple] = {}  # id -> (LossScaleOptimizer, read, counts at first sight)
 
     def owns(self, optimizer) -> bool:
         """Whether ``optimizer`` is the watched model's (then it is audited from any thread)."""
@@ -114,6 +159,29 @@ class Recorder:
             self.evaluation.none_at_trace(
                 [self.names.path(v) for v, none in zip(probe.variables, probe.none_mask) if none])
 
+    def loss_scale_seen(self, optimizer, read) -> None:
+        """A ``LossScaleOptimizer``'s branch ran or was traced: ``read()`` gives, on the host, its
+        (finite steps, overflow steps, loss scale) so far; the counts at first sight are the baseline."""
+        with self.lock:
+            if id(optimizer) not in self._loss_scales:
+                self._loss_scales[id(optimizer)] = (optimizer, read, read())
+
+    def clip_discarded(self, optimizer, probe) -> None:
+        """``optimizer`` was given the very gradients a clip of yours took, not its result."""
+        with self.lock:
+            paths = [self.names.path(v) for v in probe.variables]
+            self._discarded.setdefault(id(optimizer), (optimizer, paths, probe))
+
+    def repeated_apply(self, optimizer, applies) -> None:
+        """``optimizer`` was applied ``len(applies)`` times in one step (``[(probe, call site)]``)."""
+        with self.lock:
+            known = self._repeats.get(id(optimizer))
+            if known is not None and known[1] >= len(applies):
+                return
+            sites = list(dict.fromkeys(w for _, w in applies if w))
+            paths = sorted({self.names.path(v) for p, _ in applies for v in p.variables})
+            self._repeats[id(optimizer)] = (optimizer, len(applies), sites, paths)
+
     def tape_observed(self, pairs, take_snapshot) -> None:
         """``(variable, gradient or None)`` pairs from ``tape.gradient``; ``take_snapshot(var)``
         copies a variable's value (or returns None where it cannot)."""
@@ -124,6 +192,8 @@ class Recorder:
                     snap = None
                     if self.settings.check_changes != "off" and not self._applied(var):
                         snap = take_snapshot(var)
+                        if snap is not None and not snap.settle():
+                            self._unsettled.append(snap)
                     entry = self.tape[id(var)] = TapeEntry(var, snap)
                     self.names.path(var)
                 if grad is None:
@@ -145,9 +215,14 @@ class Recorder:
             self.raise_pending()
 
     def after_function_call(self) -> None:
-        """Host point after a top-level ``tf.function`` call: drain about every half ring of
-        records (adapting to the records per call), then raise a pending ``AuditError``."""
+        """Host point after a top-level ``tf.function`` call: take the tape snapshots a first trace
+        could not take, drain about every half ring of records (adapting to the records per call),
+        then raise a pending ``AuditError``."""
+        if self._unsettled:
+            with self.lock:
+                self._unsettled = [snap for snap in self._unsettled if not snap.settle()]
         self._calls += 1
+        self.function_calls += 1
         if self.settings.raise_on or self._calls >= self._drain_every:
             before = self.ingested + self.lost_records
             self.drain()
@@ -175,8 +250,7 @@ class Recorder:
         finally:
             batch = in_step_order(self._batches.pop(me))
             with self.lock:
-                for sink in self.sinks:
-                    sink.records(batch)
+                self._to_sinks("records", batch)
 
     def ingest(self, probe, rows, lost: int) -> None:
         """Decoded rows of ``probe`` (``probe.SiteRows``) and the rows it lost (called by the
@@ -186,8 +260,8 @@ class Recorder:
                 self.lost_records += int(lost)
             if not len(rows):
                 return
-            label = self.names.label(probe.optimizer_ref())
             paths = [self.names.path(v) for v in probe.variables]
+            label = self.names.label(probe.optimizer_ref(), paths)
             if probe.replica is not None:
                 new = self._replica_records(probe, rows, label, paths)
             else:
@@ -201,8 +275,7 @@ class Recorder:
             if batch is not None:
                 batch.extend(new)  # sent sorted when the drain of all probes ends
             else:
-                for sink in self.sinks:
-                    sink.records(new)
+                self._to_sinks("records", new)
 
     def ingest_histograms(self, probe, histograms) -> None:
         """``[(step, per-variable histogram or None)]`` drained from ``probe``: to the sinks."""
@@ -213,8 +286,19 @@ class Recorder:
         for step, per_variable in histograms:
             if step % every:
                 continue  # another watch on this site asked for more histograms
-            for sink in self.sinks:
-                sink.histograms(step, zip(paths, per_variable))
+            self._to_sinks("histograms", step, list(zip(paths, per_variable)))
+
+    def _to_sinks(self, method: str, *args) -> None:
+        """Hand data to every sink; a sink that fails (a full disk ...) is logged, kept in
+        ``errors`` and dropped: training goes on and the other sinks keep writing."""
+        for sink in list(self.sinks):
+            try:
+                getattr(sink, method)(*args)
+            except Exception as error:  # noqa: BLE001 - the auditor must not break the user's program
+                message = f"writing to the {type(sink).__name__}: {type(error).__name__}: {error}"
+                self.errors.append(message)
+                logger.error("auditor: failed while %s (this output stops here)", message, exc_info=True)
+                self.sinks.remove(sink)
 
     def _records(self, probe, rows, label, paths) -> list[StepRecord]:
         has_clip = probe.has_clipping()
@@ -226,11 +310,12 @@ class Recorder:
         for k, step in enumerate(rows.tags):
             pre, clipped = rows.pre[k], rows.clipped[k]
             checked = rows.checked[k]
-            changed = None
+            changed = ratios = None
             if checked:
                 self._checked_probes.add(id(probe))
                 changed = [p for p, c in zip(paths, rows.changed[k]) if c]
                 self.changed.update(changed)
+                ratios = {p: r for p, r, none in zip(paths, rows.ratios[k], none_mask) if not none}
             ratio = None
             if has_clip and not clip_unknown and pre > 0 and math.isfinite(pre):
                 ratio = clipped / pre
@@ -250,6 +335,8 @@ class Recorder:
                 nonfinite=[p for p, b in zip(paths, rows.nonfinite[k]) if b] if rows.nonfinite_count[k] else [],
                 applied_norm=rows.applied[k],
                 var_set=var_set,
+                sites=probe.call_sites,
+                update_ratios=ratios,
             ))
         return out
 
@@ -272,12 +359,14 @@ class Recorder:
         rows = [row for _, row in parts]
         first = rows[0]
         checked = any(r.checked for r in rows)
-        changed = None
+        changed = ratios = None
         if checked:
             for p, _ in parts:
                 self._checked_probes.add(id(p))
             changed = [path for k, path in enumerate(paths) if any(r.checked and r.changed[k] for r in rows)]
             self.changed.update(changed)
+            row = next(r for r in rows if r.checked)  # mirrored variables: every replica's ratio is the same
+            ratios = {p: x for p, x, none in zip(paths, row.ratios, probe.none_mask) if not none}
         has_clip = probe.has_clipping()
         if has_clip and not probe.user_clip:  # the norm of the summed gradients before clipping
             pre = first.reduced_pre
@@ -308,6 +397,8 @@ class Recorder:
             clip_bound=bound,
             clip_kind=kind,
             replicas_in_sync=probe.replica[3],
+            sites=probe.call_sites,
+            update_ratios=ratios,
         )
 
     # ---- the end -----------------------------------------------------------------------------------
@@ -341,7 +432,38 @@ class Recorder:
         checked = {self.names.path(v) for p in self.probes if id(p) in self._checked_probes for v in p.variables}
         tape = [TapeFact(self.names.path(e.variable), e.none_count, e.real_count, e.snapshot is not None)
                 for e in self.tape.values()]
-        return RunFacts(tape=tape, changed=set(self.changed), checked=checked)
+        repeats = [(self.names.label(opt, paths), count, sites, paths)
+                   for opt, count, sites, paths in self._repeats.values()]
+        never_applied = self.model_variables_never_applied()
+        discarded = [(self.names.label(opt, paths), list(probe.call_sites), paths)
+                     for opt, paths, probe in self._discarded.values()]
+        loss_scales = []
+        for opt, read, start in self._loss_scales.values():
+            finite, overflow, scale = read()
+            inner = getattr(opt, "inner_optimizer", opt)
+            loss_scales.append((self.names.label(inner), finite - start[0], overflow - start[1], scale))
+        return RunFacts(tape=tape, changed=set(self.changed), checked=checked, loss_scales=loss_scales,
+                        optimizer_classes=self.names.optimizer_classes(), repeats=repeats,
+                        never_applied=never_applied, discarded_clips=discarded)
+
+    def model_variables_never_applied(self) -> list[str]:
+        """With ``watch(model)``: the model's trainable variables (now) that no apply of the watch
+        was given while its optimizer applied others (e.g. ``layer.trainable = True`` after
+        ``compile``: Keras keeps training the variables it compiled with)."""
+        model_opt = getattr(self.model, "optimizer", None) if self.model is not None else None
+        mine = [p for p in self.probes if p.optimizer_ref() is not None and self.owns(p.optimizer_ref())]
+        if model_opt is None or not mine or not self.ingested:
+            return []
+        try:
+            trainable = list(self.model.trainable_variables)
+        except Exception:  # noqa: BLE001 - a model that cannot list them now: nothing to say
+            return []
+        applied = {id(v) for p in self.probes for v in p.variables}
+        return sorted(self.names.path(v) for v in trainable if id(v) not in applied)
+
+    def tape_none_counts(self) -> dict[str, int]:
+        """{path: times GradientTape.gradient returned None for it}."""
+        return {self.names.path(e.variable): e.none_count for e in self.tape.values() if e.none_count}
 
     def tape_paths(self) -> list[str]:
         return [self.names.path(e.variable) for e in self.tape.values()]

@@ -28,6 +28,8 @@ class StepRecord:
     clip_bound: float | None = None  # tf.distribute: the configured global_clipnorm (or clipnorm)
     clip_kind: str | None = None  # "global_clipnorm" or "clipnorm" (with clip_bound)
     replicas_in_sync: int | None = None  # tf.distribute: all workers' replicas (replica_norms: this worker's)
+    sites: tuple = ()  # "file:line" of the user code that called apply at this site
+    update_ratios: dict | None = None  # path -> ||w_after - w_before|| / ||w_before|| (checked steps)
 
     def to_dict(self) -> dict:
         """The record as JSON-ready data (non-finite floats as strings, see ``json_float``)."""
@@ -42,6 +44,9 @@ class StepRecord:
             "none_vars": list(self.none_vars),
             "changed_vars": None if self.changed_vars is None else list(self.changed_vars),
             "nonfinite": list(self.nonfinite),
+            "sites": list(self.sites),
+            "update_ratios": None if self.update_ratios is None else
+            {k: json_float(v) for k, v in self.update_ratios.items()},
         }
         if self.replica_norms is not None:
             out["replica_norms"] = [json_float(x) for x in self.replica_norms]
@@ -71,6 +76,9 @@ class StepRecord:
             clip_bound=float_from_json(data.get("clip_bound")),
             clip_kind=data.get("clip_kind"),
             replicas_in_sync=data.get("replicas_in_sync"),
+            sites=tuple(data.get("sites") or ()),
+            update_ratios=None if data.get("update_ratios") is None else
+            {path: float_from_json(x) for path, x in data["update_ratios"].items()},
         )
 
 

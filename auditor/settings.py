@@ -24,20 +24,18 @@ class WatchSettings:
     @classmethod
     def from_arguments(cls, *, every, check_changes, raise_on, thresholds, history, histogram_every,
                        logdir) -> "WatchSettings":
-        """Checked arguments of ``watch()``; a bad one raises ``ValueError`` naming it."""
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        """Checked arguments of ``watch()``: a value of the wrong type raises ``TypeError``, one
+        out of range ``ValueError``, each naming the argument and what it accepts."""
+        check_int("every", every, 1)
+        if not isinstance(check_changes, str):
+            raise TypeError(f"check_changes must be 'auto', 'every' or 'off', got {_shown(check_changes)}")
         if check_changes not in ("auto", "every", "off"):
             raise ValueError(f"check_changes must be 'auto', 'every' or 'off', got {check_changes!r}")
-        raise_on = (raise_on,) if isinstance(raise_on, str) else tuple(raise_on)
-        unknown = [c for c in raise_on if c not in RUNTIME_BY_CODE]
-        if unknown:
-            raise ValueError(f"raise_on: unknown runtime codes {unknown}; known: {sorted(RUNTIME_BY_CODE)}")
+        raise_on = _codes(raise_on)
         merged = fnd.merge_thresholds(thresholds)
-        if not isinstance(histogram_every, int) or histogram_every < 0:
-            raise ValueError(f"histogram_every must be an int >= 0, got {histogram_every!r}")
-        if history is not None and (not isinstance(history, int) or history < 1):
-            raise ValueError(f"history must be a positive int or None, got {history!r}")
+        check_int("histogram_every", histogram_every, 0)
+        if history is not None:
+            check_int("history", history, 1, "or None")
         return cls(every=every, check_changes=check_changes, raise_on=raise_on, thresholds=merged,
                    history=history, histogram_every=histogram_every if logdir else 0,
                    changes_first_steps=int(merged["changes_first_steps"]),
@@ -52,3 +50,46 @@ class WatchSettings:
             "thresholds": dict(self.thresholds),
             "history": self.history,
         }
+
+
+def _shown(value) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_int(name: str, value, minimum: int, alternative: str = "") -> None:
+    """``value`` must be an int (not a bool) of at least ``minimum``."""
+    accepts = f"an int >= {minimum}" + (f" {alternative}" if alternative else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {accepts}, got {_shown(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {accepts}, got {value!r}")
+
+
+def _codes(raise_on) -> tuple:
+    """``raise_on``: one code string or an iterable of code strings, each a runtime code."""
+    accepts = "a runtime code string such as 'GRD104' or a tuple of them"
+    if isinstance(raise_on, str):
+        raise_on = (raise_on,)
+    elif not isinstance(raise_on, (tuple, list, set, frozenset)):
+        raise TypeError(f"raise_on must be {accepts}, got {_shown(raise_on)}")
+    raise_on = tuple(raise_on)
+    wrong = [c for c in raise_on if not isinstance(c, str)]
+    if wrong:
+        raise TypeError(f"raise_on must be {accepts}, got {_shown(wrong[0])} in it")
+    unknown = [c for c in raise_on if c not in RUNTIME_BY_CODE]
+    if unknown:
+        raise ValueError(f"raise_on: unknown runtime codes {unknown}; known: {sorted(RUNTIME_BY_CODE)}")
+    return raise_on
+
+
+def check_model(model) -> None:
+    """``watch(model)``: None or a model (an object with ``trainable_variables``), not an optimizer."""
+    if model is None:
+        return
+    accepts = "a Keras model (keras.Model, tf_keras.Model), a Sonnet module, or None"
+    kind = type(model)
+    if hasattr(model, "apply_gradients") or "optimizers" in f"{kind.__module__}.":
+        raise TypeError(f"model must be {accepts}, got the optimizer {kind.__name__}: watch() finds the "
+                        f"optimizers it records by itself; pass the model they train, or nothing")
+    if not hasattr(model, "trainable_variables"):
+        raise TypeError(f"model must be {accepts}, got {_shown(model)}")

@@ -17,7 +17,8 @@ logger = logging.getLogger("auditor")
 
 def open_sinks(jsonl, logdir, settings: dict) -> list:
     """The sinks a watch asked for (JSONL file, TensorBoard logdir); each has ``records(batch)``,
-    ``histograms(step, per_variable)`` and ``close(findings, variables, lost_records, recorded_steps)``."""
+    ``histograms(step, per_variable)`` and ``close(findings, variables, lost_records, recorded_steps,
+    errors)`` (``errors``: what failed inside the auditor at exit)."""
     sinks = []
     try:
         if jsonl:
@@ -26,7 +27,7 @@ def open_sinks(jsonl, logdir, settings: dict) -> list:
             sinks.append(TensorBoardSink(logdir))
     except BaseException:
         for sink in sinks:  # a bad logdir must not leave the JSONL file open
-            sink.close([], {}, 0, 0)
+            sink.close([], {}, 0, 0, [])
         raise
     return sinks
 
@@ -43,13 +44,16 @@ class JsonlSink:
     def histograms(self, step: int, per_variable) -> None:
         """Histograms go to TensorBoard only (they would dwarf the step lines)."""
 
-    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
-        self.writer.close(findings, variables, lost_records, recorded_steps)
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int, errors=()) -> None:
+        self.writer.close(findings, variables, lost_records, recorded_steps, errors)
 
 
 def tag_for(path: str, name: str) -> str:
     """TensorBoard tag for a per-variable scalar: the variable's layer path first, so that the
-    dashboard groups a layer's variables together (``model/dense/kernel/grad_norm``)."""
+    dashboard groups a layer's variables together (``model/dense/kernel/grad_norm``); a TF
+    variable name's ``:0`` is dropped (``dense/kernel:0`` -> ``dense/kernel/grad_norm``)."""
+    if path.endswith(":0"):
+        path = path[:-2]
     return f"{path}/{name}"
 
 
@@ -70,6 +74,13 @@ class TensorBoardSink:
             os.makedirs(logdir, exist_ok=True)
         self.writer = EventFileWriter(logdir)
         self._metadata: dict = {}
+        # A run starts here: TensorBoard drops what an earlier run left in a reused logdir (its
+        # "no findings" beside this run's findings, its curves), as after a restart.
+        from tensorboard.compat.proto import event_pb2
+
+        # (TensorBoard purges the steps *after* a START's: at -1, every step of the earlier run.)
+        self.writer.add_event(event_pb2.Event(step=-1, session_log=event_pb2.SessionLog(
+            status=event_pb2.SessionLog.START)))
 
     def _write(self, tag, value, step, plugin) -> None:
         import time
@@ -98,6 +109,9 @@ class TensorBoardSink:
             for path, norm in r.var_norms.items():
                 if norm is not None:
                     self._write(tag_for(path, "grad_norm"), np.float32(norm), r.step, "scalars")
+            for path, ratio in (r.update_ratios or {}).items():
+                if ratio is not None and math.isfinite(ratio):
+                    self._write(tag_for(path, "update_ratio"), np.float32(ratio), r.step, "scalars")
         self.writer.flush()
 
     def histograms(self, step: int, per_variable) -> None:
@@ -116,15 +130,18 @@ class TensorBoardSink:
             self._write(tag_for(path, "grad_hist"), buckets.astype(np.float64), step, "histograms")
         self.writer.flush()
 
-    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int) -> None:
+    def close(self, findings, variables: dict, lost_records: int, recorded_steps: int, errors=()) -> None:
         import numpy as np
 
-        for i, f in enumerate(findings):
-            text = f"**{f.code} {f.name}** (step {f.step}): {f.message}"
+        for f in findings:
+            when = f"step {f.step}" if f.step is not None else "whole run"
+            where = f" at {', '.join(f.sites)}" if f.sites else ""
+            text = f"**{f.code} {f.name}** ({when}){where}: {f.message}"
             self._write(f"auditor/findings/{f.code}", np.array(text, dtype=object),
-                        f.step if f.step is not None else i, "text")
-        if not findings:
-            self._write("auditor/findings", np.array("no findings", dtype=object), 0, "text")
+                        f.step if f.step is not None else recorded_steps, "text")
+        # Always written, so a reused logdir shows this run's verdict under one tag.
+        verdict = f"{len(findings)} finding(s): " + ", ".join(f.code for f in findings) if findings else "no findings"
+        self._write("auditor/findings", np.array(verdict, dtype=object), 0, "text")
         self.writer.close()
 
 
@@ -141,5 +158,6 @@ def _plugin_metadata(plugin: str):
 def log_findings(findings) -> None:
     """Each finding as a WARNING on the ``auditor`` logger (so it reaches the user's logs)."""
     for f in findings:
-        where = f" at step {f.step}" if f.step is not None else ""
-        logger.warning("%s %s%s: %s", f.code, f.name, where, f.message)
+        when = f" at step {f.step}" if f.step is not None else " (whole run)"
+        where = f" at {', '.join(f.sites)}" if f.sites else ""
+        logger.warning("%s %s%s%s: %s", f.code, f.name, when, where, f.message)

@@ -4,42 +4,41 @@ from __future__ import annotations
 
 import math
 
-from auditor.records import in_step_order, json_float
+from auditor.records import json_float
 
 
-def variable_table(records, other_paths, changed) -> dict[str, dict]:
-    """{path: applied, none_count, changed, mean_norm, max_norm, last_norm} for every variable of
-    ``records`` and of ``other_paths`` (variables seen only by the tape); ``changed``: the paths
-    seen changing."""
+def variable_table(tally, other_paths, changed, tape_none=None) -> dict[str, dict]:
+    """{path: optimizer, applied, none_count, changed, mean_norm, max_norm, last_norm, update_ratio}
+    for every variable of ``tally`` (a ``findings.RunTally`` of every record of the run) and of
+    ``other_paths`` (variables seen only by the tape); ``changed``: the paths seen changing;
+    ``tape_none``: {path: times GradientTape.gradient returned None for it} (a None the user
+    dropped before ``apply`` still counts). ``mean_norm`` / ``max_norm`` are over finite norms (NaN
+    when no norm was finite); ``update_ratio`` is the geometric mean of ||w_after - w_before|| /
+    ||w_before|| over the steps whose changes were checked."""
     stats: dict[str, dict] = {}
-    norms: dict[str, list[float]] = {}
-    for record in in_step_order(records):
-        for path in record.var_set:
-            entry = stats.setdefault(path, _empty())
-            if path in record.none_vars:
-                entry["none_count"] += 1
-            else:
-                entry["applied"] += 1
-                value = record.var_norms.get(path)
-                if value is not None:
-                    norms.setdefault(path, []).append(value)
+    for path, v in tally.variables.items():
+        entry = stats[path] = _empty()
+        entry.update(optimizer=v.optimizer, applied=v.applied, none_count=v.none_count, last_norm=v.last)
+        if v.finite:
+            entry["mean_norm"] = v.total / v.finite
+            entry["max_norm"] = v.maximum
+        elif v.applied:
+            entry["mean_norm"] = entry["max_norm"] = math.nan
+        if v.ratio_n:
+            entry["update_ratio"] = math.exp(v.ratio_log / v.ratio_n)
     for path in other_paths:
         stats.setdefault(path, _empty())
+    for path, count in (tape_none or {}).items():
+        entry = stats.setdefault(path, _empty())
+        entry["none_count"] = max(entry["none_count"], count)
     for path, entry in stats.items():
         entry["changed"] = path in changed
-        values = [v for v in norms.get(path, []) if math.isfinite(v)]
-        if values:
-            entry["mean_norm"] = sum(values) / len(values)
-            entry["max_norm"] = max(values)
-        last = norms.get(path)
-        if last:
-            entry["last_norm"] = last[-1]
     return dict(sorted(stats.items()))
 
 
 def _empty() -> dict:
-    return {"applied": 0, "none_count": 0, "changed": False,
-            "mean_norm": None, "max_norm": None, "last_norm": None}
+    return {"optimizer": None, "applied": 0, "none_count": 0, "changed": False,
+            "mean_norm": None, "max_norm": None, "last_norm": None, "update_ratio": None}
 
 
 def fmt(x) -> str:
@@ -65,27 +64,39 @@ def format_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def finding_line(f) -> str:
+    """``GRD104 non-finite-gradient (step 5) at train.py:42: ...``; a whole-run finding has no step."""
+    when = f" (step {f.step})" if f.step is not None else " (whole run)"
+    where = f" at {', '.join(f.sites)}" if f.sites else ""
+    return f"{f.code} {f.name}{when}{where}: {f.message}"
+
+
 def format_findings(findings) -> list[str]:
     if not findings:
         return ["no findings"]
-    return [f"{f.code} {f.name}{f' (step {f.step})' if f.step is not None else ''}: {f.message}" for f in findings]
+    return [finding_line(f) for f in findings]
 
 
-def audit_summary(stats: dict, recorded: int, lost: int, check_changes: str, findings) -> str:
-    """One row per variable, then the findings."""
-    header = ["variable", "applied", "none", "changed", "mean_norm", "max_norm", "last_norm"]
-    rows = [[fmt(c) for c in (path, s["applied"], s["none_count"], s["changed"] if check_changes != "off" else None,
-                              s["mean_norm"], s["max_norm"], s["last_norm"])] for path, s in stats.items()]
+def audit_summary(stats: dict, recorded: int, lost: int, check_changes: str, findings, errors=(), notes=()) -> str:
+    """One row per variable, then the findings (and what failed inside the auditor at exit)."""
+    header = ["variable", "optimizer", "applied", "none", "changed", "mean_norm", "max_norm", "last_norm",
+              "update_ratio"]
+    rows = [[fmt(c) for c in (path, s["optimizer"], s["applied"], s["none_count"],
+                              s["changed"] if check_changes != "off" else None,
+                              s["mean_norm"], s["max_norm"], s["last_norm"], s["update_ratio"])]
+            for path, s in stats.items()]
     lines = [f"gradlint auditor: {recorded} recorded apply step(s), {len(stats)} variable(s)"]
     if lost:
         lines.append(f"  ({lost} step record(s) lost: ring buffer overflowed between drains)")
     lines += format_table(header, rows)
     lines.append("")
     lines += format_findings(findings)
+    lines += [f"auditor error (logged; training was not affected): {e}" for e in errors]
+    lines += [f"note: {n}" for n in notes]
     return "\n".join(lines)
 
 
-def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict) -> dict:
+def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict, errors=()) -> dict:
     """JSON-serialisable record of an audit (non-finite floats as "nan"/"inf" strings)."""
     return {
         "steps": [r.to_dict() for r in steps],
@@ -95,4 +106,5 @@ def audit_dict(steps, stats: dict, findings, lost: int, marks, settings: dict) -
         "lost_records": lost,
         "marks": list(marks),
         "settings": settings,
+        "errors": list(errors),
     }

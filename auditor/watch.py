@@ -15,7 +15,7 @@ from auditor.evaluation import Evaluation
 from auditor.findings import Finding
 from auditor.records import StepRecord
 from auditor.recorder import Recorder
-from auditor.settings import WatchSettings
+from auditor.settings import WatchSettings, check_model
 
 __all__ = ["Audit", "StepRecord", "watch"]
 
@@ -28,6 +28,7 @@ class Audit:
         self.config = WatchSettings.from_arguments(
             every=every, check_changes=check_changes, raise_on=raise_on, thresholds=thresholds,
             history=history, histogram_every=histogram_every, logdir=logdir)
+        check_model(model)
         self.model = model
         self.histogram_every = histogram_every
         self.logdir = logdir
@@ -39,6 +40,8 @@ class Audit:
         self._findings: list[Finding] | None = None
         self._active = False
         self._done = False
+        self.errors: list[str] = []  # what failed inside the auditor at exit (logged, never raised)
+        self.notes: list[str] = []  # what the watch could not see (e.g. a function traced before it)
 
     # ---- settings, as attributes ----------------------------------------------------------------
     every = property(lambda self: self.config.every)
@@ -58,7 +61,7 @@ class Audit:
         from auditor import engines  # imports TensorFlow
 
         sinks = sink_kinds.open_sinks(self.jsonl, self.logdir, self.config.as_dict())
-        self.recorder = Recorder(self.config, self._evaluation, sinks, self.model)
+        self.recorder = Recorder(self.config, self._evaluation, sinks, self.model, self.errors)
         try:
             self._reset_train_function()
             engines.attach(self.recorder)
@@ -69,36 +72,57 @@ class Audit:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        """Drain, restore the patches, compute the findings, close the sinks. Nothing the auditor
+        does here raises into your code (a failure is logged and kept in ``errors``); only a
+        ``raise_on`` finding raises, after a normal exit of the block."""
         from auditor import engines
 
         try:
+            self._guarded("draining the device buffers and comparing the variables", self.recorder.finish)
+        finally:
             try:
-                self.recorder.finish()
+                self._guarded("restoring the patched methods", engines.detach, self.recorder)
             finally:
-                engines.detach(self.recorder)
                 self._active = False
                 self._done = True
-                self._reset_train_function()
-        except BaseException:
-            self._close_sinks([])
-            if exc_type is None:
-                raise
-            return False  # the original exception wins
-        self._findings = self._evaluation.findings(self.recorder.facts(), final=True)
+                self._guarded("resetting model.train_function", self._reset_train_function)
+        self._findings = self._guarded(
+            "computing the findings", lambda: self._evaluation.findings(self.recorder.facts(), True)) or []
+        if self.recorder.function_calls and not self.recorder.probes:
+            self.notes.append(
+                f"{self.recorder.function_calls} tf.function call(s) in the watch and no optimizer apply "
+                f"recorded: a function traced before the watch has no hook (call it for the first time "
+                f"inside the watch, or use watch(model) with model.fit)")
+            sink_kinds.logger.warning("auditor: %s", self.notes[-1])
         self._close_sinks(self._findings)
-        sink_kinds.log_findings(self._findings)
+        # Each finding is printed once: in the summary. The logger gets them when the program
+        # configured logging (a handler), never through logging's last-resort stderr printer.
+        if sink_kinds.logger.hasHandlers():
+            self._guarded("logging the findings", sink_kinds.log_findings, self._findings)
         if self.print_summary:
-            print(self.summary(), file=sys.stdout)
+            self._guarded("printing the summary", lambda: print(self.summary(), file=sys.stdout))
         if exc_type is None:
             self._evaluation.raise_final(self._findings)
         return False
 
+    def _guarded(self, what: str, action, *args):
+        """``action(*args)``; an ``Exception`` is logged with its traceback and kept in ``errors``."""
+        try:
+            return action(*args)
+        except Exception as error:  # noqa: BLE001 - the auditor must not break the user's program
+            message = f"{what}: {type(error).__name__}: {error}"
+            self.errors.append(message)
+            sink_kinds.logger.error("auditor: failed while %s", message, exc_info=True)
+            return None
+
     def _close_sinks(self, found) -> None:
         sinks, self.recorder.sinks = self.recorder.sinks, []
         if sinks:
-            table = self._variable_table()
+            table = self._guarded("building the variable table", self._variable_table) or {}
             for sink in sinks:
-                sink.close(found, table, self.recorder.lost_records, self._evaluation.recorded_count)
+                self._guarded(f"closing the {type(sink).__name__}", sink.close, found, table,
+                              self.recorder.lost_records, self._evaluation.recorded_count,
+                              self.errors + [f"note: {n}" for n in self.notes])
 
     def _reset_train_function(self):
         """Retrace ``model.fit``'s step so the hook sees it (and again after exit, to drop its ops)."""
@@ -156,18 +180,18 @@ class Audit:
 
     def summary(self) -> str:
         return summaries.audit_summary(self._variable_table(), self.recorded_count, self.lost_records,
-                                       self.check_changes, self.findings)
+                                       self.check_changes, self.findings, self.errors, self.notes)
 
     def to_dict(self) -> dict:
         return summaries.audit_dict(self.steps, self._variable_table(), self.findings, self.lost_records,
-                                    self._evaluation.marks, self.config.as_dict())
+                                    self._evaluation.marks, self.config.as_dict(), self.errors)
 
     def _variable_table(self) -> dict:
         if self.recorder is None:
             return {}
         with self.recorder.lock:
-            return summaries.variable_table(self._evaluation.window, self.recorder.tape_paths(),
-                                            self.recorder.changed)
+            return summaries.variable_table(self._evaluation.run_tally(), self.recorder.tape_paths(),
+                                            self.recorder.changed, self.recorder.tape_none_counts())
 
 
 def watch(model=None, *, every=1, check_changes="auto", logdir=None, jsonl=None, summary=True,

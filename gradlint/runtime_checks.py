@@ -50,8 +50,11 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
             "but whose value never changed while the audit watched."
         ),
         why=(
-            "The variable is in the training set but does not train: its gradients are zero, it was "
-            "filtered out (a name filter that matches nothing), or nothing was applied."
+            "The variable is in the training set but does not train: it was filtered out (a name filter "
+            "that matches nothing), its learning rate is zero, or nothing was applied. When its gradient "
+            "was exactly 0 on every step the message says so: the loss does not depend on it by "
+            "construction (a bias followed by a normalisation, a WGAN critic's output bias), which is "
+            "no gradient-path bug."
         ),
         example=(
             "for g, v in zip(grads, model.trainable_variables):\n"
@@ -88,7 +91,10 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
     RuntimeCheck(
         code="GRD105",
         name="exploding-gradient",
-        what="Reports a global gradient norm above a bound, or far above its running median.",
+        what=(
+            "Reports a global gradient norm above a bound, or far above its running median while not far "
+            "below the run's own scale (the largest norm seen before it)."
+        ),
         why="Exploding gradients make single steps destroy what training learned; loss spikes or goes NaN.",
         example="opt = keras.optimizers.SGD(learning_rate=10.0)  # no clipping, deep RNN",
         use_instead="Lower the learning rate, add `global_clipnorm=`, or normalise the inputs.",
@@ -107,17 +113,24 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
         name="clipping-saturated",
         what="Reports clipping that is active on nearly every step.",
         why=(
-            "When the clip bound is always hit, clipping acts as a hidden learning-rate cut and the "
-            "gradient direction is all that reaches the optimizer."
+            "When the clip bound is always hit, only the gradient's direction reaches the optimizer and "
+            "the bound sets every update's size. With SGD-like optimizers that is a hidden learning-rate "
+            "cut; with Adam-family optimizers (Adam, AdamW, RMSprop, Adagrad, Lion ...) a constant scale "
+            "mostly cancels in the update, so the clip does little but hide the real gradient scale and "
+            "stops bounding the rare spikes it was meant for."
         ),
-        example="opt = keras.optimizers.Adam(global_clipnorm=1e-3)",
+        example="opt = keras.optimizers.SGD(0.1, global_clipnorm=1e-3)",
         use_instead="Raise the clip bound to above the typical gradient norm (the audit reports it).",
-        static_twins=("GRD016",),
     ),
     RuntimeCheck(
         code="GRD108",
         name="variable-set-changed",
-        what="Reports one optimizer applied to variable sets that change between steps.",
+        what=(
+            "Reports one optimizer applied to variable sets that change between steps in a way that is "
+            "not a freeze or unfreeze: a set that is neither a subset nor a superset of the one before "
+            "it, or sets alternating step by step. Freezing layers between phases (`layer.trainable = "
+            "False`, compile again with the same optimizer) is not reported."
+        ),
         why=(
             "Keras 3 optimizers build their slots for the first variable set and raise 'Unknown variable' "
             "or silently share state between the sets; one `iterations` counter serves both."
@@ -158,6 +171,26 @@ RUNTIME_CHECKS: tuple[RuntimeCheck, ...] = (
             "or divide the bound by `strategy.num_replicas_in_sync` knowingly."
         ),
         static_twins=("GRD016",),
+    ),
+    RuntimeCheck(
+        code="GRD110",
+        name="clip-result-discarded",
+        what=(
+            "Reports an optimizer given the very gradient tensors that went into your own "
+            "`tf.clip_by_norm`, `tf.clip_by_global_norm` or `tf.clip_by_value`, instead of the clip's result."
+        ),
+        why=(
+            "The clip's result is discarded: the unclipped gradients are applied, so the clip bounds "
+            "nothing and an exploding step goes through whole."
+        ),
+        example=(
+            "grads = tape.gradient(loss, model.trainable_variables)\n"
+            "for g in grads:\n"
+            "    tf.clip_by_norm(g, 15.0)   # result dropped\n"
+            "opt.apply_gradients(zip(grads, model.trainable_variables))"
+        ),
+        use_instead="Apply the clip's result: `grads = [tf.clip_by_norm(g, 15.0) for g in grads]`.",
+        static_twins=("GRD005",),
     ),
 )
 

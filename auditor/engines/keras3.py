@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import tensorflow as tf
 
+from auditor import graph_stats as gs
 from auditor import registry
 from auditor.engines import distribute, site
 from auditor.patching import Patch
@@ -58,7 +60,47 @@ def patches() -> list[Patch]:
     reducer = next((cls for cls in mro if "_all_reduce_sum_gradients" in cls.__dict__), None)
     if reducer is not None:
         out.append(Patch(reducer, "_all_reduce_sum_gradients", _all_reduce_sum))
+    # LossScaleOptimizer: its finite and overflow branches (an overflow step never reaches the
+    # inner optimizer's apply, so it has no record: these count them)
+    scaler = keras.optimizers.LossScaleOptimizer
+    for name, overflow in (("_stateful_handle_finite_grads", False), ("_stateful_handle_non_finite_grads", True)):
+        if name in scaler.__dict__:
+            out.append(Patch(scaler, name, lambda original, overflow=overflow: _loss_scale_branch(original, overflow)))
     return out
+
+
+_scale_counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # LossScaleOptimizer -> int64 [finite, overflow]
+
+
+def _loss_scale_branch(original, overflow: bool):
+    def branch(self, *args, **kwargs):
+        if registry.active() and not site.in_apply():
+            watchers = registry.watching(self)
+            if watchers:
+                counts = _counters(self)
+                counts.scatter_nd_add([[1 if overflow else 0]], tf.constant([1], tf.int64))
+                for watcher in watchers:
+                    watcher.loss_scale_seen(self, lambda counts=counts, scale=self.dynamic_scale: _read(counts, scale))
+        return original(self, *args, **kwargs)
+
+    return branch
+
+
+def _read(counts, scale):
+    """(finite steps, overflow steps, loss scale) on the host."""
+    with tf.init_scope():
+        finite, overflow = (int(x) for x in tf.reshape(tf.identity(counts), [-1]).numpy())
+        value = tf.reshape(tf.cast(tf.identity(gs.read(scale)), tf.float32), [-1]).numpy()
+        return finite, overflow, float(value[0]) if value.size else float("nan")  # nan: not initialised yet
+
+
+def _counters(optimizer):
+    with registry.lock:
+        counts = _scale_counters.get(optimizer)
+        if counts is None:
+            with tf.init_scope():  # created eagerly, also from inside a trace
+                counts = _scale_counters[optimizer] = gs.make_variable(tf.constant([0, 0], tf.int64), "auditor_loss_scale")
+        return counts
 
 
 def _apply(original):

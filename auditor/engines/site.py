@@ -11,15 +11,22 @@ graphs): what ``ApplyEngine`` subclasses override.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import sysconfig
 import threading
+import weakref
 
 import tensorflow as tf
+from tensorflow.python.util import tf_stack
 
 from auditor import registry
 from auditor.probe import ClipConfig, DeviceProbe, UserClip
 
 _tls = threading.local()  # per thread: in_apply (the flow is running), clips (your own clipping)
 _CLIP_MEMORY = 4096
+EAGER_SIGHTINGS = 8  # eager applies of a site whose call site is looked up (then it is known)
+_LIBRARIES = ("tensorflow", "keras", "tf_keras", "sonnet", "auditor", "absl", "tree", "wrapt")
 
 
 class Tap:
@@ -88,6 +95,11 @@ def apply_site(engine: ApplyEngine, optimizer, grads, variables, original):
     replica = engine.replica()
     probe = engine.probe(optimizer, variables, none_mask, with_snapshots, replica)
     user = attach(probe, optimizer, watchers, grads, engine.keeps_traced)
+    note_call_site(probe)
+    repeated = repeated_applies(optimizer, probe, grads)
+    if repeated:
+        for watcher in watchers:
+            watcher.repeated_apply(optimizer, repeated)
     _tls.in_apply = True
     try:
         clip = engine.clip(optimizer)
@@ -119,15 +131,110 @@ def attach(probe, optimizer, watchers, grads, keep_traced: bool) -> UserClip:
     user = _user_clip(grads)
     if user.seen():
         probe.user_clip = True
+    if user.discarded:
+        for watcher in watchers:
+            watcher.clip_discarded(optimizer, probe)
     return user
 
 
+# ---- where your code applied ----------------------------------------------------------------------
+def note_call_site(probe) -> None:
+    """Add the ``file:line`` of the user code that called ``apply`` to the probe: once per trace
+    (a graph site runs this flow only when traced) and on a site's first eager applies. TF's own
+    stack (``tf_stack``) maps autograph's generated code back to your source lines; frames of
+    TensorFlow, Keras, tf_keras, Sonnet, the auditor and the standard library are skipped."""
+    if tf.executing_eagerly():
+        if probe.eager_sightings >= EAGER_SIGHTINGS:
+            return
+        probe.eager_sightings += 1
+    where = call_site()
+    if where is not None and where not in probe.call_sites:
+        probe.call_sites = probe.call_sites + (where,)
+
+
+def call_site() -> str | None:
+    """The innermost frame of the stack that is the user's code, as ``file:line``."""
+    skip = _library_dirs()
+    for frame in reversed(tf_stack.extract_stack()):
+        filename = frame.filename
+        if filename.startswith(skip) or filename.startswith("<") or "__autograph_generated" in filename:
+            continue
+        return f"{_shown_path(filename)}:{frame.lineno}"
+    return None
+
+
+_dirs: dict = {"stdlib": os.path.abspath(sysconfig.get_paths()["stdlib"]) + os.sep}
+
+
+def _library_dirs() -> tuple:
+    """The directories of the libraries imported so far (and of the standard library)."""
+    for name in _LIBRARIES:
+        if name not in _dirs:
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "__file__", None):
+                _dirs[name] = os.path.dirname(os.path.abspath(module.__file__)) + os.sep
+    return tuple(_dirs.values())
+
+
+def _shown_path(filename: str) -> str:
+    """Relative to the working directory when inside it, else as is."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+# ---- the same optimizer twice in one step -----------------------------------------------------------
+_last_eager: dict = {}  # id(optimizer) -> (weak reference to it, the first gradient it was last given)
+_trace_applies: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # function graph -> applies
+
+
+def repeated_applies(optimizer, probe, grads):
+    """When this apply repeats one of ``optimizer`` in the same step, every apply of that step so
+    far as ``[(probe, call site)]``; else None. Inside one traced ``tf.function`` call: applies from
+    two different lines of your code, or the very same gradient tensors applied again (a loop that
+    applies once per iteration, or Keras' unrolled steps, is one line with new gradients: not a
+    repeat). Eagerly: the very same gradient tensors applied again."""
+    first = next((g for g in grads if g is not None), None)
+    where = probe.call_sites[-1] if probe.call_sites else None
+    if tf.executing_eagerly():
+        key = id(optimizer)
+        last = _last_eager.get(key)
+        _last_eager[key] = (weakref.ref(optimizer), first)
+        if last is not None and last[0]() is optimizer and first is not None and last[1] is first:
+            sites = probe.call_sites[-2:] if len(probe.call_sites) >= 2 else (where, where)
+            return [(probe, w) for w in sites]
+        return None
+    graph = _function_graph()
+    if graph is None:
+        return None
+    applies = _trace_applies.setdefault(graph, {}).setdefault(id(optimizer), [])
+    repeat = any(g is first for _, _, g in applies) and first is not None
+    applies.append((probe, where, first))
+    if len(applies) < 2 or not (repeat or len({w for _, w, _ in applies}) >= 2):
+        return None
+    return [(p, w) for p, w, _ in applies]
+
+
+def _function_graph():
+    """The outermost ``tf.function`` graph being traced (None outside one, e.g. a TF1 graph)."""
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    graph = tf.compat.v1.get_default_graph()
+    if not isinstance(graph, FuncGraph):
+        return None
+    while isinstance(getattr(graph, "outer_graph", None), FuncGraph):
+        graph = graph.outer_graph
+    return graph
+
+
 # ---- your own clipping --------------------------------------------------------------------------
-def remember_clip(tensor, kind: str, norm) -> None:
-    """A clip of yours produced ``tensor``: ``kind`` "global" (``norm``: the global norm before it)
-    or "single" (``norm``: a callable building that tensor's norm before the clip)."""
+def remember_clip(tensor, kind: str, norm, source=None) -> None:
+    """A clip of yours produced ``tensor`` from ``source``: ``kind`` "global" (``norm``: the global
+    norm before it) or "single" (``norm``: a callable building that tensor's norm before the clip)."""
     memory = _clip_memory()
-    memory.append((tensor, kind, norm))
+    memory.append((tensor, kind, norm, source))
     if len(memory) > _CLIP_MEMORY:
         del memory[: len(memory) - _CLIP_MEMORY]
 
@@ -161,7 +268,7 @@ def _user_clip(grads) -> UserClip:
     per, global_norm = [], None
     for g in grads:
         found = None
-        for tensor, kind, norm in reversed(memory):
+        for tensor, kind, norm, _ in reversed(memory):
             if tensor is g:
                 found = (kind, norm)
                 break
@@ -173,5 +280,9 @@ def _user_clip(grads) -> UserClip:
                 per.append(found[1])
         else:
             per.append(None)
+    clip = UserClip(per, global_norm)
+    if not clip.seen():  # gradients that went into a clip of yours reach apply unclipped
+        sources = {id(source) for *_, source in memory if source is not None}
+        clip.discarded = any(g is not None and id(g) in sources and _same_context(g) for g in grads)
     memory.clear()
-    return UserClip(per, global_norm)
+    return clip

@@ -23,9 +23,11 @@ def patches() -> list[Patch]:
         Patch(tf.GradientTape, "gradient", _gradient),
         Patch(tf, "clip_by_global_norm", _clip_by_global_norm),
         Patch(tf, "clip_by_norm", _clip_by_norm),
+        Patch(tf, "clip_by_value", _clip_by_value),
         # TF1 code imports `tensorflow.compat.v1 as tf`: the same functions under a second name.
         Patch(tf.compat.v1, "clip_by_global_norm", _clip_by_global_norm),
         Patch(tf.compat.v1, "clip_by_norm", _clip_by_norm),
+        Patch(tf.compat.v1, "clip_by_value", _clip_by_value),
         Patch(polymorphic_function.Function, "__call__", _function_call),
     ]
 
@@ -37,30 +39,47 @@ def is_variable(obj) -> bool:
 
 
 class TapeSnapshot:
-    """A variable's value when the tape first saw it, to tell at exit whether it changed."""
+    """A variable's value when the tape first saw it, to tell at exit whether it changed. A
+    variable created during a ``tf.function``'s first trace (Sonnet's usual way) has no value yet
+    when the tape sees it: its value is taken at the next host point instead (``settle``)."""
 
     def __init__(self, variable, value):
         self.variable = variable
-        self.value = value
+        self.value = value  # None: not taken yet
 
     @classmethod
     def take(cls, variable):
-        """The snapshot, or None where there is no value to take: a TF1 graph (the value lives in a
-        Session) or a variable created in a ``tf.function`` trace and not initialised yet."""
+        """The snapshot, or None in a TF1 graph (the value lives in a Session)."""
         with tf.init_scope():
             if not tf.executing_eagerly():
                 return None
-            try:
-                value = tf.identity(gs.read(variable))
-            except (tf.errors.OpError, ValueError):
-                return None
-            if value.shape != variable.shape:
-                return None
-            return cls(variable, value)
+            return cls(variable, cls._value(variable))
+
+    @staticmethod
+    def _value(variable):
+        try:
+            value = tf.identity(gs.read(variable))
+        except (tf.errors.OpError, ValueError):
+            return None  # created in a trace and not initialised yet
+        return value if value.shape == variable.shape else None
+
+    def settle(self) -> bool:
+        """Take the value now if it was not there when first seen; whether it is taken."""
+        if self.value is None:
+            with tf.init_scope():
+                self.value = self._value(self.variable)
+        return self.value is not None
 
     def differs(self) -> bool:
+        """Whether the variable differs from the snapshot (True when none could ever be taken:
+        a variable that cannot be compared is not reported as unchanged)."""
+        if self.value is None:
+            return True
         with tf.init_scope():
-            return bool(gs.differs(gs.read(self.variable), self.value).numpy())
+            current = gs.read(self.variable)
+            if current.shape != self.value.shape:
+                return True
+            return bool(gs.differs(current, self.value).numpy())
 
 
 def _gradient(original):
@@ -86,9 +105,9 @@ def _clip_by_global_norm(original):
     def clip_by_global_norm(t_list, clip_norm, use_norm=None, name=None):
         clipped, norm = original(t_list, clip_norm, use_norm=use_norm, name=name)
         if registry.active() and not site.in_apply() and registry.watching():
-            for tensor in clipped:
+            for tensor, source in zip(clipped, t_list):
                 if tensor is not None:
-                    site.remember_clip(tensor, "global", norm)
+                    site.remember_clip(tensor, "global", norm, source)
         return clipped, norm
 
     return clip_by_global_norm
@@ -102,10 +121,24 @@ def _clip_by_norm(original):
             def norm(t=t):  # built where it is used: inside the probe's recording cond
                 return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
 
-            site.remember_clip(result, "single", norm)
+            site.remember_clip(result, "single", norm, t)
         return result
 
     return clip_by_norm
+
+
+def _clip_by_value(original):
+    def clip_by_value(t, clip_value_min, clip_value_max, name=None):
+        result = original(t, clip_value_min, clip_value_max, name=name)
+        if (registry.active() and not site.in_apply() and registry.watching()
+                and not isinstance(t, tf.IndexedSlices)):
+            def norm(t=t):  # the tensor's norm before the clip, built where it is used
+                return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+
+            site.remember_clip(result, "single", norm, t)
+        return result
+
+    return clip_by_value
 
 
 def _function_call(original):

@@ -20,7 +20,7 @@ from auditor import graph_stats as gs
 from auditor import registry
 from auditor.engines import site
 from auditor.patching import Patch
-from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row
+from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row, change_block, unchecked_block
 from auditor.ring_buffer import HostRing
 
 
@@ -128,15 +128,14 @@ class HostProbe(SiteProbe):
         n = len(self.variables)
 
         def compare():
-            return tf.cast(tf.stack([tf.constant(False) if s is None else gs.differs(v.read_value(), s)
-                                     for v, s in zip(self.variables, state.snapshots)]), tf.float32)
+            return change_block(self.variables, state.snapshots)
 
         if self.planned:
-            changed = tf.cond(state.check, compare, lambda: tf.zeros([n], tf.float32))
+            changed = tf.cond(state.check, compare, lambda: unchecked_block(n))
         elif self.check:
             changed = compare()
         else:
-            changed = tf.zeros([n], tf.float32)
+            changed = unchecked_block(n)
         row = self.layout.assemble(state.measured, changed)
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
         # One float32 input (a side op's inputs cost per run): the row, the step's 8 bytes, the

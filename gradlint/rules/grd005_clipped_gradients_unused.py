@@ -21,7 +21,7 @@ class ClippedGradientsUnused(Rule):
     CODE = "GRD005"
     NAME = "clipped-gradients-unused"
     SUMMARY = "Gradients are clipped but the unclipped ones are applied"
-    RUNTIME_TWINS = ("GRD105",)
+    RUNTIME_TWINS = ("GRD105", "GRD110")
     TRIGGERS = any_of("call", "clip_by_global_norm") + any_of("discarded_call", "clip_by_norm", "clip_by_value") \
         + tuple((Word("call", clip), apply) for clip in ("clip_by_norm", "clip_by_value")
         for apply in (Word("call", "apply_gradients"), Word("optimizer_call", "apply")))

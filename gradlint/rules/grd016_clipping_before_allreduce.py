@@ -12,7 +12,7 @@ class ClippingBeforeAllreduce(Rule):
     CODE = "GRD016"
     NAME = "clipping-before-allreduce"
     SUMMARY = "Optimizer clipping under a multi-replica strategy clips per replica"
-    RUNTIME_TWINS = ("GRD107",)
+    RUNTIME_TWINS = ("GRD109",)
     TRIGGERS = any_of("keyword", "clipnorm", "global_clipnorm", "clipvalue")
     WHAT = (
         "Flags a Keras 3 optimizer created with `clipnorm=`, `global_clipnorm=` or `clipvalue=` inside a "

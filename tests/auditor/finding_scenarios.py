@@ -123,15 +123,22 @@ class ClipSaturated(Scenario):
 
 
 class VariableSetChanged(Scenario):
+    """Planted: one optimizer switches from layers a+out to b+out halfway (not a freeze: neither
+    set holds the other). Clean twin: layer a frozen halfway with the same optimizer, the Keras way
+    (a subset of the variables, one phase after the other), which must stay silent."""
+
     code = "GRD108"
 
     def phases(self, planted):
-        return [("all", STEPS // 2), ("subset" if planted else "all", STEPS // 2)]
+        if planted:
+            return [("without_b", STEPS // 2), ("without_a", STEPS // 2)]
+        return [("all", STEPS // 2), ("without_a", STEPS // 2)]
 
     def step(self, model, opt, x, y, planted, variant):
         variables = model.trainable_variables
-        if variant == "subset":  # planted: freeze layer a halfway, same optimizer
-            variables = [v for v in variables if not v.path.startswith(model.a.path)]
+        if variant != "all":
+            dropped = model.a.path if variant == "without_a" else model.b.path
+            variables = [v for v in variables if not v.path.startswith(dropped + "/")]
         with tf.GradientTape() as tape:
             loss = mse(model, x, y)
         grads = tape.gradient(loss, variables)
@@ -139,11 +146,16 @@ class VariableSetChanged(Scenario):
 
     def fit_callbacks(self, planted):
         class Freeze(keras.callbacks.Callback):
+            """Clean: freeze a after the first epoch. Planted: then, after the second, unfreeze a and
+            freeze b instead (the set switches sideways)."""
+
             def on_epoch_end(self, epoch, logs=None):
                 if epoch == 0:
-                    if planted:
-                        self.model.a.trainable = False
-                    self.model.make_train_function(force=True)
+                    self.model.a.trainable = False
+                elif epoch == 1 and planted:
+                    self.model.a.trainable = True
+                    self.model.b.trainable = False
+                self.model.make_train_function(force=True)
 
         return [Freeze()]
 

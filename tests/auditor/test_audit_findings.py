@@ -7,8 +7,19 @@ import pytest
 import tensorflow as tf
 
 import auditor
-from audit_helpers import CUSTOM_MODES, FIT_MODES, codes, compile_step
+import keras
+
+from audit_helpers import CUSTOM_MODES, FIT_MODES, codes, compile_step, data, make_net
 from finding_scenarios import IDS, SCENARIOS, STEPS, run_phases, MultipleApplies, NoneGradient, NotUpdated
+
+
+def _is_line_of(site, filename, text):
+    """``site`` ("path:line") is a line of ``filename`` that contains ``text``."""
+    import linecache
+    import os
+
+    path, line = site.rsplit(":", 1)
+    return os.path.basename(path) == filename and text in linecache.getline(os.path.abspath(path), int(line))
 
 
 def run_custom(scenario, planted, mode):
@@ -39,6 +50,9 @@ def test_custom_loop_planted_fires(scenario, mode):
     assert scenario.code in codes(audit), audit.summary()
     finding = next(f for f in audit.findings if f.code == scenario.code)
     assert finding.name == auditor.findings.RUNTIME_BY_CODE[scenario.code].name
+    # where the user's code applied: the scenario's apply line(s), as file:line
+    assert finding.sites and all(_is_line_of(site, "finding_scenarios.py", "apply_gradients") for site in finding.sites)
+    assert ", ".join(finding.sites) in audit.summary()
 
 
 @pytest.mark.parametrize("mode", CUSTOM_MODES)
@@ -54,6 +68,10 @@ def test_custom_loop_clean_twin_is_silent(scenario, mode):
 def test_fit_planted_fires(scenario, fit_kwargs):
     audit, opt = run_fit(scenario, True, fit_kwargs)
     assert scenario.code in codes(audit), audit.summary()
+    finding = next(f for f in audit.findings if f.code == scenario.code)
+    # fit's built-in train_step: the user's model.fit line; a custom train_step: its apply line
+    assert finding.sites and all(_is_line_of(site, "test_audit_findings.py", "model.fit(") or
+                                 _is_line_of(site, "audit_helpers.py", "apply_gradients") for site in finding.sites)
 
 
 @pytest.mark.parametrize("fit_kwargs", FIT_MODES)
@@ -80,3 +98,21 @@ def test_not_updated_is_not_also_reported_as_vanishing():
     assert "GRD106" not in codes(audit)
     (finding,) = [f for f in audit.findings if f.code == "GRD102"]
     assert [v.split("/", 1)[1] for v in finding.variables] == ["b/bias", "b/kernel"]
+    # b is scaled by 0: every gradient is exactly 0, by construction; no static twin is blamed
+    assert "exactly 0 on every recorded step" in finding.message and "GRD012" not in finding.message
+
+
+def test_fit_freeze_by_compiling_again_with_the_same_optimizer_is_silent():
+    """Keras' documented way to freeze: fit, ``layer.trainable = False``, compile again with the
+    same optimizer object, fit again. The second phase applies a subset of the first: no GRD108."""
+    model = make_net()
+    opt = keras.optimizers.Adam(1e-3)
+    model.compile(optimizer=opt, loss="mse")
+    x, y = data()
+    with auditor.watch(model, summary=False) as audit:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        model.a.trainable = False
+        model.compile(optimizer=opt, loss="mse")
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert len({r.var_set for r in audit.steps}) == 2  # the set did change
+    assert audit.findings == [], audit.summary()

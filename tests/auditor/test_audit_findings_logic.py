@@ -56,10 +56,26 @@ def test_overlapping_alternation_is_variable_set_changed():
     assert finding.code == "GRD108" and finding.variables == ["b"]
 
 
-def test_phase_change_is_variable_set_changed():
-    records = [rec(i, ("a", "b") if i < 5 else ("b",)) for i in range(10)]
+def test_phase_change_to_another_set_is_variable_set_changed():
+    records = [rec(i, ("a", "c") if i < 5 else ("b", "c")) for i in range(10)]
     (finding,) = fnd.check_apply_patterns(records, [], T)
-    assert finding.code == "GRD108" and finding.step == 5 and finding.variables == ["a"]
+    assert finding.code == "GRD108" and finding.step == 5 and finding.variables == ["a", "b"]
+    assert "not a freeze or unfreeze" in finding.message
+
+
+@pytest.mark.parametrize("sets", [
+    [("a", "b")] * 5 + [("b",)] * 5,  # layer a frozen halfway (trainable = False, compile again)
+    [("b",)] * 5 + [("a", "b")] * 5,  # unfrozen
+    [("a", "b", "c")] * 4 + [("b", "c")] * 4 + [("c",)] * 4 + [("a", "b", "c")] * 4,  # gradual, then all
+    [("a", "b")] + [("b",)] * 5,  # a run (or a history chunk) that starts just before the freeze
+], ids=["freeze", "unfreeze", "gradual", "short-first-phase"])
+def test_freeze_between_phases_is_silent(sets):
+    assert fnd.check_apply_patterns([rec(i, s) for i, s in enumerate(sets)], [], T) == []
+
+
+def test_nested_sets_alternating_every_step_are_variable_set_changed():
+    records = [rec(i, ("a", "b") if i % 3 else ("b",)) for i in range(12)]
+    assert codes(fnd.check_apply_patterns(records, [], T)) == ["GRD108"]
 
 
 def test_marks_count_applies_per_step():
@@ -77,6 +93,24 @@ def test_exploding_by_running_median():
     assert fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(calm)], T) == []
     early = [1.0] * 5 + [500.0]  # too little history for the relative rule
     assert fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(early)], T) == []
+
+
+def test_exploding_needs_the_run_scale():
+    """A converged run: early norms ~4, then ~1e-6 with Adam's oscillation spikes to 1e-3: far above
+    the running median, far below the run's own scale (explode_scale_fraction x the peak): silent.
+    A spike back to the early scale is reported."""
+    norms = [4.0, 3.0, 2.0] + [1e-6] * 30 + [1e-3] + [1e-6] * 5
+    assert fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(norms)], T) == []
+    (finding,) = fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(norms + [2.0])], T)
+    assert finding.step == len(norms) and "running median" in finding.message
+    no_floor = dict(T, explode_scale_fraction=0.0)
+    assert codes(fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(norms)], no_floor)) == ["GRD105"]
+
+
+def test_counts_and_maxima_cover_every_record():
+    norms = [1.0] * 12 + [150.0, 1.0, 900.0, 1.0, 300.0]
+    (finding,) = fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(norms)], T)
+    assert "(3 such step(s) in the run; max 900 at step 14)" in finding.message
 
 
 def test_exploding_overflowed_norm_but_not_nan():

@@ -10,7 +10,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # auditor/ from the bottom up: a module may import only modules of lower layers. The data flow
 # is one way: engines -> registry/probes -> recorder -> evaluation -> sinks; `watch` is the shell.
 LAYERS = [
-    ["auditor.records", "auditor.findings", "auditor.registry", "auditor.graph_stats"],
+    ["auditor.records", "auditor.registry", "auditor.graph_stats"],
+    ["auditor.findings"],
     ["auditor.runfile", "auditor.summary", "auditor.settings", "auditor.evaluation", "auditor.patching",
      "auditor.ring_buffer", "auditor.plot"],
     ["auditor.sinks", "auditor.report_command", "auditor.recorder", "auditor.probe"],

@@ -194,7 +194,7 @@ def test_mark_step_detects_one_optimizer_for_two_models():
             standard_step(disc, opt_d, x, y)
             clean.mark_step()
     assert codes(clean) == []
-    assert {r.optimizer for r in clean.steps} == {opt_g.name, opt_d.name} and opt_g.name != opt_d.name
+    assert {r.optimizer for r in clean.steps} == {"net/Adam", "net/Adam#2"}  # two models named net
 
 
 @pytest.mark.parametrize("mode", ["eager", "function", "xla"])

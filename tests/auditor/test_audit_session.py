@@ -101,7 +101,7 @@ def test_concurrent_watches_in_threads_see_their_own_training():
     assert not errors, errors
     assert len(results["a"][0].steps) == results["a"][1] == 3
     assert len(results["b"][0].steps) == results["b"][1] == 5
-    assert {r.optimizer for r in results["a"][0].steps} == {"sgd"}
+    assert {r.optimizer for r in results["a"][0].steps} == {"net/SGD"}
 
 
 def test_watch_object_cannot_be_reentered():

@@ -45,14 +45,63 @@ def test_tensorboard_events_read_back(tmp_path):
     hist = acc.Tensors(f"{kernel}/grad_hist")
     assert [e.step for e in hist] == [0, 5, 10]  # optimizer steps that are multiples of 5
     assert f"{kernel.rsplit('/', 1)[0]}/b/kernel/grad_hist" not in tensor_tags  # None gradient: no histogram
-    texts = [t for t in tensor_tags if t.startswith("auditor/findings")]
+    texts = [t for t in tensor_tags if t.startswith("auditor/findings/")]
     codes = {t.rsplit("/", 1)[1] for t in texts}
     assert codes == {f.code for f in audit.findings} == {"GRD101", "GRD107"}
+    (verdict,) = acc.Tensors("auditor/findings")
+    assert tf.make_ndarray(verdict.tensor_proto).item().decode() == "2 finding(s): GRD101, GRD107"
     (text,) = acc.Tensors("auditor/findings/GRD101")
     assert tf.make_ndarray(text.tensor_proto).item().decode().startswith("**GRD101 none-gradient**")
     assert acc.SummaryMetadata("auditor/findings/GRD101").plugin_data.plugin_name == "text"
     assert acc.SummaryMetadata(f"{kernel}/grad_hist").plugin_data.plugin_name == "histograms"
     assert acc.SummaryMetadata(f"auditor/{opt}/global_norm").plugin_data.plugin_name == "scalars"
+
+
+def _verdicts(logdir):
+    """The verdicts TensorBoard's server shows (its plugin accumulator, which honours restarts)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as Served
+
+    acc = Served(str(logdir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return [tf.make_ndarray(e.tensor_proto).item().decode() for e in acc.Tensors("auditor/findings")]
+
+
+def test_a_reused_logdir_shows_the_last_runs_verdict(tmp_path):
+    """A clean run, then a run with findings into the same logdir: TensorBoard's reader keeps one
+    verdict (the newest) under auditor/findings, not the old "no findings" beside new findings."""
+    _, _, logdir = _train(tmp_path, use_b=True, steps=2)
+    assert _verdicts(logdir) == ["no findings"]
+    _train(tmp_path, use_b=False, steps=2)  # the same logdir
+    assert len(list(logdir.iterdir())) == 2
+    assert _verdicts(logdir) == ["1 finding(s): GRD101"]
+
+
+def test_whole_run_findings_and_tf_names_in_tensorboard(tmp_path):
+    """A whole-run finding (GRD102) reads "(whole run)", not "(step None)"; a TF variable name's
+    ``:0`` is not in its tags."""
+    import sonnet as snt
+
+    model, opt = snt.Linear(1, name="lin"), snt.optimizers.SGD(0.0)  # lr 0: nothing changes (GRD102)
+    x = tf.constant(data()[0])
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x)))
+        params = model.trainable_variables
+        opt.apply(tape.gradient(loss, params), params)
+
+    step()
+    with auditor.watch(summary=False, logdir=str(tmp_path / "tb")) as audit:
+        for _ in range(3):
+            step()
+    assert [f.code for f in audit.findings] == ["GRD102"] and audit.findings[0].step is None
+    assert "exactly 0" not in audit.findings[0].message  # real gradients, a zero learning rate
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    (text,) = acc.Tensors("auditor/findings/GRD102")
+    assert "(whole run)" in tf.make_ndarray(text.tensor_proto).item().decode()
+    tags = acc.Tags()["tensors"]
+    assert "lin/w/grad_norm" in tags and not any(":0" in t for t in tags)
 
 
 def test_jsonl_streams_while_training(tmp_path):
@@ -166,7 +215,7 @@ def test_report_plot_draws_the_recorded_numbers(tmp_path):
     np.testing.assert_allclose(before.get_xdata(), steps)
     np.testing.assert_allclose(before.get_ydata(), [r.global_norm for r in audit.steps], rtol=1e-6)
     np.testing.assert_allclose(after.get_ydata(), [r.clipped_norm for r in audit.steps], rtol=1e-6)
-    ratio = [line for line in ax_ratio.get_lines() if line.get_label().startswith("sgd")][0]
+    ratio = [line for line in ax_ratio.get_lines() if line.get_label() == audit.steps[0].optimizer][0]
     np.testing.assert_allclose(ratio.get_ydata(), [r.clip_ratio for r in audit.steps], rtol=1e-6)
     assert all(r < 0.01 for r in ratio.get_ydata())  # saturated clipping is visible at a glance
     variable_lines = [line.get_label() for line in ax_vars.get_lines() if line.get_linestyle() != "-."]

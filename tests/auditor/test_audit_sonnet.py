@@ -156,6 +156,10 @@ def _not_first_layer(params):
     return [p for p in params if not p.name.startswith("net/a/")]
 
 
+def _not_b(params):
+    return [p for p in params if not p.name.startswith("net/b/")]
+
+
 # code -> (Net kwargs, data kwargs, optimizer, step kwargs, planted: (kwargs override...))
 SCENARIOS = {
     "GRD101": dict(planted_net={"use_b": False}),
@@ -165,7 +169,8 @@ SCENARIOS = {
     "GRD105": dict(planted_data={"scale": 1e6}, planted_opt=lambda: snt.optimizers.SGD(1e-9)),
     "GRD106": dict(planted_net={"b_scale": 1e-12, "b_init": 1e-12}),
     "GRD107": dict(planted_clip=1e-3, clean_clip=1e3),
-    "GRD108": dict(planted_select=_not_first_layer),
+    # planted: layers a+out, then b+out (sideways); clean: layer a frozen halfway (the usual freeze)
+    "GRD108": dict(planted_first=_not_b, planted_select=_not_first_layer, clean_select=_not_first_layer),
 }
 
 
@@ -176,10 +181,11 @@ def _scenario_run(code, planted, mode):
     opt = opt()
     x, y = _data(**(spec.get("planted_data", {}) if planted else {}))
     clip = spec.get("planted_clip" if planted else "clean_clip")
-    full = _step_fn(model, opt, mode, x, y, clip=clip)
+    full = _step_fn(model, opt, mode, x, y, clip=clip, select=spec.get("planted_first") if planted else None)
     second = full
-    if planted and "planted_select" in spec:
-        second = _step_fn(model, opt, mode, x, y, select=spec["planted_select"])
+    select = spec.get("planted_select" if planted else "clean_select")
+    if select is not None:
+        second = _step_fn(model, opt, mode, x, y, select=select)
     if planted and spec.get("planted_loop"):
         def per_variable():
             with tf.GradientTape() as tape:
@@ -202,3 +208,33 @@ def test_planted_fires_and_clean_twin_is_silent(code, mode):
     clean = _scenario_run(code, False, mode)
     assert codes(clean) == [], clean.summary()
     assert [r.step for r in clean.steps] == list(range(STEPS))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_gradients_computed_for_variables_created_in_the_first_trace(mode, planted):
+    """The tape sees variables that a function's first trace creates before they hold a value;
+    their snapshot is taken at the next host point, so a gradient computed and never applied is
+    GRD102 (planted: layer a's are dropped), the exit comparison never raises, and applying
+    everything (clean) stays silent."""
+    model, opt = _net(), snt.optimizers.SGD(0.05)
+    x, y = _data()
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        params = model.trainable_variables
+        grads = tape.gradient(loss, params)
+        pairs = [(g, p) for g, p in zip(grads, params) if not (planted and p.name.startswith("net/a/"))]
+        opt.apply([g for g, _ in pairs], [p for _, p in pairs])
+
+    step = tf.function(step) if mode == "function" else step
+    with auditor.watch(summary=False) as audit:
+        for _ in range(4):
+            step()
+    assert audit.errors == []
+    if planted:
+        (finding,) = audit.findings
+        assert finding.code == "GRD102" and finding.variables == ["net/a/b:0", "net/a/w:0"]
+    else:
+        assert audit.findings == []

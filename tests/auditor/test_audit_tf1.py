@@ -75,7 +75,7 @@ def test_steps_follow_the_global_step_of_a_resumed_run(result):
 @pytest.mark.parametrize("name, first", [("full", 0), ("resumed", 100)])
 def test_gradient_histograms_every_n_steps(result, name, first):
     hists = result[name]["watched"]["histograms"]
-    sizes = {"W1:0": 32, "b1:0": 8, "W2:0": 8, "b2:0": 1}
+    sizes = {"W1": 32, "b1": 8, "W2": 8, "b2": 1}  # TensorBoard tags drop the TF name's ":0"
     assert set(hists) == set(sizes)
     for var, by_step in hists.items():
         assert by_step == {str(first + k): sizes[var] for k in (0, 2, 4)}  # every element counted once

