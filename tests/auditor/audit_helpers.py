@@ -23,6 +23,29 @@ def data(n=32, seed=0):
     return x, y
 
 
+def run_steps(step, steps, watched):
+    """Call ``step`` ``steps`` times, inside ``auditor.watch(summary=False, check_changes="every")``
+    when ``watched``; returns the audit (None when not watched)."""
+    if not watched:
+        for _ in range(steps):
+            step()
+        return None
+    import auditor
+
+    with auditor.watch(summary=False, check_changes="every") as audit:
+        for _ in range(steps):
+            step()
+    return audit
+
+
+def data_tensors(nan=False, scale=1.0):
+    """``data()`` as tensors; ``nan``: one NaN in the input, ``scale``: the targets scaled."""
+    x, y = data()
+    if nan:
+        x[3, 1] = np.nan
+    return tf.constant(x), tf.constant(y * np.float32(scale))
+
+
 class Net(keras.Model):
     """Two-branch regressor: out(a(x)) + b_scale * b(x); ``use_b=False`` leaves b unused."""
 

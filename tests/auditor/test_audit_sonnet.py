@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import auditor
-from audit_helpers import codes
+from audit_helpers import codes, data_tensors, run_steps
 
 snt = pytest.importorskip("sonnet")
 
@@ -40,15 +40,6 @@ class Net(snt.Module):
         return y + self.b_scale * b if self.use_b else y
 
 
-def _data(nan=False, scale=1.0):
-    rng = np.random.RandomState(0)
-    x = rng.randn(32, 4).astype("float32")
-    y = (x @ np.array([[1.0], [-2.0], [0.5], [0.0]], "float32") + 0.1).astype("float32") * scale
-    if nan:
-        x[3, 1] = np.nan
-    return tf.constant(x), tf.constant(y)
-
-
 def _net(**kwargs):
     tf.random.set_seed(0)
     return Net(**kwargs)
@@ -75,16 +66,9 @@ def _step_fn(model, opt, mode, x, y, select=None, clip=None):
 
 def _train(name, mode, watched, steps=4):
     model, opt = _net(), snt.allow_empty_variables(OPTIMIZERS[name]())  # SGD keeps no state
-    x, y = _data()
+    x, y = data_tensors()
     step = _step_fn(model, opt, mode, x, y)
-    audit = None
-    if watched:
-        with auditor.watch(summary=False, check_changes="every") as audit:
-            for _ in range(steps):
-                step()
-    else:
-        for _ in range(steps):
-            step()
+    audit = run_steps(step, steps, watched)
     state = [v.numpy() for v in model.variables] + [v.numpy() for v in opt.variables]
     return audit, model, opt, state
 
@@ -115,7 +99,7 @@ def test_norms_are_the_applied_gradients(mode):
     """SGD moves each parameter by exactly lr x gradient: the recorded per-variable norms of the
     second step equal |w1 - w2| / lr, measured on the weights (created in the first trace)."""
     model, opt = _net(), snt.optimizers.SGD(0.05)
-    x, y = _data()
+    x, y = data_tensors()
     step = _step_fn(model, opt, mode, x, y)
     with auditor.watch(summary=False) as audit:
         step()
@@ -129,7 +113,7 @@ def test_norms_are_the_applied_gradients(mode):
 
 def test_function_traced_inside_keeps_recording_in_a_later_watch_and_is_inert_between():
     model, opt = _net(), snt.optimizers.SGD(0.05)
-    x, y = _data()
+    x, y = data_tensors()
     step = _step_fn(model, opt, "function", x, y)
     with auditor.watch(summary=False) as first:
         step()
@@ -143,7 +127,7 @@ def test_function_traced_inside_keeps_recording_in_a_later_watch_and_is_inert_be
 
 def test_user_clipping_is_seen():
     model, opt = _net(), snt.optimizers.Adam(1e-3)
-    x, y = _data()
+    x, y = data_tensors()
     step = _step_fn(model, opt, "function", x, y, clip=1e-3)
     with auditor.watch(summary=False) as audit:
         for _ in range(STEPS):
@@ -179,7 +163,7 @@ def _scenario_run(code, planted, mode):
     model = _net(**(spec.get("planted_net", {}) if planted else {}))
     opt = (spec.get("planted_opt") if planted else None) or (lambda: snt.optimizers.SGD(0.01))
     opt = opt()
-    x, y = _data(**(spec.get("planted_data", {}) if planted else {}))
+    x, y = data_tensors(**(spec.get("planted_data", {}) if planted else {}))
     clip = spec.get("planted_clip" if planted else "clean_clip")
     full = _step_fn(model, opt, mode, x, y, clip=clip, select=spec.get("planted_first") if planted else None)
     second = full
@@ -218,7 +202,7 @@ def test_gradients_computed_for_variables_created_in_the_first_trace(mode, plant
     GRD102 (planted: layer a's are dropped), the exit comparison never raises, and applying
     everything (clean) stays silent."""
     model, opt = _net(), snt.optimizers.SGD(0.05)
-    x, y = _data()
+    x, y = data_tensors()
 
     def step():
         with tf.GradientTape() as tape:

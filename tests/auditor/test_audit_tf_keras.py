@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import auditor
+from audit_helpers import run_steps
 
 tf_keras = pytest.importorskip("tf_keras")
 
@@ -55,14 +56,7 @@ def _custom(kind, mode, watched, aux=False, steps=4, **opt_kw):
 
     if mode == "function":
         step = tf.function(step)
-    audit = None
-    if watched:
-        with auditor.watch(summary=False, check_changes="every") as audit:
-            for _ in range(steps):
-                step()
-    else:
-        for _ in range(steps):
-            step()
+    audit = run_steps(step, steps, watched)
     return audit, opt, [w.numpy() for w in model.weights] + [v.numpy() for v in opt.variables()]
 
 
@@ -177,14 +171,7 @@ def _lso_run(kind, mode, watched, aux=False, steps=3):
 
     if mode == "function":
         step = tf.function(step)
-    audit = None
-    if watched:
-        with auditor.watch(summary=False, check_changes="every") as audit:
-            for _ in range(steps):
-                step()
-    else:
-        for _ in range(steps):
-            step()
+    audit = run_steps(step, steps, watched)
     weights = [w.numpy() for w in model.weights] + [v.numpy() for v in opt.variables()]
     return audit, opt, reference, weights
 

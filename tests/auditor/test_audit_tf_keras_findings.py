@@ -1,12 +1,11 @@
 """tf_keras (legacy Keras 2) optimizers, both families: each runtime finding GRD102-GRD108 fires on
 a planted bug and its clean twin stays silent, in eager and tf.function loops and in ``fit`` (GRD101
 and the bitwise cases are in test_audit_tf_keras.py)."""
-import numpy as np
 import pytest
 import tensorflow as tf
 
 import auditor
-from audit_helpers import codes, per_variable_train_step
+from audit_helpers import codes, data_tensors, per_variable_train_step
 
 tf_keras = pytest.importorskip("tf_keras")
 
@@ -53,15 +52,6 @@ class FreezeA(tf_keras.callbacks.Callback):
         self.model.make_train_function(force=True)
 
 
-def _data(nan=False, scale=1.0):
-    rng = np.random.RandomState(0)
-    x = rng.randn(32, 4).astype("float32")
-    y = (x @ np.array([[1.0], [-2.0], [0.5], [0.0]], "float32") + 0.1).astype("float32") * scale
-    if nan:
-        x[3, 1] = np.nan
-    return tf.constant(x), tf.constant(y)
-
-
 # code -> planted -> (model kwargs, optimizer name and kwargs, data kwargs, apply style)
 SCENARIOS = {
     "GRD102": lambda p: ({"b_scale": 0.0 if p else 1.0}, ("SGD", {"learning_rate": 0.01}), {}, "all"),
@@ -78,7 +68,7 @@ def _run(code, planted, family, mode):
     model_kw, (opt_name, opt_kw), data_kw, style = SCENARIOS[code](planted)
     tf_keras.utils.set_random_seed(0)
     model = Branchy(**model_kw)
-    x, y = _data(**data_kw)
+    x, y = data_tensors(**data_kw)
     model(x[:1])
     opt = getattr(FAMILIES[family], opt_name)(**opt_kw)
     if hasattr(opt, "build") and style in ("per_variable", "switch"):
@@ -134,7 +124,7 @@ def _fit(code, planted, family):
     model_kw, (opt_name, opt_kw), data_kw, style = SCENARIOS[code](planted)
     tf_keras.utils.set_random_seed(0)
     model = (PerVariableBranchy if style == "per_variable" else Branchy)(**model_kw)
-    x, y = _data(**data_kw)
+    x, y = data_tensors(**data_kw)
     model(x[:1])
     opt = getattr(FAMILIES[family], opt_name)(**opt_kw)
     if hasattr(opt, "build"):
