@@ -116,12 +116,8 @@ def _clip_by_global_norm(original):
 def _clip_by_norm(original):
     def clip_by_norm(t, clip_norm, axes=None, name=None):
         result = original(t, clip_norm, axes=axes, name=name)
-        if (registry.active() and not site.in_apply() and registry.watching() and axes is None
-                and not isinstance(t, tf.IndexedSlices)):
-            def norm(t=t):  # built where it is used: inside the probe's recording cond
-                return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
-
-            site.remember_clip(result, "single", norm, t)
+        if axes is None:
+            _remember_single_clip(result, t)
         return result
 
     return clip_by_norm
@@ -130,15 +126,21 @@ def _clip_by_norm(original):
 def _clip_by_value(original):
     def clip_by_value(t, clip_value_min, clip_value_max, name=None):
         result = original(t, clip_value_min, clip_value_max, name=name)
-        if (registry.active() and not site.in_apply() and registry.watching()
-                and not isinstance(t, tf.IndexedSlices)):
-            def norm(t=t):  # the tensor's norm before the clip, built where it is used
-                return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
-
-            site.remember_clip(result, "single", norm, t)
+        _remember_single_clip(result, t)
         return result
 
     return clip_by_value
+
+
+def _remember_single_clip(result, t) -> None:
+    """A clip of one tensor ``t`` produced ``result``: remember it, with ``t``'s norm before the clip
+    (while a watch of this thread is active and the clip is not the optimizer's own)."""
+    if (registry.active() and not site.in_apply() and registry.watching()
+            and not isinstance(t, tf.IndexedSlices)):
+        def norm(t=t):  # built where it is used: inside the probe's recording branch
+            return tf.sqrt(tf.reduce_sum(tf.square(tf.cast(t, tf.float32))))
+
+        site.remember_clip(result, "single", norm, t)
 
 
 def _function_call(original):
