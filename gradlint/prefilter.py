@@ -27,30 +27,29 @@ from gradlint.triggers import Word
 _OPTIMIZER_LIKE = "opt"
 
 
+# Word kind -> its regex, `NAME` standing for the escaped word. Each pattern starts with a literal
+# character, so the regex engine can skip ahead (a leading `\b` or character class makes it try every
+# position). A kind not listed is a plain string.
+_PATTERNS = {
+    "call": r"NAME\s*\(",
+    "discarded_call": r"NAME\s*\(",
+    "optimizer_call": r"\.NAME\s*\(",
+    "bare_call": r"\.NAME\s*\(\s*\)",
+    "keyword": r"NAME\s*=(?!=)",
+    "keyword_reference": r"NAME\s*=(?!=)",
+    "optimizer_keyword": r"NAME\s*=(?!=)",
+    "assigned_attribute": r"\.NAME\s*=(?!=)",
+    "attribute": r"\.NAME\b",
+    "optimizer_attribute": r"\.NAME\b",
+    "definition": r"def\s+NAME\s*\(",
+    "optimizer_definition": r"def\s+NAME\s*\(",
+    "string_suffix": r"NAME\$?['\"]",
+    "name_test": r"\.name\b",
+}
+
+
 def _pattern(word: Word) -> str:
-    name = re.escape(word.name)
-    kind = word.kind
-    # each pattern starts with a literal character, so the regex engine can skip ahead (a leading `\b` or
-    # character class makes it try every position)
-    if kind in ("call", "discarded_call"):
-        return rf"{name}\s*\("
-    if kind == "optimizer_call":
-        return rf"\.{name}\s*\("
-    if kind == "bare_call":
-        return rf"\.{name}\s*\(\s*\)"
-    if kind in ("keyword", "keyword_reference", "optimizer_keyword"):
-        return rf"{name}\s*=(?!=)"
-    if kind == "assigned_attribute":
-        return rf"\.{name}\s*=(?!=)"
-    if kind in ("attribute", "optimizer_attribute"):
-        return rf"\.{name}\b"
-    if kind in ("definition", "optimizer_definition"):
-        return rf"def\s+{name}\s*\("
-    if kind == "string_suffix":
-        return rf"{name}\$?['\"]"
-    if kind == "name_test":
-        return r"\.name\b"
-    return name  # string
+    return _PATTERNS.get(word.kind, "NAME").replace("NAME", re.escape(word.name))
 
 
 class Prefilter:
