@@ -58,6 +58,14 @@ def nonfinite_each(grads):
     return tf.logical_not(tf.math.is_finite(tf.math.unsorted_segment_sum(zeros, segment, len(parts))))
 
 
+def nonfinite_small(grads):
+    """Per gradient (none None), whether any element is NaN or Inf: ``sum(x * 0)`` each (two ops
+    per gradient; for small gradients, where one op costs more than its data)."""
+    zeros = [tf.reduce_sum(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32) * 0.0)
+             for g in grads]
+    return tf.logical_not(tf.math.is_finite(tf.stack(zeros)))
+
+
 def clipvalue_sq_norm(grad, clip, scale):
     """Squared norm after Keras' ``clipvalue`` clipping of ``grad / scale``."""
     values = tf.cast(dense_values(grad), tf.float32) / scale
@@ -140,8 +148,9 @@ def differs(a, b):
     return tf.reduce_any(tf.not_equal(a, b))
 
 
-def make_variable(initial, name, device=None):
-    """A plain (non-distributed) resource variable, created outside any function graph.
+def make_variable(initial, name, device=None, shape=None):
+    """A plain (non-distributed) resource variable, created outside any function graph (``shape``:
+    a partly unknown shape, for a variable assigned values of other shapes later).
 
     ``ResourceVariable`` is constructed directly so that a ``tf.distribute`` strategy in scope
     does not turn the auditor's buffers into mirrored variables: each replica owns its own.
@@ -151,22 +160,27 @@ def make_variable(initial, name, device=None):
     with tf.init_scope():
         if device is not None:
             with tf.device(device):
-                return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name)
-        return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name)
+                return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name, shape=shape)
+        return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name, shape=shape)
 
 
 def cond(pred, true_fn, false_fn):
     """``tf.cond`` kept as a functional ``If`` (not lowered to switch/merge): the branch not taken
     is not run at all, where a lowered cond still schedules each of its ops as a dead node."""
-    return _functional(tf.cond(pred, true_fn, false_fn))
+    return _functional(tf.cond(pred, true_fn, false_fn), ())
 
 
-def switch_case(index, branches):
-    """``tf.switch_case`` kept as a functional ``Case``: one op runs the one branch needed."""
-    return _functional(tf.switch_case(index, branches))
+def switch_case(index, branches, single_threaded=False):
+    """``tf.switch_case`` kept as a functional ``Case``: one op runs the one branch needed;
+    ``single_threaded``: its branches are small and have no branch of their own (see ``_functional``)."""
+    return _functional(tf.switch_case(index, branches), ("branches",) if single_threaded else ())
 
 
-def _functional(out):
+def _functional(out, branch_attrs):
+    """Keep the op functional; ``branch_attrs``: its branch functions to run on TF's single-threaded
+    executor, on a machine with CPU devices only (in the calling thread, no hop through the thread
+    pool; that executor supports CPU devices only, and a nested functional op inside makes it
+    slower, not faster)."""
     if not tf.executing_eagerly():
         first = out[0] if isinstance(out, (tuple, list)) else out
         op = first.op
@@ -174,4 +188,31 @@ def _functional(out):
             op = op.inputs[0].op
         if op.type in ("If", "StatelessIf", "Case", "StatelessCase"):
             op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+            if _cpu_only():
+                for name in branch_attrs:
+                    _run_single_threaded(op, name)
     return out
+
+
+_CPU_ONLY = []  # memo: whether every logical device is a CPU
+
+
+def _cpu_only() -> bool:
+    if not _CPU_ONLY:
+        _CPU_ONLY.append(all(d.device_type == "CPU" for d in tf.config.list_logical_devices()))
+    return _CPU_ONLY[0]
+
+
+def _run_single_threaded(op, name: str) -> None:
+    value = op.get_attr(name)
+    functions = value if isinstance(value, list) else [value]
+    marked = []
+    for function in functions:
+        copy = attr_value_pb2.NameAttrList()
+        copy.CopyFrom(function)
+        copy.attr["_executor"].s = b"SINGLE_THREADED_EXECUTOR"
+        marked.append(copy)
+    if isinstance(value, list):
+        op._set_attr(name, attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(func=marked)))
+    else:
+        op._set_attr(name, attr_value_pb2.AttrValue(func=marked[0]))

@@ -218,6 +218,9 @@ class SiteProbe:
         self.replica = replica
         self.group = (id(optimizer), tuple(id(v) for v in variables), self.none_mask)
         self.layout = RowLayout(len(self.variables), replica is not None)
+        # A small site (a few thousand weights): its per-step ops cost more in count than in data,
+        # so they run without a nested branch, on the single-threaded executor where available.
+        self.small = _elements(self.variables) <= SMALL_SITE
         self.call_sites: tuple = ()  # "file:line" of your code that applied here (engines.site)
         self.eager_sightings = 0  # eager applies whose call site was looked up
 
@@ -248,8 +251,12 @@ class SiteProbe:
             flags = iter(tf.unstack(gs.nonfinite_each(real)))
             return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
-        all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-        bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
+        if self.small:  # two ops per gradient, no branch
+            found = iter(tf.unstack(gs.nonfinite_small(real)) if real else [])
+            bad = tf.stack([tf.constant(False) if g is None else next(found) for g in grads])
+        else:
+            all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
+            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
         if user.global_norm is not None:
@@ -341,6 +348,17 @@ class SiteProbe:
         return [False] * len(self.variables)
 
 
+def _elements(variables) -> float:
+    """The number of weights in ``variables`` (infinite when a shape is not fully known)."""
+    total = 0
+    for var in variables:
+        shape = getattr(var, "shape", None)
+        if shape is None or not tf.TensorShape(shape).is_fully_defined():
+            return math.inf
+        total += tf.TensorShape(shape).num_elements()
+    return total
+
+
 def _total(vector):
     """The sum of a short vector, element by element in order (``add_n``)."""
     parts = tf.unstack(vector)
@@ -359,7 +377,7 @@ def _scatter_real(sq_real, none_mask, nan):
 class BeforeState:
     """What ``before`` hands to ``after``: whether this step records, and what it measured."""
 
-    record: object  # device probes: the step's branch code (an int32 tensor, or an int when eager)
+    record: object  # device probes: the step's branch (an int32 tensor, or an int when eager; 0: skip)
     measured: object  # float32: what ``measure`` returns
     iteration: object  # int64 scalar tensor: the optimizer step before this apply
     deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
@@ -369,45 +387,55 @@ class BeforeState:
     eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
 
 
-class Kinds(NamedTuple):
-    """Branches of a probe's ``Case`` ops: ``(check, histogram)`` each, and code -> branch index."""
-
-    table: object
-    branches: list
+SMALL_SITE = 1 << 16  # weights; see SiteProbe.small
+PLAN_MAX = 1 << 14  # longest schedule plan (steps); see ``Plan.build``
 
 
-class HostSchedule:
-    """The host's copy of a device probe's schedule (what ``configure`` assigned), so that an eager
-    step is decided without running ops: ``code`` as the graph computes it."""
+@dataclass
+class Plan:
+    """A device probe's schedule as a table: for step ``i``, the branch of the probe's ``Case`` ops
+    is ``codes[i % modulus]``, or ``codes[modulus + i % modulus]`` (the same with every recorded step
+    checked) while "auto" still checks the first recorded steps (``checks_left`` > 0). The graph
+    reads one entry per step of the half in use (the device switches halves when the first checks
+    are used up); eager steps read the host's copy (this object)."""
 
-    def __init__(self, schedule, phase, check_until, count):
-        self.schedule = schedule
-        self.phase = phase
-        self.check_until = check_until
-        self.count_floor = count  # the ring's count is at least this (traced writes add to it)
+    modulus: int
+    codes: list  # 2 x modulus branch indices (0: skip)
+    checks_left: int  # first recorded steps still to check (the device counts them down)
 
-    def code(self, step: int, count_variable) -> int:
-        due = [step % m == p for m, p in zip(self.schedule, self.phase)]
-        if not due[0]:
-            return 0
-        if not due[1] and count_variable is not None and self.count_floor < self.check_until:
-            self.count_floor = int(count_variable.numpy())
-            due[1] = self.count_floor < self.check_until
-        return 4 + 2 * due[1] + due[2]
+    @classmethod
+    def build(cls, every, period, hist, first, branch) -> "Plan":
+        """Record every ``every`` steps, check changes every ``period`` steps (0: never) and on the
+        first ``first`` recorded steps, histograms every ``hist`` steps (0: never); ``branch(check,
+        histogram)`` is the site's branch index. The plan repeats after the least common multiple
+        of the three periods; past ``PLAN_MAX`` steps it repeats after a multiple of ``every``
+        (recording stays exact, checks and histograms keep their period within each repetition)."""
+        modulus = math.lcm(every, period or 1, hist or 1)
+        if modulus > PLAN_MAX:
+            modulus = every * max(1, PLAN_MAX // every)
+        rows = []
+        for forced in (False, True):
+            rows += [0 if k % every else branch(forced or bool(period and k % period == 0), bool(hist and k % hist == 0))
+                     for k in range(modulus)]
+        return cls(modulus, rows, first)
 
-    def recorded(self) -> None:
-        self.count_floor += 1
+    def half(self, checking: bool) -> list:
+        """The codes while first checks are left (``checking``), or after them."""
+        return self.codes[self.modulus:] if checking else self.codes[:self.modulus]
+
+    def offset(self) -> int:
+        return self.modulus if self.checks_left > 0 else 0
 
 
 class DeviceProbe(SiteProbe):
     """Device state and emitted ops for one (optimizer, variable list, None pattern).
 
-    Per step the hook adds a few small ops that turn the optimizer step into one code — record?
-    check changes? write histograms? (``schedule``/``phase``: one modulo for the three) — and two
-    ``Case`` ops on that code: before ``apply`` (measure; on checked steps, copy the variables) and
-    after it (compare, write the row). The ``Case`` ops are kept functional (not lowered to
-    switch/merge): a branch not taken runs nothing. Eager steps are decided on the host from a
-    copy of the schedule (``HostSchedule``) and run only the ops of their code."""
+    Per step the hook adds four small ops that look the step's branch up in the schedule
+    (``Plan``: record? check changes? write histograms?) and two ``Case`` ops on it: before
+    ``apply`` (measure; on checked steps, copy the variables) and after it (compare, write the
+    row). The ``Case`` ops are kept functional (not lowered to switch/merge): a branch not taken
+    runs nothing. Eager steps look the branch up in the host's copy of the plan and run only the
+    ops of that branch."""
 
     hist_ring = None
 
@@ -427,20 +455,24 @@ class DeviceProbe(SiteProbe):
             hist_width = n * (2 + gs.HIST_BINS)
             self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
                                         device)
+        # The branches this site can take (a branch is a function to build: only those it can need).
+        self.branches = [(c, h) for c in ((False, True) if with_snapshots else (False,))
+                         for h in ((False, True) if self.hist_ring is not None else (False,))]
         mk = gs.make_variable
         with tf.init_scope():
-            # step % schedule == phase, for [record, periodic change check, histogram]; phase -1: never
-            self.schedule = mk(tf.constant([1, 1, 1], tf.int64), "auditor_schedule", device)
-            self.phase = mk(tf.constant([-1, -1, -1], tf.int64), "auditor_phase", device)
-            # "auto" checks every recorded step until the ring's count reaches this
-            self.check_until = mk(tf.constant(0, tf.int64), "auditor_check_until", device)
+            # The schedule (``Plan``): branch of step i = plan[i % modulus] (all 0 when idle); the
+            # half of the plan that checks every recorded step while first checks are left.
+            self.plan = mk(tf.zeros([1], tf.int32), "auditor_plan", device, shape=tf.TensorShape([None]))
+            self.plan_later = mk(tf.zeros([1], tf.int32), "auditor_plan_later", device, shape=tf.TensorShape([None]))
+            self.modulus = mk(tf.constant(1, tf.int64), "auditor_plan_modulus", device)
+            self.checks_left = mk(tf.constant(0, tf.int64), "auditor_checks_left", device)
             self.snapshots = None
             if with_snapshots:
                 self.snapshots = [
                     None if none else mk(tf.zeros(v.shape, v.dtype), "auditor_snapshot", device)
                     for v, none in zip(self.variables, self.none_mask)
                 ]
-        self._host = None  # the schedule as last configured (HostSchedule), for eager steps
+        self._plan = None  # the schedule as last configured (Plan), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
     def configure(self):
@@ -450,26 +482,32 @@ class DeviceProbe(SiteProbe):
         or never ("off"); histograms every ``min(histogram_every)`` steps."""
         with tf.init_scope():
             if not self.subscribers:
-                self._host = None
-                self.phase.assign([-1, -1, -1])
+                self._plan = None
+                self.plan.assign(tf.zeros([1], tf.int32))
+                self.modulus.assign(1)
                 return
             settings = [s.settings for s in self.subscribers]
             mode = max(MODES[s.check_changes] for s in settings)
-            period = {2: 1, 1: max(1, min(s.changes_period for s in settings)), 0: 1}[mode]
+            period = {2: 1, 1: max(1, min(s.changes_period for s in settings)), 0: 0}[mode]
             first = max(s.changes_first_steps for s in settings) if mode == 1 else 0
             hist = self.wanted_histograms() if self.hist_ring is not None else 0
             self.hist_on = bool(hist)
-            count = int(self.ring.count.numpy())
-            self._host = HostSchedule([min(s.every for s in settings), period, hist or 1],
-                                      [0, 0 if mode else -1, 0 if hist else -1], count + first, count)
-            self.check_until.assign(self._host.check_until)
-            self.schedule.assign(self._host.schedule)
-            self.phase.assign(self._host.phase)
+            plan = Plan.build(min(s.every for s in settings), period, hist, first if self.snapshots is not None else 0,
+                              self.branch)
+            self._plan = plan
+            self.plan.assign(tf.constant(plan.half(plan.checks_left > 0), tf.int32))
+            self.plan_later.assign(tf.constant(plan.half(False), tf.int32))
+            self.modulus.assign(plan.modulus)
+            self.checks_left.assign(plan.checks_left)
+
+    def branch(self, check: bool, histogram: bool) -> int:
+        """The ``Case`` branch of a recorded step (1 + its index in ``branches``)."""
+        return 1 + self.branches.index((check and self.snapshots is not None,
+                                        histogram and self.hist_ring is not None))
 
     def recording(self) -> bool:
-        """Whether the site's ops record (a host read; False once no watch uses it)."""
-        with tf.init_scope():
-            return bool(self.phase.numpy()[0] == 0)
+        """Whether the site's ops record (False once no watch uses it)."""
+        return self._plan is not None and any(self._plan.codes)
 
     # ---- emitted ops --------------------------------------------------------------------------
     def before(self, iteration, grads, clip: ClipConfig, user: UserClip) -> BeforeState:
@@ -485,45 +523,40 @@ class DeviceProbe(SiteProbe):
         return BeforeState(code, measured, iteration)
 
     def _eager_before(self, iteration, real_grads, clip) -> BeforeState:
-        """An eager apply: the host decides from its copy of the schedule (one read of the step,
-        and of the ring's count while "auto" may still check the first steps), copies the
+        """An eager apply: the host looks the branch up in its copy of the plan (reading the
+        device's count of first checks while "auto" may still check the first steps), copies the
         variables on checked steps, and leaves the rest (measure, compare, write) until after
         apply: eager code still holds the gradients then, and a step not recorded runs no op."""
-        host = self._host
-        code = 0
-        if host is not None:
-            code = host.code(int(iteration), self.ring.count if self.snapshots is not None else None)
-            if self.snapshots is None:  # a watch checks changes, but this site keeps no copies
-                code &= ~2
-        if code & 2:
+        plan = self._plan
+        branch = 0
+        if plan is not None:
+            if plan.checks_left > 0:  # traced steps of this site may have used some
+                plan.checks_left = int(self.checks_left.numpy())
+            branch = plan.codes[int(iteration) % plan.modulus + plan.offset()]
+        if branch and self.branches[branch - 1][0]:
             self._take_snapshot()
-        return BeforeState(code, None, iteration, eager=(real_grads, clip))
+        return BeforeState(branch, None, iteration, eager=(real_grads, clip))
 
     def _before_ops(self, iteration, real_grads, clip, user):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
-        # One code per step: 4 x record + 2 x check + histogram (check and histogram count only
-        # when recording), so that one Case op runs exactly the work this step needs.
-        due = tf.equal(tf.math.floormod(iteration, self.schedule.read_value()), self.phase.read_value())
-        if self.snapshots is not None:  # "auto" checks the first recorded steps after subscribing
-            first = tf.less(self.ring.count.read_value(), self.check_until.read_value())
-            due = tf.logical_or(due, tf.stack([False, first, False]))
-        code = tf.reduce_sum(tf.cast(due, tf.int32) * tf.constant([4, 2, 1]))
+        # The step's branch: one entry of the plan, so that one Case op runs exactly its work.
+        index = tf.math.floormod(iteration, self.modulus.read_value())
+        branch = tf.raw_ops.ResourceGather(resource=self.plan.handle, indices=index, dtype=tf.int32)
 
         def measuring(check: bool, histogram: bool):
-            def branch():
+            def run():
                 if check:
                     self._take_snapshot()
-                if histogram:
+                if histogram and self.replica is None:
                     self.hist_ring.write(histogram_row(grads), iteration)
                 return self.measure(grads, clip, user, check)
-            return branch
+            return run
 
         def skipped():
             return tf.zeros([self.layout.measured_width], tf.float32)
 
-        kinds = self._kinds(check=self.snapshots is not None, histogram=self.replica is None and self.hist_ring is not None)
-        return code, gs.switch_case(tf.gather(kinds.table, code), [skipped] + [measuring(c, h) for c, h in kinds.branches])
+        return branch, gs.switch_case(branch, [skipped] + [measuring(c, h) for c, h in self.branches], self.small)
 
     def _take_snapshot(self):
         for snap, var in zip(self.snapshots, self.variables):
@@ -536,11 +569,13 @@ class DeviceProbe(SiteProbe):
         ``reduced_grads``: per variable, the all-reduced gradient (replicas), and ``reduced_pre``
         the all-reduced norm before clipping; measured for the row and the histograms only on
         recorded steps."""
-        if state.measured is None:  # eager (see _eager_before): the ops of this step's code only
-            if state.record >= 4:
+        if state.measured is None:  # eager (see _eager_before): the ops of this step's branch only
+            if state.record:
                 real, clip = state.eager
-                self._record_ops(state.iteration, real, clip, bool(state.record & 2), bool(state.record & 1))
-                self._host.recorded()
+                check, histogram = self.branches[state.record - 1]
+                self._record_ops(state.iteration, real, clip, check, histogram)
+                if check:
+                    self._plan.checks_left -= 1
             return
         self._after_ops(state.record, state.measured, state.iteration, reduced_grads, reduced_pre, scale)
 
@@ -552,37 +587,33 @@ class DeviceProbe(SiteProbe):
             self.hist_ring.write(histogram_row(grads), iteration)
         measured = self.measure(grads, clip, UserClip([None] * len(grads)), check)
         n = len(self.variables)
-        changed = change_block(self.variables, self.snapshots) if check else unchecked_block(n)
+        changed = self._compare() if check else unchecked_block(n)
         self.ring.write(self.layout.assemble(measured, changed), iteration)
 
-    def _after_ops(self, code, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
+    def _after_ops(self, branch, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
         n = len(self.variables)
 
         def writing(check: bool, histogram: bool):
-            def branch():
-                changed = change_block(self.variables, self.snapshots) if check else unchecked_block(n)
+            def run():
+                changed = self._compare() if check else unchecked_block(n)
                 tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
                 self.ring.write(self.layout.assemble(measured, changed, tail), iteration)
-                if histogram:
+                if histogram and self.replica is not None and reduced_grads is not None:
                     self.hist_ring.write(histogram_row(reduced_grads), iteration)
                 return tf.constant(True)
-            return branch
+            return run
 
         def skipped():
             return tf.constant(False)
 
-        kinds = self._kinds(check=self.snapshots is not None,
-                            histogram=self.hist_ring is not None and self.replica is not None and reduced_grads is not None)
-        gs.switch_case(tf.gather(kinds.table, code), [skipped] + [writing(c, h) for c, h in kinds.branches])
+        gs.switch_case(branch, [skipped] + [writing(c, h) for c, h in self.branches], self.small)
 
-    @staticmethod
-    def _kinds(check: bool, histogram: bool) -> "Kinds":
-        """The recording branches a site can take and, per code 0..7, the branch index (0: skip).
-        Only the branches a site can need are traced (each branch is a function to build)."""
-        branches = [(c, h) for c in ((False, True) if check else (False,)) for h in ((False, True) if histogram else (False,))]
-        table = [0] * 4 + [1 + branches.index((bool(code & 2) and check, bool(code & 1) and histogram))
-                           for code in range(4, 8)]
-        return Kinds(tf.constant(table, tf.int32), branches)
+    def _compare(self):
+        """Ops of a checked step after apply: the change block, and one first check counted down
+        (the plan switches to its later half when none is left)."""
+        left = self.checks_left.assign_sub(1, read_value=True)
+        self.plan.assign(tf.where(left > 0, self.plan.read_value(), self.plan_later.read_value()))
+        return change_block(self.variables, self.snapshots)
 
     # ---- host side ----------------------------------------------------------------------------
     def changed_since_snapshot(self) -> list[bool]:
