@@ -251,7 +251,7 @@ class SiteProbe:
             flags = iter(tf.unstack(gs.nonfinite_each(real)))
             return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
-        if self.small:  # two ops per gradient, no branch
+        if self.small and not tf.executing_eagerly():  # two ops per gradient, no branch
             found = iter(tf.unstack(gs.nonfinite_small(real)) if real else [])
             bad = tf.stack([tf.constant(False) if g is None else next(found) for g in grads])
         else:
