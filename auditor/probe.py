@@ -128,13 +128,15 @@ class RowLayout:
         self.measured_width = self.FIXED + 2 * n
         self.width = self.FIXED + 4 * n + (n + 2 if replica else 0)
 
+    def parts(self, measured, changed, reduced=None) -> list:
+        """The row's parts, in order (one concatenation makes the row): ``measured`` from
+        ``measure``, ``changed`` the change block (``change_block`` or ``unchecked_block``),
+        ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
+        return [measured, changed] + ([reduced] if self.replica else [])
+
     def assemble(self, measured, changed, reduced=None):
-        """The row (ops): ``measured`` from ``measure``, ``changed`` the change block (``change_block``
-        or ``unchecked_block``), ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
-        parts = [measured, changed]
-        if self.replica:
-            parts.append(reduced)
-        return tf.concat(parts, 0)
+        """The row (ops)."""
+        return tf.concat(self.parts(measured, changed, reduced), 0)
 
     def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
         """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
@@ -160,9 +162,10 @@ class RowLayout:
         return out
 
 
-def change_block(variables, befores):
+def change_block(variables, befores, flat: bool = False):
     """Ops: per variable whether it changed (bitwise, 0/1), then per variable its update ratio
-    ``||w - w_before|| / ||w_before||`` (NaN where there is no copy)."""
+    ``||w - w_before|| / ||w_before||`` (NaN where there is no copy; ``flat``: the copies are
+    flattened, ``Snapshots``)."""
     nan = tf.constant(math.nan, tf.float32)
     flags, ratios = [], []
     for var, before in zip(variables, befores):
@@ -171,6 +174,8 @@ def change_block(variables, befores):
             ratios.append(nan)
         else:
             now = gs.read(var)
+            if flat:
+                now = tf.reshape(now, [-1])
             flags.append(gs.differs(now, before))
             ratios.append(gs.update_ratio(now, before))
     return tf.concat([tf.cast(tf.stack(flags), tf.float32), tf.stack(ratios)], 0)
@@ -389,6 +394,52 @@ class BeforeState:
 
 SMALL_SITE = 1 << 16  # weights; see SiteProbe.small
 PLAN_MAX = 1 << 14  # longest schedule plan (steps); see ``Plan.build``
+# STATE: a device probe's int64 state variable: [modulus, offset of the plan half in use, first checks
+# left, rows written, histogram rows written, plan codes (two halves)...]. ``configure`` rewrites it
+# whole and keeps the two counts it read (a site configured while another thread runs its steps could
+# lose a count: watches are entered and left in the training thread).
+MODULUS, OFFSET, CHECKS_LEFT, ROWS, HISTOGRAMS = range(5)
+HEADER = 5
+
+
+class Snapshots:
+    """Copies of a site's variables (not those with a None gradient) for the change check, in one
+    flat variable per dtype: every variable a ``tf.function`` captures costs on every call."""
+
+    def __init__(self, variables, none_mask, device=None):
+        self.variables = variables
+        groups: dict = {}  # dtype (or a variable of unknown size) -> [(variable index, start, size)]
+        for k, (var, none) in enumerate(zip(variables, none_mask)):
+            if not none:
+                size = tf.TensorShape(var.shape).num_elements()
+                members = groups.setdefault(tf.as_dtype(var.dtype).base_dtype if size is not None else k, [])
+                start = members[-1][1] + members[-1][2] if members else 0
+                members.append((k, start, size))
+        self.groups = []  # (flat variable, members)
+        with tf.init_scope():
+            for members in groups.values():
+                dtype = tf.as_dtype(variables[members[0][0]].dtype)
+                if members[0][2] is None:  # alone in its group, any size
+                    flat = gs.make_variable(tf.zeros([0], dtype), "auditor_snapshot", device, shape=tf.TensorShape([None]))
+                else:
+                    flat = gs.make_variable(tf.zeros([members[-1][1] + members[-1][2]], dtype), "auditor_snapshot", device)
+                self.groups.append((flat, members))
+
+    def take(self):
+        """Ops: copy the variables."""
+        for flat, members in self.groups:
+            parts = [tf.reshape(gs.read(self.variables[k]), [-1]) for k, _, _ in members]
+            flat.assign(parts[0] if len(parts) == 1 else tf.concat(parts, 0))
+
+    def befores(self) -> list:
+        """Per variable, its copy (flat; None for a variable without one)."""
+        out = [None] * len(self.variables)
+        for flat, members in self.groups:
+            value = flat.read_value()
+            for k, start, size in members:
+                out[k] = value if len(members) == 1 else value[start:start + size]
+        return out
+
 
 
 @dataclass
@@ -445,7 +496,12 @@ class DeviceProbe(SiteProbe):
         n = len(self.variables)
         width = self.layout.width
         capacity = int(min(1024, max(64, RING_BYTES // (4 * width))))
-        self.ring = RingBuffer(width, capacity, device)
+        with tf.init_scope():
+            # The site's int64 state in one variable (``STATE``): the plan's header, the rings' write
+            # counts, the plan (branch of step i: state[offset + i % modulus]; 0 everywhere when idle).
+            self.state = gs.make_variable(tf.constant([1, HEADER, 0, 0, 0, 0], tf.int64), "auditor_state", device,
+                                          shape=tf.TensorShape([None]))
+        self.ring = RingBuffer(width, capacity, self.state, ROWS, device)
         self.capacity = capacity
         # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
         # histogram step. Under tf.distribute only the first local replica keeps them (of the
@@ -454,24 +510,11 @@ class DeviceProbe(SiteProbe):
         if replica is None or replica[0] == 0:
             hist_width = n * (2 + gs.HIST_BINS)
             self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
-                                        device)
+                                        self.state, HISTOGRAMS, device)
         # The branches this site can take (a branch is a function to build: only those it can need).
         self.branches = [(c, h) for c in ((False, True) if with_snapshots else (False,))
                          for h in ((False, True) if self.hist_ring is not None else (False,))]
-        mk = gs.make_variable
-        with tf.init_scope():
-            # The schedule (``Plan``): branch of step i = plan[i % modulus] (all 0 when idle); the
-            # half of the plan that checks every recorded step while first checks are left.
-            self.plan = mk(tf.zeros([1], tf.int32), "auditor_plan", device, shape=tf.TensorShape([None]))
-            self.plan_later = mk(tf.zeros([1], tf.int32), "auditor_plan_later", device, shape=tf.TensorShape([None]))
-            self.modulus = mk(tf.constant(1, tf.int64), "auditor_plan_modulus", device)
-            self.checks_left = mk(tf.constant(0, tf.int64), "auditor_checks_left", device)
-            self.snapshots = None
-            if with_snapshots:
-                self.snapshots = [
-                    None if none else mk(tf.zeros(v.shape, v.dtype), "auditor_snapshot", device)
-                    for v, none in zip(self.variables, self.none_mask)
-                ]
+        self.snapshots = Snapshots(self.variables, self.none_mask, device) if with_snapshots else None
         self._plan = None  # the schedule as last configured (Plan), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
@@ -481,10 +524,10 @@ class DeviceProbe(SiteProbe):
         first ``changes_first_steps`` recorded steps and every ``changes_period`` steps ("auto"),
         or never ("off"); histograms every ``min(histogram_every)`` steps."""
         with tf.init_scope():
+            counts = [int(c) for c in self.state.numpy()[ROWS:HEADER]]  # kept (see STATE)
             if not self.subscribers:
                 self._plan = None
-                self.plan.assign(tf.zeros([1], tf.int32))
-                self.modulus.assign(1)
+                self.state.assign(tf.constant([1, HEADER, 0] + counts + [0], tf.int64))
                 return
             settings = [s.settings for s in self.subscribers]
             mode = max(MODES[s.check_changes] for s in settings)
@@ -495,10 +538,8 @@ class DeviceProbe(SiteProbe):
             plan = Plan.build(min(s.every for s in settings), period, hist, first if self.snapshots is not None else 0,
                               self.branch)
             self._plan = plan
-            self.plan.assign(tf.constant(plan.half(plan.checks_left > 0), tf.int32))
-            self.plan_later.assign(tf.constant(plan.half(False), tf.int32))
-            self.modulus.assign(plan.modulus)
-            self.checks_left.assign(plan.checks_left)
+            header = [plan.modulus, HEADER + plan.offset(), plan.checks_left]
+            self.state.assign(tf.constant(header + counts + plan.codes, tf.int64))
 
     def branch(self, check: bool, histogram: bool) -> int:
         """The ``Case`` branch of a recorded step (1 + its index in ``branches``)."""
@@ -531,25 +572,28 @@ class DeviceProbe(SiteProbe):
         branch = 0
         if plan is not None:
             if plan.checks_left > 0:  # traced steps of this site may have used some
-                plan.checks_left = int(self.checks_left.numpy())
+                with tf.init_scope():
+                    plan.checks_left = int(self.state.numpy()[CHECKS_LEFT])
             branch = plan.codes[int(iteration) % plan.modulus + plan.offset()]
         if branch and self.branches[branch - 1][0]:
-            self._take_snapshot()
+            self.snapshots.take()
         return BeforeState(branch, None, iteration, eager=(real_grads, clip))
 
     def _before_ops(self, iteration, real_grads, clip, user):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
         # The step's branch: one entry of the plan, so that one Case op runs exactly its work.
-        index = tf.math.floormod(iteration, self.modulus.read_value())
-        branch = tf.raw_ops.ResourceGather(resource=self.plan.handle, indices=index, dtype=tf.int32)
+        modulus, offset = tf.unstack(tf.raw_ops.ResourceGather(resource=self.state.handle, indices=[MODULUS, OFFSET],
+                                                                dtype=tf.int64))
+        index = tf.math.floormod(iteration, modulus) + offset
+        branch = tf.cast(tf.raw_ops.ResourceGather(resource=self.state.handle, indices=index, dtype=tf.int64), tf.int32)
 
         def measuring(check: bool, histogram: bool):
             def run():
                 if check:
-                    self._take_snapshot()
+                    self.snapshots.take()
                 if histogram and self.replica is None:
-                    self.hist_ring.write(histogram_row(grads), iteration)
+                    self.hist_ring.write([histogram_row(grads)], iteration)
                 return self.measure(grads, clip, user, check)
             return run
 
@@ -557,11 +601,6 @@ class DeviceProbe(SiteProbe):
             return tf.zeros([self.layout.measured_width], tf.float32)
 
         return branch, gs.switch_case(branch, [skipped] + [measuring(c, h) for c, h in self.branches], self.small)
-
-    def _take_snapshot(self):
-        for snap, var in zip(self.snapshots, self.variables):
-            if snap is not None:
-                snap.assign(gs.read(var))
 
     def after(self, state: BeforeState, reduced_grads=None, reduced_pre=None, scale: float = 1.0) -> None:
         """Ops run after ``apply``: compare with the snapshot and write the row (if recording).
@@ -584,11 +623,11 @@ class DeviceProbe(SiteProbe):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
         if histogram:
-            self.hist_ring.write(histogram_row(grads), iteration)
+            self.hist_ring.write([histogram_row(grads)], iteration)
         measured = self.measure(grads, clip, UserClip([None] * len(grads)), check)
         n = len(self.variables)
         changed = self._compare() if check else unchecked_block(n)
-        self.ring.write(self.layout.assemble(measured, changed), iteration)
+        self.ring.write(self.layout.parts(measured, changed), iteration)
 
     def _after_ops(self, branch, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
         n = len(self.variables)
@@ -597,9 +636,9 @@ class DeviceProbe(SiteProbe):
             def run():
                 changed = self._compare() if check else unchecked_block(n)
                 tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
-                self.ring.write(self.layout.assemble(measured, changed, tail), iteration)
+                self.ring.write(self.layout.parts(measured, changed, tail), iteration)
                 if histogram and self.replica is not None and reduced_grads is not None:
-                    self.hist_ring.write(histogram_row(reduced_grads), iteration)
+                    self.hist_ring.write([histogram_row(reduced_grads)], iteration)
                 return tf.constant(True)
             return run
 
@@ -611,14 +650,19 @@ class DeviceProbe(SiteProbe):
     def _compare(self):
         """Ops of a checked step after apply: the change block, and one first check counted down
         (the plan switches to its later half when none is left)."""
-        left = self.checks_left.assign_sub(1, read_value=True)
-        self.plan.assign(tf.where(left > 0, self.plan.read_value(), self.plan_later.read_value()))
-        return change_block(self.variables, self.snapshots)
+        handle = self.state.handle
+        tf.raw_ops.ResourceScatterAdd(resource=handle, indices=CHECKS_LEFT, updates=tf.constant(-1, tf.int64))
+        modulus, offset, left = tf.unstack(tf.raw_ops.ResourceGather(
+            resource=handle, indices=[MODULUS, OFFSET, CHECKS_LEFT], dtype=tf.int64))
+        later = tf.where(tf.logical_and(left <= 0, offset > HEADER), offset - modulus, offset)
+        tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=OFFSET, updates=later)
+        return change_block(self.variables, self.snapshots.befores(), flat=True)
 
     # ---- host side ----------------------------------------------------------------------------
     def changed_since_snapshot(self) -> list[bool]:
-        out = []
+        if self.snapshots is None:
+            return [False] * len(self.variables)
         with tf.init_scope():
-            for var, snap in zip(self.variables, self.snapshots or [None] * len(self.variables)):
-                out.append(bool(snap is not None and gs.differs(gs.read(var), snap.read_value()).numpy()))
-        return out
+            befores = self.snapshots.befores()
+            return [bool(before is not None and gs.differs(tf.reshape(gs.read(var), [-1]), before).numpy())
+                    for var, before in zip(self.variables, befores)]

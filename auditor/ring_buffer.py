@@ -14,45 +14,53 @@ import tensorflow as tf
 
 
 class RingBuffer:
-    """``capacity`` rows of ``width`` float32 values plus an int64 tag per row and a write counter."""
+    """``capacity`` rows of ``width`` float32 values, each followed by its int64 tag (two floats,
+    bit for bit), and a write count kept in slot ``slot`` of an int64 ``counter`` variable its owner
+    shares with other state: every variable a ``tf.function`` captures costs on every call."""
 
-    def __init__(self, width: int, capacity: int, device=None):
+    def __init__(self, width: int, capacity: int, counter, slot: int, device=None):
         from auditor.graph_stats import make_variable
 
         self.width = width
         self.capacity = capacity
+        self.counter = counter
+        self.slot = slot
         with tf.init_scope():
-            self.rows = make_variable(tf.zeros([capacity, width], tf.float32), "auditor_ring_rows", device)
-            self.tags = make_variable(tf.zeros([capacity], tf.int64), "auditor_ring_tags", device)
-            self.count = make_variable(tf.constant(0, tf.int64), "auditor_ring_count", device)
+            self.rows = make_variable(tf.zeros([capacity, width + 2], tf.float32), "auditor_ring_rows", device)
         self.host_cursor = 0  # rows before this index were drained already
 
-    def write(self, row, tag):
-        """Ops appending one row (float32 [width]) with an int64 tag; no host sync."""
-        index = tf.math.floormod(self.count.read_value(), self.capacity)
-        tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=index, updates=row)
-        tf.raw_ops.ResourceScatterUpdate(resource=self.tags.handle, indices=index, updates=tag)
-        self.count.assign_add(1)
+    def write(self, parts, tag):
+        """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync."""
+        count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=self.slot, dtype=tf.int64)
+        row = tf.concat(list(parts) + [tf.bitcast(tf.cast(tag, tf.int64), tf.float32)], 0)
+        tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=tf.math.floormod(count, self.capacity),
+                                         updates=row)
+        tf.raw_ops.ResourceScatterAdd(resource=self.counter.handle, indices=self.slot,
+                                      updates=tf.constant(1, tf.int64))
+
+    def written(self) -> int:
+        """Rows written so far (a host read)."""
+        with tf.init_scope():
+            return int(self.counter.numpy()[self.slot])
 
     def drain(self):
         """Host read of rows written since the last drain: (rows, tags, lost_count). Syncs once."""
         with tf.init_scope():
-            count = int(self.count.numpy())
+            count = self.written()
             start = max(self.host_cursor, count - self.capacity)
             lost = start - self.host_cursor
             if count == start:
                 self.host_cursor = count
                 return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), lost
-            rows = self.rows.numpy()
-            tags = self.tags.numpy()
-        order = np.arange(start, count) % self.capacity
+            data = self.rows.numpy()
+        data = data[np.arange(start, count) % self.capacity]
         self.host_cursor = count
-        return rows[order], tags[order], lost
+        tags = np.ascontiguousarray(data[:, self.width:]).view(np.int64).reshape(-1)
+        return data[:, :self.width], tags, lost
 
     def pending_estimate(self) -> int:
         """Rows written since the last drain (host read of one scalar)."""
-        with tf.init_scope():
-            return int(self.count.numpy()) - self.host_cursor
+        return self.written() - self.host_cursor
 
 
 class HostRing:
