@@ -183,7 +183,7 @@ def change_block(variables, befores, flat: bool = False):
 
 def unchecked_block(n: int):
     """Ops: the change block of a step whose changes were not checked."""
-    return tf.concat([tf.zeros([n], tf.float32), tf.fill([n], tf.constant(math.nan, tf.float32))], 0)
+    return tf.constant([0.0] * n + [math.nan] * n, tf.float32)
 
 
 def histogram_row(grads):
@@ -257,8 +257,11 @@ class SiteProbe:
             return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
         if self.small and not tf.executing_eagerly():  # two ops per gradient, no branch
-            found = iter(tf.unstack(gs.nonfinite_small(real)) if real else [])
-            bad = tf.stack([tf.constant(False) if g is None else next(found) for g in grads])
+            if len(real) == len(grads):
+                bad = gs.nonfinite_small(real)
+            else:
+                found = iter(tf.unstack(gs.nonfinite_small(real)) if real else [])
+                bad = tf.stack([tf.constant(False) if g is None else next(found) for g in grads])
         else:
             all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
             bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
