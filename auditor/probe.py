@@ -406,23 +406,25 @@ HEADER = 5
 
 
 class Snapshots:
-    """Copies of a site's variables (not those with a None gradient) for the change check, in one
-    flat variable per dtype: every variable a ``tf.function`` captures costs on every call."""
+    """Copies of a site's variables (not those with a None gradient) for the change check, flat:
+    for a small site (``merged``) in one variable per dtype, since every variable a ``tf.function``
+    captures costs on every call; else one per variable (no copy through a concatenation)."""
 
-    def __init__(self, variables, none_mask, device=None):
+    def __init__(self, variables, none_mask, device=None, merged: bool = True):
         self.variables = variables
         groups: dict = {}  # dtype (or a variable of unknown size) -> [(variable index, start, size)]
         for k, (var, none) in enumerate(zip(variables, none_mask)):
             if not none:
                 size = tf.TensorShape(var.shape).num_elements()
-                members = groups.setdefault(tf.as_dtype(var.dtype).base_dtype if size is not None else k, [])
+                merge = merged and size is not None
+                members = groups.setdefault(tf.as_dtype(var.dtype).base_dtype if merge else k, [])
                 start = members[-1][1] + members[-1][2] if members else 0
                 members.append((k, start, size))
         self.groups = []  # (flat variable, members)
         with tf.init_scope():
             for members in groups.values():
                 dtype = tf.as_dtype(variables[members[0][0]].dtype)
-                if members[0][2] is None:  # alone in its group, any size
+                if members[0][2] is None:  # alone in its group, of a size known at run time only
                     flat = gs.make_variable(tf.zeros([0], dtype), "auditor_snapshot", device, shape=tf.TensorShape([None]))
                 else:
                     flat = gs.make_variable(tf.zeros([members[-1][1] + members[-1][2]], dtype), "auditor_snapshot", device)
@@ -517,7 +519,7 @@ class DeviceProbe(SiteProbe):
         # The branches this site can take (a branch is a function to build: only those it can need).
         self.branches = [(c, h) for c in ((False, True) if with_snapshots else (False,))
                          for h in ((False, True) if self.hist_ring is not None else (False,))]
-        self.snapshots = Snapshots(self.variables, self.none_mask, device) if with_snapshots else None
+        self.snapshots = Snapshots(self.variables, self.none_mask, device, self.small) if with_snapshots else None
         self._plan = None  # the schedule as last configured (Plan), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
