@@ -162,10 +162,9 @@ class RowLayout:
         return out
 
 
-def change_block(variables, befores, flat: bool = False):
+def change_block(variables, befores):
     """Ops: per variable whether it changed (bitwise, 0/1), then per variable its update ratio
-    ``||w - w_before|| / ||w_before||`` (NaN where there is no copy; ``flat``: the copies are
-    flattened, ``Snapshots``)."""
+    ``||w - w_before|| / ||w_before||`` (NaN where there is no copy)."""
     nan = tf.constant(math.nan, tf.float32)
     flags, ratios = [], []
     for var, before in zip(variables, befores):
@@ -174,8 +173,6 @@ def change_block(variables, befores, flat: bool = False):
             ratios.append(nan)
         else:
             now = gs.read(var)
-            if flat:
-                now = tf.reshape(now, [-1])
             flags.append(gs.differs(now, before))
             ratios.append(gs.update_ratio(now, before))
     return tf.concat([tf.cast(tf.stack(flags), tf.float32), tf.stack(ratios)], 0)
@@ -406,45 +403,46 @@ HEADER = 5
 
 
 class Snapshots:
-    """Copies of a site's variables (not those with a None gradient) for the change check, flat:
-    for a small site (``merged``) in one variable per dtype, since every variable a ``tf.function``
-    captures costs on every call; else one per variable (no copy through a concatenation)."""
+    """Copies of a site's variables (not those with a None gradient) for the change check: one
+    variable per copied variable, or (``merged``, for small sites in a graph) one flat variable per
+    dtype, since every variable a ``tf.function`` captures costs on every call."""
 
     def __init__(self, variables, none_mask, device=None, merged: bool = True):
         self.variables = variables
-        groups: dict = {}  # dtype (or a variable of unknown size) -> [(variable index, start, size)]
+        groups: dict = {}  # dtype (merged) or variable index -> [(variable index, start, size)]
         for k, (var, none) in enumerate(zip(variables, none_mask)):
             if not none:
                 size = tf.TensorShape(var.shape).num_elements()
-                merge = merged and size is not None
-                members = groups.setdefault(tf.as_dtype(var.dtype).base_dtype if merge else k, [])
+                key = tf.as_dtype(var.dtype).base_dtype if merged and size is not None else k
+                members = groups.setdefault(key, [])
                 start = members[-1][1] + members[-1][2] if members else 0
                 members.append((k, start, size))
-        self.groups = []  # (flat variable, members)
+        self.groups = []  # (copy variable, members); a group of one keeps the variable's shape
         with tf.init_scope():
             for members in groups.values():
-                dtype = tf.as_dtype(variables[members[0][0]].dtype)
-                if members[0][2] is None:  # alone in its group, of a size known at run time only
-                    flat = gs.make_variable(tf.zeros([0], dtype), "auditor_snapshot", device, shape=tf.TensorShape([None]))
+                var = variables[members[0][0]]
+                if len(members) == 1:
+                    initial = tf.zeros(var.shape, var.dtype)
                 else:
-                    flat = gs.make_variable(tf.zeros([members[-1][1] + members[-1][2]], dtype), "auditor_snapshot", device)
-                self.groups.append((flat, members))
+                    initial = tf.zeros([members[-1][1] + members[-1][2]], var.dtype)
+                self.groups.append((gs.make_variable(initial, "auditor_snapshot", device), members))
 
     def take(self):
         """Ops: copy the variables."""
-        for flat, members in self.groups:
-            parts = [tf.reshape(gs.read(self.variables[k]), [-1]) for k, _, _ in members]
-            flat.assign(parts[0] if len(parts) == 1 else tf.concat(parts, 0))
+        for copy, members in self.groups:
+            if len(members) == 1:
+                copy.assign(gs.read(self.variables[members[0][0]]))
+            else:
+                copy.assign(tf.concat([tf.reshape(gs.read(self.variables[k]), [-1]) for k, _, _ in members], 0))
 
     def befores(self) -> list:
-        """Per variable, its copy (flat; None for a variable without one)."""
+        """Per variable, its copy (None for a variable without one)."""
         out = [None] * len(self.variables)
-        for flat, members in self.groups:
-            value = flat.read_value()
+        for copy, members in self.groups:
+            value = copy.read_value()
             for k, start, size in members:
-                out[k] = value if len(members) == 1 else value[start:start + size]
+                out[k] = value if len(members) == 1 else tf.reshape(value[start:start + size], self.variables[k].shape)
         return out
-
 
 
 @dataclass
@@ -519,7 +517,9 @@ class DeviceProbe(SiteProbe):
         # The branches this site can take (a branch is a function to build: only those it can need).
         self.branches = [(c, h) for c in ((False, True) if with_snapshots else (False,))
                          for h in ((False, True) if self.hist_ring is not None else (False,))]
-        self.snapshots = Snapshots(self.variables, self.none_mask, device, self.small) if with_snapshots else None
+        # Merged copies pay off in a graph (fewer captured variables), not in eager steps (more ops).
+        merged = self.small and not tf.executing_eagerly()
+        self.snapshots = Snapshots(self.variables, self.none_mask, device, merged) if with_snapshots else None
         self._plan = None  # the schedule as last configured (Plan), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------
@@ -631,7 +631,7 @@ class DeviceProbe(SiteProbe):
             self.hist_ring.write([histogram_row(grads)], iteration)
         measured = self.measure(grads, clip, UserClip([None] * len(grads)), check)
         n = len(self.variables)
-        changed = self._compare() if check else unchecked_block(n)
+        changed = self._compare(self._plan.checks_left > 0) if check else unchecked_block(n)
         self.ring.write(self.layout.parts(measured, changed), iteration)
 
     def _after_ops(self, branch, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
@@ -652,16 +652,21 @@ class DeviceProbe(SiteProbe):
 
         gs.switch_case(branch, [skipped] + [writing(c, h) for c, h in self.branches], self.small)
 
-    def _compare(self):
+    def _compare(self, count_down: bool = True):
         """Ops of a checked step after apply: the change block, and one first check counted down
-        (the plan switches to its later half when none is left)."""
+        (the plan switches to its later half when none is left; an eager step whose host copy of
+        the plan has none left skips that)."""
+        if count_down:
+            self._count_down()
+        return change_block(self.variables, self.snapshots.befores())
+
+    def _count_down(self):
         handle = self.state.handle
         tf.raw_ops.ResourceScatterAdd(resource=handle, indices=CHECKS_LEFT, updates=tf.constant(-1, tf.int64))
         modulus, offset, left = tf.unstack(tf.raw_ops.ResourceGather(
             resource=handle, indices=[MODULUS, OFFSET, CHECKS_LEFT], dtype=tf.int64))
         later = tf.where(tf.logical_and(left <= 0, offset > HEADER), offset - modulus, offset)
         tf.raw_ops.ResourceScatterUpdate(resource=handle, indices=OFFSET, updates=later)
-        return change_block(self.variables, self.snapshots.befores(), flat=True)
 
     # ---- host side ----------------------------------------------------------------------------
     def changed_since_snapshot(self) -> list[bool]:
@@ -669,5 +674,5 @@ class DeviceProbe(SiteProbe):
             return [False] * len(self.variables)
         with tf.init_scope():
             befores = self.snapshots.befores()
-            return [bool(before is not None and gs.differs(tf.reshape(gs.read(var), [-1]), before).numpy())
+            return [bool(before is not None and gs.differs(gs.read(var), before).numpy())
                     for var, before in zip(self.variables, befores)]
