@@ -4,8 +4,8 @@ A probe emits the ops that measure one ``apply`` call (``before``: norms, non-fi
 clipped norm, a snapshot of the variables on checked steps; ``after``: the comparison with the
 snapshot and the row), lays the row out (``RowLayout``: one layout, written and decoded here
 only) and hands drained rows to the registry decoded (``SiteRows``). ``DeviceProbe`` keeps its rows
-in a device ring buffer, gated by ``enabled`` so that a function traced during a watch goes inert
-when it ends; TF1's host probe (``auditor.engines.tf1``) shares the measurement and the layout.
+in a device ring buffer and follows a schedule table (``Plan``), all zeros when no watch uses the
+site, so that a function traced during a watch goes inert when it ends; TF1's host probe (``auditor.engines.tf1``) shares the measurement and the layout.
 """
 from __future__ import annotations
 
@@ -484,7 +484,7 @@ class Plan:
 class DeviceProbe(SiteProbe):
     """Device state and emitted ops for one (optimizer, variable list, None pattern).
 
-    Per step the hook adds four small ops that look the step's branch up in the schedule
+    Per step the hook adds six small ops that look the step's branch up in the schedule
     (``Plan``: record? check changes? write histograms?) and two ``Case`` ops on it: before
     ``apply`` (measure; on checked steps, copy the variables) and after it (compare, write the
     row). The ``Case`` ops are kept functional (not lowered to switch/merge): a branch not taken
