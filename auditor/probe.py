@@ -473,10 +473,6 @@ class Plan:
                      for k in range(modulus)]
         return cls(modulus, rows, first)
 
-    def half(self, checking: bool) -> list:
-        """The codes while first checks are left (``checking``), or after them."""
-        return self.codes[self.modulus:] if checking else self.codes[:self.modulus]
-
     def offset(self) -> int:
         return self.modulus if self.checks_left > 0 else 0
 

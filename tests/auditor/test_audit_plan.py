@@ -25,7 +25,7 @@ def test_record_check_and_histogram_steps_repeat_after_the_common_multiple():
 
 def test_never_checking_and_no_histograms():
     plan = Plan.build(every=1, period=0, hist=0, first=0, branch=_branch)
-    assert plan.modulus == 1 and plan.half(False) == [_branch(False, False)] and plan.offset() == 0
+    assert plan.modulus == 1 and plan.codes[:1] == [_branch(False, False)] and plan.offset() == 0
 
 
 def test_a_plan_past_its_longest_keeps_recording_exact():
