@@ -4,6 +4,8 @@ Imported only from inside ``watch()``: importing it imports TensorFlow.
 """
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2
 
@@ -148,6 +150,12 @@ def differs(a, b):
     return tf.reduce_any(tf.not_equal(a, b))
 
 
+def host_read(variable, indices):
+    """Host values of a 1-D variable at ``indices`` (one gather, not a copy of the whole variable)."""
+    with tf.init_scope():
+        return tf.raw_ops.ResourceGather(resource=variable.handle, indices=indices, dtype=variable.dtype).numpy()
+
+
 def make_variable(initial, name, device=None, shape=None):
     """A plain (non-distributed) resource variable, created outside any function graph (``shape``:
     a partly unknown shape, for a variable assigned values of other shapes later).
@@ -194,13 +202,10 @@ def _functional(out, branch_attrs):
     return out
 
 
-_CPU_ONLY = []  # memo: whether every logical device is a CPU
-
-
+@functools.cache
 def _cpu_only() -> bool:
-    if not _CPU_ONLY:
-        _CPU_ONLY.append(all(d.device_type == "CPU" for d in tf.config.list_logical_devices()))
-    return _CPU_ONLY[0]
+    """Whether every logical device is a CPU."""
+    return all(d.device_type == "CPU" for d in tf.config.list_logical_devices())
 
 
 def _run_single_threaded(op, name: str) -> None:

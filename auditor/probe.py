@@ -5,7 +5,8 @@ clipped norm, a snapshot of the variables on checked steps; ``after``: the compa
 snapshot and the row), lays the row out (``RowLayout``: one layout, written and decoded here
 only) and hands drained rows to the registry decoded (``SiteRows``). ``DeviceProbe`` keeps its rows
 in a device ring buffer and follows a schedule table (``Plan``), all zeros when no watch uses the
-site, so that a function traced during a watch goes inert when it ends; TF1's host probe (``auditor.engines.tf1``) shares the measurement and the layout.
+site, so that a function traced during a watch goes inert when it ends; TF1's host probe
+(``auditor.engines.tf1``) shares the measurement and the layout.
 """
 from __future__ import annotations
 
@@ -245,20 +246,22 @@ class SiteProbe:
         applied = tf.sqrt(_total(sq_real)) if real else nan
         n = len(grads)
 
+        def per_variable(flags_of):
+            """``flags_of(real gradients)`` laid out per variable (False for a None gradient)."""
+            if not real:  # every gradient None: nothing can be non-finite
+                return tf.zeros([n], tf.bool)
+            if len(real) == n:
+                return flags_of(real)
+            flags = iter(tf.unstack(flags_of(real)))
+            return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
+
         # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
         # float32 overflow of the square) pay for the exact per-variable check.
         def exact_nonfinite():
-            if not real:  # every gradient None: nothing can be non-finite
-                return tf.zeros([n], tf.bool)
-            flags = iter(tf.unstack(gs.nonfinite_each(real)))
-            return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
+            return per_variable(gs.nonfinite_each)
 
         if self.small and not tf.executing_eagerly():  # two ops per gradient, no branch
-            if len(real) == len(grads):
-                bad = gs.nonfinite_small(real)
-            else:
-                found = iter(tf.unstack(gs.nonfinite_small(real)) if real else [])
-                bad = tf.stack([tf.constant(False) if g is None else next(found) for g in grads])
+            bad = per_variable(gs.nonfinite_small)
         else:
             all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
             bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
@@ -525,7 +528,7 @@ class DeviceProbe(SiteProbe):
         first ``changes_first_steps`` recorded steps and every ``changes_period`` steps ("auto"),
         or never ("off"); histograms every ``min(histogram_every)`` steps."""
         with tf.init_scope():
-            counts = [int(c) for c in self.state.numpy()[ROWS:HEADER]]  # kept (see STATE)
+            counts = [int(c) for c in gs.host_read(self.state, [ROWS, HISTOGRAMS])]  # kept (see STATE)
             if not self.subscribers:
                 self._plan = None
                 self.state.assign(tf.constant([1, HEADER, 0] + counts + [0], tf.int64))
@@ -573,8 +576,7 @@ class DeviceProbe(SiteProbe):
         branch = 0
         if plan is not None:
             if plan.checks_left > 0:  # traced steps of this site may have used some
-                with tf.init_scope():
-                    plan.checks_left = int(self.state.numpy()[CHECKS_LEFT])
+                plan.checks_left = int(gs.host_read(self.state, CHECKS_LEFT))
             branch = plan.codes[int(iteration) % plan.modulus + plan.offset()]
         if branch and self.branches[branch - 1][0]:
             self.snapshots.take()

@@ -21,8 +21,8 @@ _traced: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # function is called again inside it (a watch per epoch around one function records every epoch).
 _function_sites: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _calling: dict = {}  # owner thread id -> the outermost tf.function it is calling
-_epoch = 0  # bumped whenever a watch starts or ends
-_synced: dict = {}  # (id of an outermost tf.function, thread id) -> the epoch its sites were re-enabled at
+# (id of an outermost tf.function, thread id) whose sites were re-enabled since a watch last started or ended
+_synced: set = set()
 PARENT = "_auditor_parent"  # attribute of a replica thread: the id of the thread that started it
 
 
@@ -69,7 +69,7 @@ def register(recorder) -> bool:
             if opt is not None and recorder.owns(opt):
                 inherited.append(probe)
         _watchers = _watchers + (recorder,)
-        _new_epoch()
+        _synced.clear()
         seen = set()
         for probe in inherited:
             if id(probe) not in seen:
@@ -93,14 +93,8 @@ def unregister(recorder) -> bool:
                     _live.discard(probe)
         finally:
             _watchers = tuple(w for w in _watchers if w is not recorder)
-            _new_epoch()
+            _synced.clear()
         return not _watchers
-
-
-def _new_epoch() -> None:
-    global _epoch
-    _epoch += 1
-    _synced.clear()
 
 
 # ---- probes ----------------------------------------------------------------------------------
@@ -156,8 +150,8 @@ def enter_function(function, tid: int) -> None:
     watch for the watches of this call, and note the sites it traces now (the sites are looked at
     once per function, thread and set of watches)."""
     key = (id(function), tid)
-    if _function_sites and _synced.get(key) != _epoch:
-        _synced[key] = _epoch
+    if _function_sites and key not in _synced:
+        _synced.add(key)
         try:
             sites = _function_sites.get(function)
         except TypeError:  # not weak-referenceable

@@ -40,8 +40,9 @@ class RingBuffer:
 
     def written(self) -> int:
         """Rows written so far (a host read)."""
-        with tf.init_scope():
-            return int(self.counter.numpy()[self.slot])
+        from auditor.graph_stats import host_read
+
+        return int(host_read(self.counter, self.slot))
 
     def drain(self):
         """Host read of rows written since the last drain: (rows, tags, lost_count). Syncs once."""
