@@ -179,14 +179,6 @@ def by_optimizer(records) -> dict[str, list]:
     return groups
 
 
-def check_none_gradients(records, tape_none: dict[str, int], applied_real: set[str]) -> list[Finding]:
-    """GRD101: None gradients passed to apply, or returned by the tape and never replaced."""
-    tally = RunTally(DEFAULT_THRESHOLDS)
-    tally.add(in_step_order(records))
-    out = tally.none_findings()
-    return out + tape_none_finding(tape_none, applied_real, out)
-
-
 def tape_none_finding(tape_none: dict[str, int], applied_real: set[str], already_found) -> list[Finding]:
     """GRD101 for variables the tape returned None for that never got a real gradient in any apply
     (those of ``already_found`` excepted)."""
@@ -407,11 +399,6 @@ class RunningMedian:
         return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
-def check_nonfinite(records) -> list[Finding]:
-    """GRD104: NaN or Inf in a gradient."""
-    return _tally(records).nonfinite_findings()
-
-
 def check_exploding(records, thresholds: dict) -> list[Finding]:
     """GRD105: global norm above a bound, or far above its running median and not far below the
     run's own scale."""
@@ -426,11 +413,6 @@ def check_vanishing(records, thresholds: dict, skip: set[str]) -> list[Finding]:
 def check_clipping(records, thresholds: dict) -> list[Finding]:
     """GRD107: clipping active on nearly every step."""
     return _tally(records, thresholds).clipping_findings()
-
-
-def check_replica_clipping(records) -> list[Finding]:
-    """GRD109: under tf.distribute the applied (all-reduced) gradient exceeds the configured bound."""
-    return _tally(records).replica_findings()
 
 
 def _tally(records, thresholds=None) -> "RunTally":
