@@ -1,5 +1,7 @@
 """Ring buffers of float rows drained to the host: on the device (written in-graph, no host
-sync per step) and on the host (for TF1, whose rows arrive through a ``tf.numpy_function``).
+sync per step), in a TF1 graph (written by the train op, read with ``Session.run``) and on the
+host (rows a TF1 optimizer hands over through a ``tf.numpy_function`` in eager code or a
+``tf.function``, and rows read from a session).
 
 The device variables are created under ``tf.init_scope()`` so that a ``tf.function`` (or an XLA
 cluster) tracing the first write captures them instead of creating them per call. A row is
@@ -64,26 +66,75 @@ class RingBuffer:
         return self.written() - self.host_cursor
 
 
+class SessionRing:
+    """``capacity`` float32 rows of ``width`` in a TF1 graph, and a write count. The variables are
+    in no collection (not saved in checkpoints, not in ``global_variables_initializer``): each
+    session runs ``initializer`` before it runs a write, and keeps its own count and cursor. They
+    live on the CPU (one row a run crosses over)."""
+
+    def __init__(self, width: int, capacity: int):
+        v1 = tf.compat.v1
+        self.width = width
+        self.capacity = capacity
+        with tf.init_scope(), tf.device("/cpu:0"):  # out of any control dependency of the caller
+            self.rows = v1.Variable(tf.zeros([capacity, width]), trainable=False, collections=[],
+                                    use_resource=True, name="auditor_rows")
+            self.count = v1.Variable(tf.constant(0, tf.int64), trainable=False, collections=[],
+                                     use_resource=True, name="auditor_rows_written")
+            self.initializer = tf.group(self.rows.initializer, self.count.initializer)
+            self.indices = v1.placeholder(tf.int64, [None], name="auditor_row_indices")
+            self.read = (tf.raw_ops.ReadVariableOp(resource=self.count.handle, dtype=tf.int64),
+                         tf.raw_ops.ResourceGather(resource=self.rows.handle, indices=self.indices,
+                                                   dtype=tf.float32))
+
+    def write(self, row):
+        """The op appending ``row`` (float32, ``width``): a plain graph orders nothing by itself,
+        so the count is incremented after the row is written."""
+        with tf.device("/cpu:0"):
+            count = tf.raw_ops.ReadVariableOp(resource=self.count.handle, dtype=tf.int64)
+            update = tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle,
+                                                      indices=tf.math.floormod(count, self.capacity), updates=row)
+            with tf.control_dependencies([update]):
+                return tf.raw_ops.AssignAddVariableOp(resource=self.count.handle, value=tf.constant(1, tf.int64))
+
+    def feed(self, start: int, stop: int) -> dict:
+        """The feed that reads rows ``start`` to ``stop`` (counted from the session's first write)."""
+        return {self.indices: np.arange(start, stop, dtype=np.int64) % self.capacity}
+
+
 class HostRing:
-    """The host-side counterpart of ``RingBuffer``: rows pushed from any thread, drained in order."""
+    """The host-side counterpart of ``RingBuffer``: rows pushed from any thread, drained in order,
+    with the rows lost before they reached it (a TF1 session ring that wrapped) counted."""
 
     def __init__(self, width: int):
         self.width = width
-        self._rows: list = []
+        self._rows: list = []  # 2-D blocks of rows
         self._tags: list = []
+        self._pending = 0
+        self._lost = 0
         self._lock = threading.Lock()
 
     def push(self, row, tag) -> None:
+        self.push_many(np.reshape(row, (1, self.width)), np.array([tag], np.int64))
+
+    def push_many(self, rows, tags) -> None:
+        if len(tags):
+            with self._lock:
+                self._rows.append(rows)
+                self._tags.append(tags)
+                self._pending += len(tags)
+
+    def lose(self, count: int) -> None:
         with self._lock:
-            self._rows.append(row)
-            self._tags.append(tag)
+            self._lost += count
 
     def drain(self):
         with self._lock:
-            rows, tags, self._rows, self._tags = self._rows, self._tags, [], []
+            rows, tags, lost = self._rows, self._tags, self._lost
+            self._rows, self._tags, self._pending, self._lost = [], [], 0, 0
         if not rows:
-            return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), 0
-        return np.stack(rows).astype(np.float32).reshape(len(rows), self.width), np.asarray(tags, np.int64), 0
+            return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), lost
+        return np.concatenate(rows).astype(np.float32, copy=False), np.concatenate(tags).astype(np.int64), lost
 
     def pending_estimate(self) -> int:
-        return len(self._rows)
+        return self._pending

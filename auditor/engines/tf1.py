@@ -1,12 +1,12 @@
 """TF1 graph mode: ``tf.compat.v1.train.Optimizer.apply_gradients`` (which ``minimize`` calls).
 
 The returned train op also measures the gradients and copies the variables (the update ops run
-under control dependencies on both), compares after the update, and hands the row to the host
-with a ``tf.numpy_function`` side op: each ``sess.run(train_op)`` delivers its step. A variable in
-graph mode cannot be read from the host without a session, so TF1 probes keep their rows on the
-host (``HostProbe``) instead of in a device ring buffer. ``step`` is the ``global_step`` before the
-update when the train op increments one, else how many times the optimizer's train ops had run
-before (like Keras' per-optimizer ``iterations``).
+under control dependencies on both), compares after the update, and writes the row into a ring of
+its graph: the session that runs it hands the rows over in batches (``tf1_sessions``), so a run
+calls nothing on the host. ``step`` is the ``global_step`` before the update when the train op
+increments one, else how many times the optimizer's train ops had run before (like Keras'
+per-optimizer ``iterations``; counted in the graph per session, from the host's count). A TF1
+optimizer used eagerly or inside a ``tf.function`` hands each row over with a ``tf.numpy_function``.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from auditor import graph_stats as gs
 from auditor import registry
-from auditor.engines import site
+from auditor.engines import site, tf1_sessions
 from auditor.patching import Patch
 from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row, change_block, unchecked_block
-from auditor.ring_buffer import HostRing
+from auditor.ring_buffer import HostRing, SessionRing
 
 
 PLANNED_ELEMENTS = 1 << 16  # sites with more variable elements copy them on planned runs only
@@ -30,12 +30,13 @@ PLANNED_ELEMENTS = 1 << 16  # sites with more variable elements copy them on pla
 def patches() -> list[Patch]:
     from tensorflow.python.training import optimizer as v1_optimizer
 
-    return [Patch(v1_optimizer.Optimizer, "apply_gradients", _apply_gradients)]
+    return [Patch(v1_optimizer.Optimizer, "apply_gradients", _apply_gradients)] + tf1_sessions.patches()
 
 
 class HostProbe(SiteProbe):
-    """A TF1 apply site: rows arrive from a ``tf.numpy_function`` when the train op runs, and
-    changes are compared in the graph on every recorded run."""
+    """A TF1 apply site: rows reach the host in batches from the sessions that run the train op
+    (or one by one from a ``tf.numpy_function`` in eager code and functions), and changes are
+    compared in the graph on every recorded run (a large site's on planned runs)."""
 
     capacity = 1024  # rows between drains, as for a device ring (the host list is not bounded)
     snapshots = None  # nothing to compare at exit: every run compares in the graph
@@ -55,9 +56,18 @@ class HostProbe(SiteProbe):
         self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
         self.hist_on = False
+        # a plain graph: rows written into a ring of the graph, read through its sessions
+        in_session = not tf.executing_eagerly() and not tf.inside_function()
+        self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph()) if in_session else None
+        self.session_ring = None  # created with the row (its width includes the histograms)
+        self.counted = False  # the steps come from the graph's run counter
 
     def configure(self):
         pass
+
+    def needs_rows_now(self) -> bool:
+        """Whether the plan waits on this site's rows (variables not seen changing yet)."""
+        return self.planned and bool(self._unseen) and bool(self.subscribers)
 
     def before(self, step, grads, clip, user) -> BeforeState:
         """Measure the gradients, copy the variables, and the histograms on steps that are
@@ -75,6 +85,9 @@ class HostProbe(SiteProbe):
         every = self.wanted_histograms()
         global_step = step  # read before the update increments it: the update must wait for it
         check = self.check
+        if step is None and self.recording is not None:
+            step = self.recording.counter(self.optimizer_ref(), self.runs).next()
+            self.counted = True
         if self.planned:
             given = step if step is not None else tf.constant(-1, tf.int64)
             plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
@@ -124,7 +137,8 @@ class HostProbe(SiteProbe):
         return tf.cond(due, lambda: histogram_row(grads), lambda: tf.fill([width], float("nan")))
 
     def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
-        """Compare with the copies and hand the row to the host (a side op of the train op)."""
+        """Compare with the copies; write the row into the graph's ring (a ``tf.numpy_function``
+        hands it to the host in eager code and functions)."""
         n = len(self.variables)
 
         def compare():
@@ -136,20 +150,66 @@ class HostProbe(SiteProbe):
             changed = compare()
         else:
             changed = unchecked_block(n)
+        if self.recording is None:
+            return tf.numpy_function(self.deliver, [self._packed(state, changed)], tf.int64, stateful=True,
+                                     name="auditor_record")
+        # Only the comparison waits for the update: the row is written beside it when none ran.
+        with tf.control_dependencies(None):
+            packed = self._packed(state, changed)
+            self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
+            self.recording.add(self)
+            return self.session_ring.write(packed)
+
+    def _packed(self, state, changed):
+        """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
         row = self.layout.assemble(state.measured, changed)
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
-        # One float32 input (a side op's inputs cost per run): the row, the step's 8 bytes, the
-        # histograms (if any).
-        packed = tf.concat([row, tf.bitcast(step, tf.float32), state.histograms], 0)
-        return tf.numpy_function(self.deliver, [packed], tf.int64, stateful=True, name="auditor_record")
+        return tf.concat([row, tf.bitcast(step, tf.float32), state.histograms], 0)
 
     def deliver(self, packed):
-        """Called by the side op on every run of the train op (in a TensorFlow thread): keep the
-        row; hand the rows over when half a ring is waiting (and at every drain of the watch)."""
+        """Called by the side op on every run (eager code, a ``tf.function``): keep the row; hand
+        the rows over when half a ring is waiting (and at every drain of the watch)."""
+        step = self.keep(packed)
+        if self.ring.pending_estimate() >= self.capacity // 2:
+            registry.drain(self)
+        return np.int64(step)
+
+    def take(self, packed, lost: int) -> None:
+        """Rows read from a session (``tf1_sessions``), in the order they were written (each
+        carries its step: the session's counter or the global step)."""
+        if lost:
+            self.ring.lose(lost)
+        width = self.layout.width
+        steps = np.ascontiguousarray(packed[:, width:width + 2]).view(np.int64).reshape(-1)
+        if self.counted and len(steps):
+            self.runs.seen(int(steps.max()))
+        subscribers = self.subscribers
+        if not subscribers or not len(steps):
+            return
+        kept = steps % min(s.settings.every for s in subscribers) == 0
+        rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
+        self.ring.push_many(rows, steps)
+        if self._unseen:
+            n = len(self.variables)
+            changed = rows[rows[:, RowLayout.CHECKED] > 0.5, RowLayout.FIXED + 2 * n:RowLayout.FIXED + 3 * n]
+            self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}
+        if self.hist_every:
+            due = steps % self.hist_every == 0
+            self.hist_ring.push_many(packed[due, width + 2:], steps[due])
+
+    def drain(self):
+        if self.recording is not None:
+            self.recording.collect_everywhere()
+        return super().drain()
+
+    def keep(self, packed) -> int:
+        """Keep one row (``packed`` as ``after`` wrote it) if a watch records its step; its step."""
         width = self.layout.width
         step = int(packed[width:width + 2].view(np.int64)[0])
         if step < 0:
             step = int(self.runs.next())
+        elif self.counted:
+            self.runs.seen(step)
         subscribers = self.subscribers
         if subscribers and step % min(s.settings.every for s in subscribers) == 0:
             row = packed[:width]
@@ -159,9 +219,7 @@ class HostProbe(SiteProbe):
                 self._unseen = {k for k in self._unseen if changed[k] <= 0.5}
             if self.hist_every and step % self.hist_every == 0:
                 self.hist_ring.push(packed[width + 2:], step)
-            if self.ring.pending_estimate() >= self.capacity // 2:
-                registry.drain(self)
-        return np.int64(step)
+        return step
 
 
 class RunCounter:
@@ -175,6 +233,11 @@ class RunCounter:
         with self._lock:
             self.value += 1
             return np.int64(self.value - 1)
+
+    def seen(self, step: int) -> None:
+        """A run numbered ``step`` by a session's counter happened."""
+        with self._lock:
+            self.value = max(self.value, step + 1)
 
 
 _counters: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # optimizer -> RunCounter

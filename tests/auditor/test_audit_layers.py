@@ -16,7 +16,7 @@ LAYERS = [
      "auditor.ring_buffer", "auditor.plot"],
     ["auditor.sinks", "auditor.report_command", "auditor.recorder", "auditor.probe"],
     ["auditor.engines.site"],
-    ["auditor.engines.tensorflow", "auditor.engines.distribute"],
+    ["auditor.engines.tensorflow", "auditor.engines.distribute", "auditor.engines.tf1_sessions"],
     ["auditor.engines.keras3", "auditor.engines.tf_keras", "auditor.engines.tf1", "auditor.engines.sonnet"],
     ["auditor.engines"],
     ["auditor.watch", "auditor.testing"],

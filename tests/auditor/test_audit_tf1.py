@@ -161,3 +161,14 @@ def test_large_sites_compare_on_planned_runs_and_stay_exact(result):
     assert late["big_changed"] == [15, 20]
     # never changes: compared on every run, reported
     assert frozen["codes"] == ["GRD102"] and frozen["checked"] == list(range(30))
+
+
+def test_rows_are_collected_from_the_sessions_that_ran_them(result):
+    """Runs through Session.run and make_callable beyond a ring's capacity, a second session of
+    the same graph (the step count continues) and a MonitoredSession: every run is recorded once,
+    nothing lost, and the auditor's variables stay out of the graph's collections."""
+    sessions = result["sessions"]
+    assert sessions["steps"] == list(range(2 * 1100 + 3))
+    assert sessions["lost"] == 0 and sessions["in_collections"] == []
+    assert sessions["changed"] == ["W2:0", "b2:0"]
+    assert sessions["monitored"] == list(range(5))

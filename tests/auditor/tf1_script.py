@@ -192,7 +192,42 @@ def _planned_case(kind, runs=30):
             "big_changed": [s["step"] for s in steps if "big:0" in (s["changed_vars"] or [])]}
 
 
+def _sessions_case(runs=1100):
+    """Rows kept in the graph and collected through the sessions: ``runs`` runs with
+    ``Session.run`` and ``runs`` with a ``make_callable`` callable in one session (each more than
+    a ring holds), 3 in a second session of the same graph (the step count continues), then a
+    ``MonitoredSession`` (a finalized graph) on a second graph."""
+    graph = tf.Graph()
+    with graph.as_default():
+        with auditor.watch(summary=False) as audit:
+            train_op = _build("partial")  # no global step: the steps count the optimizer's runs
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for _ in range(runs):
+                    sess.run(train_op)
+                step = sess.make_callable(train_op)
+                for _ in range(runs):
+                    step()
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for _ in range(3):
+                    sess.run(train_op)
+            in_collections = [v.name for v in v1.global_variables() + v1.local_variables() if "auditor" in v.name]
+    out = {"steps": [r.step for r in audit.steps], "lost": audit.lost_records, "in_collections": in_collections,
+           "changed": sorted({name for r in audit.steps for name in r.changed_vars or ()})}
+    graph = tf.Graph()
+    with graph.as_default():
+        with auditor.watch(summary=False) as audit:
+            train_op = _build("full")
+            with v1.train.MonitoredSession() as sess:
+                for _ in range(STEPS):
+                    sess.run(train_op)
+    out["monitored"] = [r.step for r in audit.steps]
+    return out
+
+
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
+result["sessions"] = _sessions_case()
 result["planned"] = {kind: _planned_case(kind) for kind in ("clean", "late", "frozen")}
 result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
                       for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}

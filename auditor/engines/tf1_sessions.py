@@ -1,0 +1,219 @@
+"""TF1 sessions: the rows a train op writes into its graph, collected through the session that ran it.
+
+A train op built inside a watch writes its row into a ``SessionRing`` of its graph on every run
+(nothing runs on the host per run). While a watch is active, the runs of a session
+(``Session.run``, ``make_callable``) and ``Session.close`` are patched: before a session's first run of a graph with
+rings, the session initializes them (and the optimizers' run counters, from the host's count);
+after every ``COLLECT_EVERY`` runs, at ``close`` and whenever a watch drains a probe, the new rows
+are read with one ``Session.run`` of the auditor's own and handed to their probes. A site that
+needs each row at once (a large site's plan, until each variable was seen changing) is collected
+after every run. Rows written beyond a ring's capacity between two collections (runs the patches
+did not see) are counted as lost; threads running the same train op at once may overwrite each
+other's rows.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import tensorflow as tf
+
+from auditor import registry
+from auditor.patching import Patch
+from auditor.ring_buffer import SessionRing
+
+ATTRIBUTE = "_auditor_recording"  # a graph's GraphRecording; a session's SessionState
+CAPACITY = 1024  # rows per ring
+COLLECT_EVERY = CAPACITY // 2  # runs of a session between two collections
+_tls = threading.local()  # busy: the auditor's own Session.run is running (not counted)
+
+
+def patches() -> list[Patch]:
+    from tensorflow.python.client import session as session_lib
+
+    base = session_lib.BaseSession
+    # every run of a session: Session.run and make_callable end in _call_tf_sessionrun; the
+    # callables Keras makes (_make_callable_from_options) call the C API from _Callable
+    return [Patch(base, "_call_tf_sessionrun", _run), Patch(base._Callable, "__call__", _call),
+            Patch(base, "close", _close)]
+
+
+class GraphRunCounter:
+    """How many times an optimizer's train ops ran, as a variable of the graph (per session),
+    started from the host's count (``host.value``) when a session initializes it."""
+
+    def __init__(self, host):
+        v1 = tf.compat.v1
+        self.host = host
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self.variable = v1.Variable(tf.constant(0, tf.int64), trainable=False, collections=[],
+                                        use_resource=True, name="auditor_runs")
+            self.start = v1.placeholder(tf.int64, [], name="auditor_runs_start")
+            self.initializer = tf.raw_ops.AssignVariableOp(resource=self.variable.handle, value=self.start)
+
+    def next(self):
+        """The runs before this one (an int64 scalar; the count is incremented by the same op)."""
+        with tf.device("/cpu:0"):
+            add = tf.raw_ops.AssignAddVariableOp(resource=self.variable.handle, value=tf.constant(1, tf.int64))
+            with tf.control_dependencies([add]):
+                return tf.raw_ops.ReadVariableOp(resource=self.variable.handle, dtype=tf.int64) - 1
+
+
+class SessionState:
+    """What one session did with its graph's recording: parts initialized, runs since the last
+    collection, and per ring the rows read so far."""
+
+    def __init__(self):
+        self.ready = 0
+        self.runs = 0
+        self.cursors: dict = {}  # id(ring) -> rows read
+
+
+class GraphRecording:
+    """The rings and run counters of one graph (an attribute of the graph, so it lives as long
+    as the graph and keeps its probes alive), and the sessions that ran them."""
+
+    def __init__(self):
+        self.probes: list = []  # probes writing a ring (``session_ring``) in this graph
+        self.parts: list = []  # (initializer, GraphRunCounter or None), in creation order
+        self.counters: dict = {}  # id(optimizer) -> GraphRunCounter (optimizers live with their probes)
+        self.sessions = weakref.WeakSet()
+
+    def add(self, probe) -> None:
+        with registry.lock:
+            self.probes.append(probe)
+            self.parts.append((probe.session_ring.initializer, None))
+
+    def counter(self, optimizer, host) -> GraphRunCounter:
+        """The run counter of ``optimizer``'s train ops in this graph."""
+        with registry.lock:
+            counter = self.counters.get(id(optimizer))
+            if counter is None:
+                counter = self.counters[id(optimizer)] = GraphRunCounter(host)
+                self.parts.append((counter.initializer, counter))
+            return counter
+
+    def prepare(self, session) -> SessionState:
+        """Before a run of ``session``: initialize what it has not initialized yet."""
+        state = session.__dict__.get(ATTRIBUTE)
+        if state is not None and state.ready == len(self.parts):
+            return state
+        with registry.lock:
+            state = session.__dict__.setdefault(ATTRIBUTE, SessionState())
+            self.sessions.add(session)
+            parts = self.parts[state.ready:]
+            if parts:
+                feeds = {c.start: c.host.value for _, c in parts if c is not None}
+                _own_run(session, [init for init, _ in parts], feeds)
+                for probe in self.probes:
+                    state.cursors.setdefault(id(probe.session_ring), 0)
+                state.ready += len(parts)
+            return state
+
+    def ran(self, session, state: SessionState) -> None:
+        """After a run of ``session``: collect when due, and hand over half-full host rings."""
+        state.runs += 1
+        if state.runs >= COLLECT_EVERY or self.waiting():
+            self.collect(session)
+            for probe in self.probes:
+                if probe.subscribers and probe.ring.pending_estimate() >= CAPACITY // 2:
+                    registry.drain(probe)
+
+    def waiting(self) -> bool:
+        """Whether a probe of this graph needs its rows after every run."""
+        for probe in self.probes:
+            if probe.needs_rows_now():
+                return True
+        return False
+
+    def collect_everywhere(self) -> None:
+        for session in list(self.sessions):
+            self.collect(session)
+
+    def collect(self, session) -> None:
+        """Read the rows written in ``session`` since its last collection and give them to their
+        probes (only probes with subscribers: later rows of the others are never wanted)."""
+        with registry.lock:
+            state = session.__dict__.get(ATTRIBUTE)
+            if state is None or session._closed:
+                return
+            guess, state.runs = min(state.runs, CAPACITY), 0
+            live = [p for p in self.probes if p.subscribers and id(p.session_ring) in state.cursors]
+            if not live:
+                return
+            feeds = {}
+            for probe in live:
+                cursor = state.cursors[id(probe.session_ring)]
+                feeds.update(probe.session_ring.feed(cursor, cursor + guess))
+            try:
+                read = _own_run(session, [p.session_ring.read for p in live], feeds)
+            except tf.errors.OpError:  # a broken session: what it wrote since the last collection is lost
+                for probe in live:
+                    probe.ring.lose(guess)
+                return
+            for probe, (count, rows) in zip(live, read):
+                ring = probe.session_ring
+                cursor, count = state.cursors[id(ring)], int(count)
+                lost = 0
+                if count - cursor > guess:  # runs the patches did not count
+                    start = max(cursor, count - ring.capacity)
+                    _, rows = _own_run(session, ring.read, ring.feed(start, count))
+                    lost = start - cursor
+                state.cursors[id(ring)] = count
+                probe.take(rows[:count - cursor - lost], lost)
+
+
+def recording(graph) -> GraphRecording:
+    """The recording of ``graph`` (created on first use)."""
+    with registry.lock:
+        found = getattr(graph, ATTRIBUTE, None)
+        if found is None:
+            found = GraphRecording()
+            setattr(graph, ATTRIBUTE, found)
+        return found
+
+
+def _own_run(session, fetches, feeds):
+    busy = getattr(_tls, "busy", False)
+    _tls.busy = True
+    try:
+        return session.run(fetches, feed_dict=feeds)
+    finally:
+        _tls.busy = busy
+
+
+def _run(original):
+    def run(self, *args, **kwargs):
+        graph_recording = getattr(self._graph, ATTRIBUTE, None)
+        if graph_recording is None or getattr(_tls, "busy", False):
+            return original(self, *args, **kwargs)
+        state = graph_recording.prepare(self)
+        result = original(self, *args, **kwargs)
+        graph_recording.ran(self, state)
+        return result
+
+    return run
+
+
+def _call(original):
+    def call(self, *args, **kwargs):
+        session = self._session
+        graph_recording = getattr(session._graph, ATTRIBUTE, None)
+        if graph_recording is None or getattr(_tls, "busy", False):
+            return original(self, *args, **kwargs)
+        state = graph_recording.prepare(session)
+        result = original(self, *args, **kwargs)
+        graph_recording.ran(session, state)
+        return result
+
+    return call
+
+
+def _close(original):
+    def close(self):
+        graph_recording = getattr(self._graph, ATTRIBUTE, None)
+        if graph_recording is not None and self._session is not None and not self._closed:
+            graph_recording.collect(self)
+        return original(self)
+
+    return close
