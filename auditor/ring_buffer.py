@@ -97,7 +97,10 @@ class SessionRing:
             with tf.control_dependencies([update]):
                 return tf.raw_ops.AssignAddVariableOp(resource=self.count.handle, value=tf.constant(1, tf.int64))
 
-    def feed(self, start: int, stop: int) -> dict:
+    def initial_feed(self) -> dict:
+        return {}
+
+    def read_feed(self, start: int, stop: int) -> dict:
         """The feed that reads rows ``start`` to ``stop`` (counted from the session's first write)."""
         return {self.indices: np.arange(start, stop, dtype=np.int64) % self.capacity}
 

@@ -61,13 +61,53 @@ class HostProbe(SiteProbe):
         self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph()) if in_session else None
         self.session_ring = None  # created with the row (its width includes the histograms)
         self.counted = False  # the steps come from the graph's run counter
+        self.graph_plan = None  # a planned site in a session: (settings, state) variables
 
     def configure(self):
-        pass
+        if self.graph_plan is not None:
+            self.recording.reconfigured()
 
-    def needs_rows_now(self) -> bool:
-        """Whether the plan waits on this site's rows (variables not seen changing yet)."""
-        return self.planned and bool(self._unseen) and bool(self.subscribers)
+    def plan_settings(self) -> np.ndarray:
+        """What a planned site's graph needs from the watches: ``[every, compare at all, compare
+        every recorded run, first recorded runs compared, then every this many steps]``."""
+        settings = [s.settings for s in self.subscribers]
+        if not settings:
+            return np.array([1, 0, 0, 0, 1], np.int64)
+        auto = any(s.check_changes == "auto" for s in settings)
+        return np.array([min(s.every for s in settings),
+                         any(s.check_changes != "off" for s in settings),
+                         any(s.check_changes == "every" for s in settings),
+                         max(s.changes_first_steps for s in settings) if auto else 0,
+                         max(1, min(s.changes_period for s in settings)) if auto else np.iinfo(np.int64).max],
+                        np.int64)
+
+    def _graph_check(self, step):
+        """A planned site in a session: whether this run compares the variables (a bool tensor),
+        and the op counting the recorded runs. The session keeps the settings and, per run, the
+        recorded runs so far and which variables were not seen changing yet (``after``)."""
+        if self.graph_plan is None:
+            unseen = [0] + [0 if none else 1 for none in self.none_mask]
+            self.graph_plan = (
+                self.recording.add_variable(tf1_sessions.SessionVariable(self.plan_settings, "auditor_plan",
+                                                                         reload=True)),
+                self.recording.add_variable(tf1_sessions.SessionVariable(lambda: unseen, "auditor_plan_state")))
+        settings, state = self.graph_plan
+        every, on, always, first, period = tf.unstack(settings.read(), 5)
+        now = state.read()
+        due = tf.equal(tf.math.floormod(step, every), 0)
+        wanted = tf.reduce_any([always > 0, tf.reduce_any(now[1:] > 0), now[0] < first,
+                                tf.equal(tf.math.floormod(step, period), 0)])
+        with tf.control_dependencies([now]):
+            counted = tf.raw_ops.ResourceScatterAdd(resource=state.handle, indices=0, updates=tf.cast(due, tf.int64))
+        return tf.logical_and(tf.logical_and(due, on > 0), wanted), counted
+
+    def _graph_seen(self, changed):
+        """Clear the "not seen changing" marks of the variables ``changed`` shows changing."""
+        _, state = self.graph_plan
+        n = len(self.variables)
+        keep = 1 - tf.cast(changed[:n] > 0.5, tf.int64)
+        return tf.raw_ops.ResourceScatterMul(resource=state.handle, indices=tf.range(1, n + 1, dtype=tf.int64),
+                                             updates=keep)
 
     def before(self, step, grads, clip, user) -> BeforeState:
         """Measure the gradients, copy the variables, and the histograms on steps that are
@@ -79,16 +119,20 @@ class HostProbe(SiteProbe):
         the measurement runs beside it.
 
         Copies: on every run for small sites (the graph cannot be compared at exit); a site with
-        more than ``PLANNED_ELEMENTS`` variable elements asks the host before each run
-        (``plan``): every run until each variable was seen changing, then as ``check_changes``
-        schedules it (so "never changed" stays exact and the copies stop costing)."""
+        more than ``PLANNED_ELEMENTS`` variable elements is planned: every run until each variable
+        was seen changing, then as ``check_changes`` schedules it (so "never changed" stays exact
+        and the copies stop costing). In a session the graph plans (``_graph_check``); in eager
+        code and functions the host does (``plan``), before each run."""
         every = self.wanted_histograms()
         global_step = step  # read before the update increments it: the update must wait for it
         check = self.check
         if step is None and self.recording is not None:
             step = self.recording.counter(self.optimizer_ref(), self.runs).next()
             self.counted = True
-        if self.planned:
+        counted = None
+        if self.planned and self.recording is not None:
+            check, counted = self._graph_check(step)
+        elif self.planned:
             given = step if step is not None else tf.constant(-1, tf.int64)
             plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
             plan.set_shape([2])
@@ -106,7 +150,7 @@ class HostProbe(SiteProbe):
         elif self.check:
             snaps = [None if none else _snapshot(v) for v, none in zip(self.variables, self.none_mask)]
         hist = self._histograms(grads, step, every)
-        deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
+        deps = [s for s in snaps or () if s is not None] + [d for d in (global_step, counted) if d is not None]
         return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
 
     def plan(self, given):
@@ -158,7 +202,8 @@ class HostProbe(SiteProbe):
             packed = self._packed(state, changed)
             self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
             self.recording.add(self)
-            return self.session_ring.write(packed)
+            written = self.session_ring.write(packed)
+            return tf.group(written, self._graph_seen(changed)) if self.graph_plan is not None else written
 
     def _packed(self, state, changed):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
@@ -189,7 +234,7 @@ class HostProbe(SiteProbe):
         kept = steps % min(s.settings.every for s in subscribers) == 0
         rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
         self.ring.push_many(rows, steps)
-        if self._unseen:
+        if self._unseen and self.graph_plan is None:
             n = len(self.variables)
             changed = rows[rows[:, RowLayout.CHECKED] > 0.5, RowLayout.FIXED + 2 * n:RowLayout.FIXED + 3 * n]
             self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}

@@ -5,9 +5,9 @@ A train op built inside a watch writes its row into a ``SessionRing`` of its gra
 (``Session.run``, ``make_callable``) and ``Session.close`` are patched: before a session's first run of a graph with
 rings, the session initializes them (and the optimizers' run counters, from the host's count);
 after every ``COLLECT_EVERY`` runs, at ``close`` and whenever a watch drains a probe, the new rows
-are read with one ``Session.run`` of the auditor's own and handed to their probes. A site that
-needs each row at once (a large site's plan, until each variable was seen changing) is collected
-after every run. Rows written beyond a ring's capacity between two collections (runs the patches
+are read with one ``Session.run`` of the auditor's own and handed to their probes. What the graph
+needs from the host (a probe's plan settings) are ``SessionVariable``s, loaded again when a watch
+comes or goes. Rows written beyond a ring's capacity between two collections (runs the patches
 did not see) are counted as lost; threads running the same train op at once may overwrite each
 other's rows.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import weakref
 
+import numpy as np
 import tensorflow as tf
 
 from auditor import registry
@@ -38,25 +39,46 @@ def patches() -> list[Patch]:
             Patch(base, "close", _close)]
 
 
-class GraphRunCounter:
-    """How many times an optimizer's train ops ran, as a variable of the graph (per session),
-    started from the host's count (``host.value``) when a session initializes it."""
+class SessionVariable:
+    """An int64 variable of the graph in no collection, loaded by each session from the host
+    (``value()``) before its first run, and again when a watch comes or goes if ``reload``."""
+
+    def __init__(self, value, name: str, reload: bool = False):
+        v1 = tf.compat.v1
+        self.value = value
+        self.reload = reload
+        initial = np.asarray(value(), np.int64)
+        with tf.init_scope(), tf.device("/cpu:0"):  # out of any control dependency of the caller
+            self.variable = v1.Variable(tf.constant(initial), trainable=False, collections=[],
+                                        use_resource=True, name=name)
+            self.start = v1.placeholder(tf.int64, initial.shape, name=name + "_start")
+            self.initializer = tf.raw_ops.AssignVariableOp(resource=self.variable.handle, value=self.start)
+
+    @property
+    def handle(self):
+        return self.variable.handle
+
+    def initial_feed(self) -> dict:
+        return {self.start: np.asarray(self.value(), np.int64)}
+
+    def read(self):
+        with tf.device("/cpu:0"):
+            return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64)
+
+
+class GraphRunCounter(SessionVariable):
+    """How many times an optimizer's train ops ran, per session, started from the host's count
+    (``host.value``)."""
 
     def __init__(self, host):
-        v1 = tf.compat.v1
-        self.host = host
-        with tf.init_scope(), tf.device("/cpu:0"):
-            self.variable = v1.Variable(tf.constant(0, tf.int64), trainable=False, collections=[],
-                                        use_resource=True, name="auditor_runs")
-            self.start = v1.placeholder(tf.int64, [], name="auditor_runs_start")
-            self.initializer = tf.raw_ops.AssignVariableOp(resource=self.variable.handle, value=self.start)
+        super().__init__(lambda: host.value, "auditor_runs")
 
     def next(self):
         """The runs before this one (an int64 scalar; the count is incremented by the same op)."""
         with tf.device("/cpu:0"):
-            add = tf.raw_ops.AssignAddVariableOp(resource=self.variable.handle, value=tf.constant(1, tf.int64))
+            add = tf.raw_ops.AssignAddVariableOp(resource=self.handle, value=tf.constant(1, tf.int64))
             with tf.control_dependencies([add]):
-                return tf.raw_ops.ReadVariableOp(resource=self.variable.handle, dtype=tf.int64) - 1
+                return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64) - 1
 
 
 class SessionState:
@@ -65,6 +87,7 @@ class SessionState:
 
     def __init__(self):
         self.ready = 0
+        self.version = 0  # of the graph's reloadable values last loaded
         self.runs = 0
         self.cursors: dict = {}  # id(ring) -> rows read
 
@@ -75,56 +98,62 @@ class GraphRecording:
 
     def __init__(self):
         self.probes: list = []  # probes writing a ring (``session_ring``) in this graph
-        self.parts: list = []  # (initializer, GraphRunCounter or None), in creation order
+        self.parts: list = []  # what sessions initialize (``initializer``, ``initial_feed()``), in creation order
         self.counters: dict = {}  # id(optimizer) -> GraphRunCounter (optimizers live with their probes)
         self.sessions = weakref.WeakSet()
+        self.version = 0  # bumped when reloadable values change (a watch came or went)
 
     def add(self, probe) -> None:
         with registry.lock:
             self.probes.append(probe)
-            self.parts.append((probe.session_ring.initializer, None))
+            self.parts.append(probe.session_ring)
+
+    def add_variable(self, variable: SessionVariable) -> SessionVariable:
+        with registry.lock:
+            self.parts.append(variable)
+            return variable
+
+    def reconfigured(self) -> None:
+        with registry.lock:
+            self.version += 1
 
     def counter(self, optimizer, host) -> GraphRunCounter:
         """The run counter of ``optimizer``'s train ops in this graph."""
         with registry.lock:
             counter = self.counters.get(id(optimizer))
             if counter is None:
-                counter = self.counters[id(optimizer)] = GraphRunCounter(host)
-                self.parts.append((counter.initializer, counter))
+                counter = self.counters[id(optimizer)] = self.add_variable(GraphRunCounter(host))
             return counter
 
     def prepare(self, session) -> SessionState:
         """Before a run of ``session``: initialize what it has not initialized yet."""
         state = session.__dict__.get(ATTRIBUTE)
-        if state is not None and state.ready == len(self.parts):
+        if state is not None and state.ready == len(self.parts) and state.version == self.version:
             return state
         with registry.lock:
             state = session.__dict__.setdefault(ATTRIBUTE, SessionState())
             self.sessions.add(session)
             parts = self.parts[state.ready:]
+            if state.version != self.version:
+                parts += [p for p in self.parts[:state.ready] if getattr(p, "reload", False)]
             if parts:
-                feeds = {c.start: c.host.value for _, c in parts if c is not None}
-                _own_run(session, [init for init, _ in parts], feeds)
+                feeds = {}
+                for part in parts:
+                    feeds.update(part.initial_feed())
+                _own_run(session, [part.initializer for part in parts], feeds)
                 for probe in self.probes:
                     state.cursors.setdefault(id(probe.session_ring), 0)
-                state.ready += len(parts)
+            state.ready, state.version = len(self.parts), self.version
             return state
 
     def ran(self, session, state: SessionState) -> None:
         """After a run of ``session``: collect when due, and hand over half-full host rings."""
         state.runs += 1
-        if state.runs >= COLLECT_EVERY or self.waiting():
+        if state.runs >= COLLECT_EVERY:
             self.collect(session)
             for probe in self.probes:
                 if probe.subscribers and probe.ring.pending_estimate() >= CAPACITY // 2:
                     registry.drain(probe)
-
-    def waiting(self) -> bool:
-        """Whether a probe of this graph needs its rows after every run."""
-        for probe in self.probes:
-            if probe.needs_rows_now():
-                return True
-        return False
 
     def collect_everywhere(self) -> None:
         for session in list(self.sessions):
@@ -144,7 +173,7 @@ class GraphRecording:
             feeds = {}
             for probe in live:
                 cursor = state.cursors[id(probe.session_ring)]
-                feeds.update(probe.session_ring.feed(cursor, cursor + guess))
+                feeds.update(probe.session_ring.read_feed(cursor, cursor + guess))
             try:
                 read = _own_run(session, [p.session_ring.read for p in live], feeds)
             except tf.errors.OpError:  # a broken session: what it wrote since the last collection is lost
@@ -157,7 +186,7 @@ class GraphRecording:
                 lost = 0
                 if count - cursor > guess:  # runs the patches did not count
                     start = max(cursor, count - ring.capacity)
-                    _, rows = _own_run(session, ring.read, ring.feed(start, count))
+                    _, rows = _own_run(session, ring.read, ring.read_feed(start, count))
                     lost = start - cursor
                 state.cursors[id(ring)] = count
                 probe.take(rows[:count - cursor - lost], lost)

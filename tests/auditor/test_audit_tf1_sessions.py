@@ -1,0 +1,89 @@
+"""TF1 rows kept in the graph and collected through the session (in-process: eager stays on, the
+graphs are built in ``tf.Graph().as_default()``; the other TF1 modes run in test_audit_tf1.py)."""
+import numpy as np
+import tensorflow as tf
+
+import auditor
+from auditor.engines import tf1_sessions
+
+v1 = tf.compat.v1
+
+
+def _train_op():
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(8, 3).astype("float32"))
+    w = v1.get_variable("w", initializer=rng.randn(3, 1).astype("float32"))
+    return v1.train.GradientDescentOptimizer(0.01).minimize(tf.reduce_mean(tf.square(tf.matmul(x, w))))
+
+
+def test_runs_the_patches_did_not_see_are_counted_as_lost_beyond_the_ring():
+    """``partial_run`` bypasses the patched runs: what the ring still holds is read at close, the
+    rows it overwrote are counted as lost (and said in the summary)."""
+    runs = tf1_sessions.CAPACITY + 76
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False) as audit:
+        with tf.control_dependencies([_train_op()]):
+            trained = tf.constant(1.0) + 0.0  # partial_run fetches tensors only
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(runs):
+                sess.partial_run(sess.partial_run_setup([trained], []), trained)
+    assert [r.step for r in audit.steps] == list(range(76, runs))
+    assert audit.lost_records == 76
+    assert "76 step record(s) lost" in audit.summary()
+
+
+def test_a_session_opened_before_the_train_op_was_built_and_a_watch_that_ends_first():
+    """The session initializes the ring at its first run after the train op exists; the watch
+    ends while the session is open: its rows are read then, later runs are not recorded."""
+    graph = tf.Graph()
+    with graph.as_default(), v1.Session(graph=graph) as sess:
+        with auditor.watch(summary=False) as audit:
+            train_op = _train_op()
+            sess.run(v1.global_variables_initializer())
+            for _ in range(3):
+                sess.run(train_op)
+        sess.run(train_op)
+        with auditor.watch(summary=False) as later:
+            sess.run(train_op)
+    assert [r.step for r in audit.steps] == [0, 1, 2]
+    assert later.steps == [] and audit.lost_records == 0
+
+
+def test_the_rings_are_not_saved_with_the_model(tmp_path):
+    """The auditor's variables are in no collection: a Saver built inside the watch writes the
+    model's variables only."""
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False):
+        train_op = _train_op()
+        saver = v1.train.Saver()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train_op)
+            path = saver.save(sess, str(tmp_path / "model"))
+    assert sorted(name for name, _ in tf.train.list_variables(path)) == ["w"]
+
+
+def test_a_planned_site_follows_the_watches_that_come_and_go():
+    """A site larger than the auditor copies on every run plans its copies in the graph; a
+    nested watch with ``check_changes="every"`` changes the plan for its runs only."""
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, thresholds={"changes_period": 20}) as outer:
+        rng = np.random.RandomState(0)
+        x = tf.constant(rng.randn(4, 300).astype("float32"))
+        big = v1.get_variable("big", initializer=rng.randn(300, 256).astype("float32") * 0.01)
+        train_op = v1.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_mean(tf.square(tf.matmul(x, big))))
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(12):
+                sess.run(train_op)
+            with auditor.watch(summary=False, check_changes="every") as inner:
+                for _ in range(3):
+                    sess.run(train_op)
+            for _ in range(10):
+                sess.run(train_op)
+    checked = [r.step for r in outer.steps if r.changed_vars is not None]
+    assert [r.step for r in outer.steps] == list(range(25))
+    assert checked == list(range(10)) + [12, 13, 14, 20]
+    assert [r.step for r in inner.steps] == [12, 13, 14]
+    assert all(r.changed_vars == ["big:0"] for r in inner.steps)
