@@ -117,9 +117,6 @@ class HostRing:
         self._lost = 0
         self._lock = threading.Lock()
 
-    def push(self, row, tag) -> None:
-        self.push_many(np.reshape(row, (1, self.width)), np.array([tag], np.int64))
-
     def push_many(self, rows, tags) -> None:
         if len(tags):
             with self._lock:

@@ -214,14 +214,21 @@ class HostProbe(SiteProbe):
     def deliver(self, packed):
         """Called by the side op on every run (eager code, a ``tf.function``): keep the row; hand
         the rows over when half a ring is waiting (and at every drain of the watch)."""
-        step = self.keep(packed)
+        width = self.layout.width
+        step = int(packed[width:width + 2].view(np.int64)[0])
+        if step < 0:  # numbered on the host, as the rows arrive
+            step = int(self.runs.next())
+            packed = packed.copy()
+            packed[width:width + 2] = np.array([step], np.int64).view(np.float32)
+        self.take(packed.reshape(1, -1), 0)
         if self.ring.pending_estimate() >= self.capacity // 2:
             registry.drain(self)
         return np.int64(step)
 
     def take(self, packed, lost: int) -> None:
-        """Rows read from a session (``tf1_sessions``), in the order they were written (each
-        carries its step: the session's counter or the global step)."""
+        """Rows as ``after`` wrote them (from a session, or one from ``deliver``), in the order
+        they were written, each with its step; ``lost``: rows that never reached the host. Keeps
+        those of the steps a watch records, and their histograms."""
         if lost:
             self.ring.lose(lost)
         width = self.layout.width
@@ -234,7 +241,7 @@ class HostProbe(SiteProbe):
         kept = steps % min(s.settings.every for s in subscribers) == 0
         rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
         self.ring.push_many(rows, steps)
-        if self._unseen and self.graph_plan is None:
+        if self._unseen and self.graph_plan is None:  # the host plans (``plan``)
             n = len(self.variables)
             changed = rows[rows[:, RowLayout.CHECKED] > 0.5, RowLayout.FIXED + 2 * n:RowLayout.FIXED + 3 * n]
             self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}
@@ -243,28 +250,10 @@ class HostProbe(SiteProbe):
             self.hist_ring.push_many(packed[due, width + 2:], steps[due])
 
     def drain(self):
+        """Read what the sessions wrote first, then the host ring."""
         if self.recording is not None:
             self.recording.collect_everywhere()
         return super().drain()
-
-    def keep(self, packed) -> int:
-        """Keep one row (``packed`` as ``after`` wrote it) if a watch records its step; its step."""
-        width = self.layout.width
-        step = int(packed[width:width + 2].view(np.int64)[0])
-        if step < 0:
-            step = int(self.runs.next())
-        elif self.counted:
-            self.runs.seen(step)
-        subscribers = self.subscribers
-        if subscribers and step % min(s.settings.every for s in subscribers) == 0:
-            row = packed[:width]
-            self.ring.push(row, step)
-            if self._unseen and row[RowLayout.CHECKED] > 0.5:
-                changed = row[RowLayout.FIXED + 2 * len(self.variables):RowLayout.FIXED + 3 * len(self.variables)]
-                self._unseen = {k for k in self._unseen if changed[k] <= 0.5}
-            if self.hist_every and step % self.hist_every == 0:
-                self.hist_ring.push(packed[width + 2:], step)
-        return step
 
 
 class RunCounter:
