@@ -211,29 +211,27 @@ def _own_run(session, fetches, feeds):
         _tls.busy = busy
 
 
+def _observed(session, original, target, args, kwargs):
+    """``original(target, ...)``: one run of ``session``, prepared for and counted."""
+    graph_recording = getattr(session._graph, ATTRIBUTE, None)
+    if graph_recording is None or getattr(_tls, "busy", False):
+        return original(target, *args, **kwargs)
+    state = graph_recording.prepare(session)
+    result = original(target, *args, **kwargs)
+    graph_recording.ran(session, state)
+    return result
+
+
 def _run(original):
     def run(self, *args, **kwargs):
-        graph_recording = getattr(self._graph, ATTRIBUTE, None)
-        if graph_recording is None or getattr(_tls, "busy", False):
-            return original(self, *args, **kwargs)
-        state = graph_recording.prepare(self)
-        result = original(self, *args, **kwargs)
-        graph_recording.ran(self, state)
-        return result
+        return _observed(self, original, self, args, kwargs)
 
     return run
 
 
 def _call(original):
     def call(self, *args, **kwargs):
-        session = self._session
-        graph_recording = getattr(session._graph, ATTRIBUTE, None)
-        if graph_recording is None or getattr(_tls, "busy", False):
-            return original(self, *args, **kwargs)
-        state = graph_recording.prepare(session)
-        result = original(self, *args, **kwargs)
-        graph_recording.ran(session, state)
-        return result
+        return _observed(self._session, original, self, args, kwargs)
 
     return call
 
