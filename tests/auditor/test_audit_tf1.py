@@ -172,3 +172,9 @@ def test_rows_are_collected_from_the_sessions_that_ran_them(result):
     assert sessions["lost"] == 0 and sessions["in_collections"] == []
     assert sessions["changed"] == ["W2:0", "b2:0"]
     assert sessions["monitored"] == list(range(5))
+
+
+def test_tf_keras_fit_with_a_tf1_optimizer_in_graph_mode(result):
+    if result["mode"] != "disable_eager":
+        pytest.skip("tf_keras trains in a session only without eager execution")
+    assert result["keras_fit"] == {"steps": list(range(12)), "lost": 0}  # 4 batches x 3 epochs

@@ -226,8 +226,25 @@ def _sessions_case(runs=1100):
     return out
 
 
+def _keras_fit_case():
+    """tf_keras ``fit`` in graph mode with a TF1 optimizer: its steps run through the callables
+    Keras makes from the session (``_make_callable_from_options``)."""
+    import tf_keras
+
+    x, y = _data()
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False) as audit:
+        model = tf_keras.Sequential([tf_keras.layers.Dense(8, activation="relu", input_shape=(4,)),
+                                     tf_keras.layers.Dense(1)])
+        model.compile(optimizer=v1.train.AdamOptimizer(0.01), loss="mse")
+        model.fit(x, y, batch_size=4, epochs=3, verbose=0)
+    return {"steps": [r.step for r in audit.steps], "lost": audit.lost_records}
+
+
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
 result["sessions"] = _sessions_case()
+if MODE == "disable_eager":  # tf_keras trains in a session only without eager execution
+    result["keras_fit"] = _keras_fit_case()
 result["planned"] = {kind: _planned_case(kind) for kind in ("clean", "late", "frozen")}
 result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
                       for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}
