@@ -4,6 +4,7 @@ before it) and ``tf.function`` calls (the host points where a watch drains its d
 """
 from __future__ import annotations
 
+import sys
 import threading
 
 import tensorflow as tf
@@ -24,12 +25,23 @@ def patches() -> list[Patch]:
         Patch(tf, "clip_by_global_norm", _clip_by_global_norm),
         Patch(tf, "clip_by_norm", _clip_by_norm),
         Patch(tf, "clip_by_value", _clip_by_value),
-        # TF1 code imports `tensorflow.compat.v1 as tf`: the same functions under a second name.
-        Patch(tf.compat.v1, "clip_by_global_norm", _clip_by_global_norm),
-        Patch(tf.compat.v1, "clip_by_norm", _clip_by_norm),
-        Patch(tf.compat.v1, "clip_by_value", _clip_by_value),
         Patch(polymorphic_function.Function, "__call__", _function_call),
-    ]
+    ] + [Patch(module, name, make) for module in _compat_v1_modules()
+         for name, make in (("clip_by_global_norm", _clip_by_global_norm), ("clip_by_norm", _clip_by_norm),
+                            ("clip_by_value", _clip_by_value))]
+
+
+def _compat_v1_modules() -> list:
+    """TF1 code imports ``tensorflow.compat.v1 as tf``: the same functions under a second name.
+    ``tf.compat.v1`` is a lazy module wrapper that TensorFlow replaces when some libraries are
+    imported (tf_keras does): code holding the first one (``sys.modules`` keeps it as
+    ``tensorflow._api.v2.compat.v1``) must see the patch too."""
+    found = []
+    for module in (tf.compat.v1, sys.modules.get("tensorflow.compat.v1"),
+                   sys.modules.get("tensorflow._api.v2.compat.v1")):
+        if module is not None and all(module is not other for other in found):
+            found.append(module)
+    return found
 
 
 def is_variable(obj) -> bool:

@@ -178,3 +178,25 @@ def test_tf_keras_fit_with_a_tf1_optimizer_in_graph_mode(result):
     if result["mode"] != "disable_eager":
         pytest.skip("tf_keras trains in a session only without eager execution")
     assert result["keras_fit"] == {"steps": list(range(12)), "lost": 0}  # 4 batches x 3 epochs
+
+
+@pytest.mark.parametrize("module_name", ["tensorflow.compat.v1", "tensorflow._api.v2.compat.v1"])
+def test_your_clipping_is_seen_through_either_compat_v1_module(module_name):
+    """Importing tf_keras makes TensorFlow replace the ``tf.compat.v1`` wrapper; code that took
+    the first one (``import tensorflow.compat.v1 as tf`` before) still has its clipping seen."""
+    import tensorflow as tf
+    import tf_keras  # noqa: F401  (replaces tf.compat.v1)
+
+    import auditor
+
+    v1 = sys.modules[module_name]
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False) as audit:
+        w = v1.get_variable("w", initializer=[[1.0], [1.0], [1.0]])
+        loss = tf.reduce_sum(tf.square(tf.matmul(tf.ones([2, 3]), w)))
+        opt = v1.train.GradientDescentOptimizer(0.1)
+        train_op = opt.apply_gradients([(v1.clip_by_norm(g, 0.05), v) for g, v in opt.compute_gradients(loss)])
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train_op)
+    assert len(audit.steps) == 1 and 0 < audit.steps[0].clip_ratio < 1

@@ -244,7 +244,7 @@ def _keras_fit_case():
 result = {"mode": MODE, "executing_eagerly": tf.executing_eagerly()}
 result["sessions"] = _sessions_case()
 if MODE == "disable_eager":  # tf_keras trains in a session only without eager execution
-    result["keras_fit"] = _keras_fit_case()
+    result["keras_fit"] = _keras_fit_case()  # first: importing tf_keras replaces tf.compat.v1
 result["planned"] = {kind: _planned_case(kind) for kind in ("clean", "late", "frozen")}
 result["findings"] = {code: {"planted": _finding_case(code, True), "clean": _finding_case(code, False)}
                       for code in ("GRD102", "GRD103", "GRD104", "GRD105", "GRD106", "GRD107", "GRD108")}
