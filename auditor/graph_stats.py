@@ -172,6 +172,14 @@ def make_variable(initial, name, device=None, shape=None):
         return resource_variable_ops.ResourceVariable(initial, trainable=False, name=name, shape=shape)
 
 
+def graph_variable(initial, name):
+    """A resource variable of a TF1 graph in no collection (not saved, not initialized by
+    ``global_variables_initializer``), on the CPU, created outside the caller's control
+    dependencies; whoever runs the graph initializes it."""
+    with tf.init_scope(), tf.device("/cpu:0"):
+        return tf.compat.v1.Variable(initial, trainable=False, collections=[], use_resource=True, name=name)
+
+
 def cond(pred, true_fn, false_fn):
     """``tf.cond`` kept as a functional ``If`` (not lowered to switch/merge): the branch not taken
     is not run at all, where a lowered cond still schedules each of its ops as a dead node."""

@@ -73,16 +73,15 @@ class SessionRing:
     live on the CPU (one row a run crosses over)."""
 
     def __init__(self, width: int, capacity: int):
-        v1 = tf.compat.v1
+        from auditor.graph_stats import graph_variable
+
         self.width = width
         self.capacity = capacity
-        with tf.init_scope(), tf.device("/cpu:0"):  # out of any control dependency of the caller
-            self.rows = v1.Variable(tf.zeros([capacity, width]), trainable=False, collections=[],
-                                    use_resource=True, name="auditor_rows")
-            self.count = v1.Variable(tf.constant(0, tf.int64), trainable=False, collections=[],
-                                     use_resource=True, name="auditor_rows_written")
+        self.rows = graph_variable(tf.zeros([capacity, width]), "auditor_rows")
+        self.count = graph_variable(tf.constant(0, tf.int64), "auditor_rows_written")
+        with tf.init_scope(), tf.device("/cpu:0"):
             self.initializer = tf.group(self.rows.initializer, self.count.initializer)
-            self.indices = v1.placeholder(tf.int64, [None], name="auditor_row_indices")
+            self.indices = tf.compat.v1.placeholder(tf.int64, [None], name="auditor_row_indices")
             self.read = (tf.raw_ops.ReadVariableOp(resource=self.count.handle, dtype=tf.int64),
                          tf.raw_ops.ResourceGather(resource=self.rows.handle, indices=self.indices,
                                                    dtype=tf.float32))

@@ -19,6 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from auditor import graph_stats as gs
 from auditor import registry
 from auditor.patching import Patch
 from auditor.ring_buffer import SessionRing
@@ -44,14 +45,12 @@ class SessionVariable:
     (``value()``) before its first run, and again when a watch comes or goes if ``reload``."""
 
     def __init__(self, value, name: str, reload: bool = False):
-        v1 = tf.compat.v1
         self.value = value
         self.reload = reload
         initial = np.asarray(value(), np.int64)
-        with tf.init_scope(), tf.device("/cpu:0"):  # out of any control dependency of the caller
-            self.variable = v1.Variable(tf.constant(initial), trainable=False, collections=[],
-                                        use_resource=True, name=name)
-            self.start = v1.placeholder(tf.int64, initial.shape, name=name + "_start")
+        self.variable = gs.graph_variable(tf.constant(initial), name)
+        with tf.init_scope(), tf.device("/cpu:0"):
+            self.start = tf.compat.v1.placeholder(tf.int64, initial.shape, name=name + "_start")
             self.initializer = tf.raw_ops.AssignVariableOp(resource=self.variable.handle, value=self.start)
 
     @property
