@@ -2,9 +2,9 @@
 
 A train op built inside a watch writes its row into a ``SessionRing`` of its graph on every run
 (nothing runs on the host per run). While a watch is active, the runs of a session
-(``Session.run``, ``make_callable``) and ``Session.close`` are patched: before a session's first run of a graph with
-rings, the session initializes them (and the optimizers' run counters, from the host's count);
-after every ``COLLECT_EVERY`` runs, at ``close`` and whenever a watch drains a probe, the new rows
+(``Session.run``, ``make_callable``) and ``Session.close`` are patched: before a session's first
+run of a graph with rings, the session initializes them (and the optimizers' run counters, from
+the host's count); after every ``COLLECT_EVERY`` runs, at ``close`` and whenever a watch drains a probe, the new rows
 are read with one ``Session.run`` of the auditor's own and handed to their probes. What the graph
 needs from the host (a probe's plan settings) are ``SessionVariable``s, loaded again when a watch
 comes or goes. Rows written beyond a ring's capacity between two collections (runs the patches
