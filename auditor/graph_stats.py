@@ -180,10 +180,12 @@ def graph_variable(initial, name):
         return tf.compat.v1.Variable(initial, trainable=False, collections=[], use_resource=True, name=name)
 
 
-def cond(pred, true_fn, false_fn):
+def cond(pred, true_fn, false_fn, single_threaded=False):
     """``tf.cond`` kept as a functional ``If`` (not lowered to switch/merge): the branch not taken
-    is not run at all, where a lowered cond still schedules each of its ops as a dead node."""
-    return _functional(tf.cond(pred, true_fn, false_fn), ())
+    is not run at all, where a lowered cond still schedules each of its ops as a dead node;
+    ``single_threaded``: as for ``switch_case``."""
+    return _functional(tf.cond(pred, true_fn, false_fn),
+                       ("then_branch", "else_branch") if single_threaded else ())
 
 
 def switch_case(index, branches, single_threaded=False):

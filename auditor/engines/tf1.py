@@ -24,7 +24,7 @@ from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row, chan
 from auditor.ring_buffer import HostRing, SessionRing
 
 
-PLANNED_ELEMENTS = 1 << 16  # sites with more variable elements copy them on planned runs only
+PLANNED_ELEMENTS = 1 << 16  # outside sessions, sites with more variable elements are planned
 
 
 def patches() -> list[Patch]:
@@ -36,10 +36,10 @@ def patches() -> list[Patch]:
 class HostProbe(SiteProbe):
     """A TF1 apply site: rows reach the host in batches from the sessions that run the train op
     (or one by one from a ``tf.numpy_function`` in eager code and functions), and changes are
-    compared in the graph on every recorded run (a large site's on planned runs)."""
+    compared in the graph, on planned runs (see ``before``)."""
 
     capacity = 1024  # rows between drains, as for a device ring (the host list is not bounded)
-    snapshots = None  # nothing to compare at exit: every run compares in the graph
+    snapshots = None  # nothing to compare at exit: the plan keeps "never changed" exact
 
     def __init__(self, optimizer, variables, none_mask, check: bool):
         super().__init__(optimizer, variables, none_mask)
@@ -48,7 +48,10 @@ class HostProbe(SiteProbe):
         self._optimizer = None if tf.executing_eagerly() else optimizer
         self.check = check
         size = sum(int(np.prod(v.shape)) for v, none in zip(self.variables, self.none_mask) if not none)
-        self.planned = check and size > PLANNED_ELEMENTS
+        in_session = not tf.executing_eagerly() and not tf.inside_function()
+        # planned: compared on the runs a plan picks (in a session every site; elsewhere the host
+        # plans, a call per run, so only where copying costs more)
+        self.planned = check and (in_session or size > PLANNED_ELEMENTS)
         self._unseen = {k for k, none in enumerate(self.none_mask) if not none}  # not seen changing yet
         self._planned = 0  # runs planned while recording
         self.runs = _run_counter(optimizer)
@@ -57,72 +60,91 @@ class HostProbe(SiteProbe):
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
         self.hist_on = False
         # a plain graph: rows written into a ring of the graph, read through its sessions
-        in_session = not tf.executing_eagerly() and not tf.inside_function()
         self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph()) if in_session else None
         self.session_ring = None  # created with the row (its width includes the histograms)
         self.counted = False  # the steps come from the graph's run counter
-        self.graph_plan = None  # a planned site in a session: (settings, state) variables
+        self.graph_plan = None  # a planned site in a session: its state (a SessionVariable)
 
     def configure(self):
         if self.graph_plan is not None:
             self.recording.reconfigured()
 
+    # A planned site's state in a session (one int64 vector): recorded runs so far, variables not
+    # seen changing yet, then the watches' settings (loaded again when a watch comes or goes), then
+    # per variable whether it was not seen changing yet.
+    COUNT, UNSEEN, EVERY, FIRST, PERIOD, PHASE, LIMIT = range(7)
+    SETTINGS = slice(EVERY, LIMIT + 1)
+
     def plan_settings(self) -> np.ndarray:
-        """What a planned site's graph needs from the watches: ``[every, compare at all, compare
-        every recorded run, first recorded runs compared, then every this many steps]``."""
+        """``[every, first, period, phase, limit]``: a run is compared when its step is a multiple
+        of ``every`` and it is one of the ``first`` recorded runs, or ``step % period == phase``,
+        or more than ``limit`` variables were not seen changing yet ("every": ``first`` is
+        unbounded; "off": nothing matches)."""
+        big = np.iinfo(np.int64).max
         settings = [s.settings for s in self.subscribers]
-        if not settings:
-            return np.array([1, 0, 0, 0, 1], np.int64)
-        auto = any(s.check_changes == "auto" for s in settings)
-        return np.array([min(s.every for s in settings),
-                         any(s.check_changes != "off" for s in settings),
-                         any(s.check_changes == "every" for s in settings),
-                         max(s.changes_first_steps for s in settings) if auto else 0,
-                         max(1, min(s.changes_period for s in settings)) if auto else np.iinfo(np.int64).max],
-                        np.int64)
+        if not any(s.check_changes != "off" for s in settings):
+            return np.array([1, 0, 1, -1, big], np.int64)
+        every = min(s.every for s in settings)
+        if any(s.check_changes == "every" for s in settings):
+            return np.array([every, big, 1, -1, 0], np.int64)
+        return np.array([every, max(s.changes_first_steps for s in settings),  # "auto"
+                         max(1, min(s.changes_period for s in settings)), 0, 0], np.int64)
 
     def _graph_check(self, step):
         """A planned site in a session: whether this run compares the variables (a bool tensor),
-        and the op counting the recorded runs. The session keeps the settings and, per run, the
-        recorded runs so far and which variables were not seen changing yet (``after``)."""
+        and the op counting the recorded runs (``after`` clears the marks of variables seen
+        changing, ``_graph_seen``)."""
         if self.graph_plan is None:
-            unseen = [0] + [0 if none else 1 for none in self.none_mask]
-            self.graph_plan = (
-                self.recording.add_variable(tf1_sessions.SessionVariable(self.plan_settings, "auditor_plan",
-                                                                         reload=True)),
-                self.recording.add_variable(tf1_sessions.SessionVariable(lambda: unseen, "auditor_plan_state")))
-        settings, state = self.graph_plan
-        every, on, always, first, period = tf.unstack(settings.read(), 5)
-        now = state.read()
+            marks = [0 if none else 1 for none in self.none_mask]
+
+            def initial():
+                return np.concatenate([[0, sum(marks)], self.plan_settings(), marks])
+
+            self.graph_plan = self.recording.add_variable(tf1_sessions.SessionVariable(
+                initial, "auditor_plan", reload=self.SETTINGS))
+        now = self.graph_plan.read()
+        count, unseen, every, first, period, phase, limit = tf.unstack(now[:7], 7)
         due = tf.equal(tf.math.floormod(step, every), 0)
-        wanted = tf.reduce_any([always > 0, tf.reduce_any(now[1:] > 0), now[0] < first,
-                                tf.equal(tf.math.floormod(step, period), 0)])
+        wanted = tf.logical_or(tf.logical_or(count < first, unseen > limit),
+                               tf.equal(tf.math.floormod(step, period), phase))
         with tf.control_dependencies([now]):
-            counted = tf.raw_ops.ResourceScatterAdd(resource=state.handle, indices=0, updates=tf.cast(due, tf.int64))
-        return tf.logical_and(tf.logical_and(due, on > 0), wanted), counted
+            counted = tf.raw_ops.ResourceScatterAdd(resource=self.graph_plan.handle, indices=self.COUNT,
+                                                    updates=tf.cast(due, tf.int64))
+        self._marks = now[7:]
+        return tf.logical_and(due, wanted), counted
 
     def _graph_seen(self, changed):
-        """Clear the "not seen changing" marks of the variables ``changed`` shows changing."""
-        _, state = self.graph_plan
+        """Clear the marks of the variables ``changed`` (the change block) shows changing."""
         n = len(self.variables)
-        keep = 1 - tf.cast(changed[:n] > 0.5, tf.int64)
-        return tf.raw_ops.ResourceScatterMul(resource=state.handle, indices=tf.range(1, n + 1, dtype=tf.int64),
-                                             updates=keep)
+        marks = self._marks * (1 - tf.cast(changed[:n] > 0.5, tf.int64))
+        return tf.raw_ops.ResourceScatterUpdate(resource=self.graph_plan.handle,
+                                                indices=np.array([self.UNSEEN] + list(range(7, 7 + n)), np.int64),
+                                                updates=tf.concat([[tf.reduce_sum(marks)], marks], 0))
+
+    def _cond(self, pred, true_fn, false_fn):
+        """A session graph's branch: a functional ``If`` on the single-threaded executor where it
+        can (the branch not taken costs nothing); elsewhere a plain ``tf.cond``."""
+        if self.recording is None:
+            return tf.cond(pred, true_fn, false_fn)
+        return gs.cond(pred, true_fn, false_fn, single_threaded=True)
 
     def before(self, step, grads, clip, user) -> BeforeState:
         """Measure the gradients, copy the variables, and the histograms on steps that are
         multiples of ``histogram_every``.
 
-        ``step``: the global step's value before the update, or None: then the host numbers the
-        runs (when they are delivered, or in the graph where the histograms or the change plan
-        need the number there). Only the copies (and the global step's) must precede the update;
-        the measurement runs beside it.
+        ``step``: the global step's value before the update, or None: then the optimizer's run
+        count numbers the runs (the graph's per session; in eager code and functions the host's,
+        when the rows are delivered, or by a side op where histograms or the plan need it). Only
+        the copies (and the global step's read) must precede the update; the measurement runs
+        beside it.
 
-        Copies: on every run for small sites (the graph cannot be compared at exit); a site with
-        more than ``PLANNED_ELEMENTS`` variable elements is planned: every run until each variable
-        was seen changing, then as ``check_changes`` schedules it (so "never changed" stays exact
-        and the copies stop costing). In a session the graph plans (``_graph_check``); in eager
-        code and functions the host does (``plan``), before each run."""
+        Copies are planned (``planned``): on every run until each variable was seen changing,
+        then as ``check_changes`` schedules it, so "never changed" stays exact without a
+        comparison at exit (a graph variable cannot be read without the user's session). In a
+        session the graph plans (``_graph_check``) and the copies and comparison are branches
+        that do not run when not planned; in eager code and functions the host plans (``plan``,
+        a call per run) for sites of more than ``PLANNED_ELEMENTS`` elements, and smaller ones
+        are copied on every run."""
         every = self.wanted_histograms()
         global_step = step  # read before the update increments it: the update must wait for it
         check = self.check
@@ -143,7 +165,7 @@ class HostProbe(SiteProbe):
         snaps = None
         if self.planned:
             copies = [v for v, none in zip(self.variables, self.none_mask) if not none]
-            taken = tf.cond(check, lambda: [_snapshot(v) for v in copies],
+            taken = self._cond(check, lambda: [_snapshot(v) for v in copies],
                             lambda: [tf.zeros([0], v.dtype) for v in copies])
             taken = iter(taken if isinstance(taken, (list, tuple)) else [taken])
             snaps = [None if none else next(taken) for none in self.none_mask]
@@ -178,7 +200,7 @@ class HostProbe(SiteProbe):
         self.hist_on = True
         width = self.hist_ring.width
         due = tf.equal(tf.math.floormod(step, every), 0)
-        return tf.cond(due, lambda: histogram_row(grads), lambda: tf.fill([width], float("nan")))
+        return self._cond(due, lambda: histogram_row(grads), lambda: tf.fill([width], float("nan")))
 
     def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
         """Compare with the copies; write the row into the graph's ring (a ``tf.numpy_function``
@@ -186,10 +208,14 @@ class HostProbe(SiteProbe):
         n = len(self.variables)
 
         def compare():
-            return change_block(self.variables, state.snapshots)
+            block = change_block(self.variables, state.snapshots)
+            if self.graph_plan is None:
+                return block
+            with tf.control_dependencies([self._graph_seen(block)]):
+                return tf.identity(block)
 
         if self.planned:
-            changed = tf.cond(state.check, compare, lambda: unchecked_block(n))
+            changed = self._cond(state.check, compare, lambda: unchecked_block(n))
         elif self.check:
             changed = compare()
         else:
@@ -203,7 +229,7 @@ class HostProbe(SiteProbe):
             self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
             self.recording.add(self)
             written = self.session_ring.write(packed)
-            return tf.group(written, self._graph_seen(changed)) if self.graph_plan is not None else written
+            return written
 
     def _packed(self, state, changed):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""

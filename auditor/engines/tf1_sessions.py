@@ -42,9 +42,10 @@ def patches() -> list[Patch]:
 
 class SessionVariable:
     """An int64 variable of the graph in no collection, loaded by each session from the host
-    (``value()``) before its first run, and again when a watch comes or goes if ``reload``."""
+    (``value()``) before its first run; ``reload``: the slice of it loaded again when a watch
+    comes or goes (``reloader``, ``reload_feed()``)."""
 
-    def __init__(self, value, name: str, reload: bool = False):
+    def __init__(self, value, name: str, reload: slice | None = None):
         self.value = value
         self.reload = reload
         initial = np.asarray(value(), np.int64)
@@ -52,6 +53,14 @@ class SessionVariable:
         with tf.init_scope(), tf.device("/cpu:0"):
             self.start = tf.compat.v1.placeholder(tf.int64, initial.shape, name=name + "_start")
             self.initializer = tf.raw_ops.AssignVariableOp(resource=self.variable.handle, value=self.start)
+            if reload is not None:
+                indices = np.arange(len(initial), dtype=np.int64)[reload]
+                self.reloaded = tf.compat.v1.placeholder(tf.int64, indices.shape, name=name + "_reloaded")
+                self.reloader = tf.raw_ops.ResourceScatterUpdate(resource=self.variable.handle, indices=indices,
+                                                                 updates=self.reloaded)
+
+    def reload_feed(self) -> dict:
+        return {self.reloaded: np.asarray(self.value(), np.int64)[self.reload]}
 
     @property
     def handle(self):
@@ -133,13 +142,16 @@ class GraphRecording:
             state = session.__dict__.setdefault(ATTRIBUTE, SessionState())
             self.sessions.add(session)
             parts = self.parts[state.ready:]
-            if state.version != self.version:
-                parts += [p for p in self.parts[:state.ready] if getattr(p, "reload", False)]
-            if parts:
+            reloads = [p for p in self.parts[:state.ready] if getattr(p, "reload", None) is not None]
+            if state.version == self.version:
+                reloads = []
+            if parts or reloads:
                 feeds = {}
                 for part in parts:
                     feeds.update(part.initial_feed())
-                _own_run(session, [part.initializer for part in parts], feeds)
+                for part in reloads:
+                    feeds.update(part.reload_feed())
+                _own_run(session, [p.initializer for p in parts] + [p.reloader for p in reloads], feeds)
                 for probe in self.probes:
                     state.cursors.setdefault(id(probe.session_ring), 0)
             state.ready, state.version = len(self.parts), self.version
