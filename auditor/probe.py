@@ -224,6 +224,9 @@ class SiteProbe:
         # A small site (a few thousand weights): its per-step ops cost more in count than in data,
         # so they run without a nested branch, on the single-threaded executor where available.
         self.small = _elements(self.variables) <= SMALL_SITE
+        # The exact non-finite check as a branch of its own (TF1 session graphs: an If with nothing
+        # around it costs less than two ops per gradient); else small graph sites go branch-free.
+        self.top_level_branch = False
         self.call_sites: tuple = ()  # "file:line" of your code that applied here (engines.site)
         self.eager_sightings = 0  # eager applies whose call site was looked up
 
@@ -260,11 +263,12 @@ class SiteProbe:
         def exact_nonfinite():
             return per_variable(gs.nonfinite_each)
 
-        if self.small and not tf.executing_eagerly():  # two ops per gradient, no branch
+        if self.small and not tf.executing_eagerly() and not self.top_level_branch:  # two ops per gradient
             bad = per_variable(gs.nonfinite_small)
         else:
             all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite)
+            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite,
+                          single_threaded=self.top_level_branch)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
         if user.global_norm is not None:

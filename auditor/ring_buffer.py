@@ -87,14 +87,23 @@ class SessionRing:
                                                    dtype=tf.float32))
 
     def write(self, row):
-        """The op appending ``row`` (float32, ``width``): a plain graph orders nothing by itself,
-        so the count is incremented after the row is written."""
+        """The op appending ``row`` (float32, ``width``), and the row's slot: a plain graph orders
+        nothing by itself, so the count is incremented after the row is written."""
         with tf.device("/cpu:0"):
             count = tf.raw_ops.ReadVariableOp(resource=self.count.handle, dtype=tf.int64)
-            update = tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle,
-                                                      indices=tf.math.floormod(count, self.capacity), updates=row)
+            slot = tf.math.floormod(count, self.capacity)
+            update = tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=slot, updates=row)
             with tf.control_dependencies([update]):
-                return tf.raw_ops.AssignAddVariableOp(resource=self.count.handle, value=tf.constant(1, tf.int64))
+                return tf.raw_ops.AssignAddVariableOp(resource=self.count.handle,
+                                                      value=tf.constant(1, tf.int64)), slot
+
+    def overwrite(self, slot, start: int, values):
+        """The op writing ``values`` (float32) over a row from column ``start`` (run it after the
+        row's ``write``)."""
+        columns = tf.range(start, start + int(values.shape[0]), dtype=tf.int64)
+        indices = tf.stack([tf.fill(tf.shape(columns), slot), columns], axis=1)
+        with tf.device("/cpu:0"):
+            return tf.raw_ops.ResourceScatterNdUpdate(ref=self.rows.handle, indices=indices, updates=values)
 
     def initial_feed(self) -> dict:
         return {}

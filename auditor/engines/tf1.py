@@ -61,6 +61,7 @@ class HostProbe(SiteProbe):
         self.hist_on = False
         # a plain graph: rows written into a ring of the graph, read through its sessions
         self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph()) if in_session else None
+        self.top_level_branch = in_session
         self.session_ring = None  # created with the row (its width includes the histograms)
         self.counted = False  # the steps come from the graph's run counter
         self.graph_plan = None  # a planned site in a session: its state (a SessionVariable)
@@ -206,30 +207,42 @@ class HostProbe(SiteProbe):
         """Compare with the copies; write the row into the graph's ring (a ``tf.numpy_function``
         hands it to the host in eager code and functions)."""
         n = len(self.variables)
+        if self.recording is not None:
+            return self._write_in_session(state)
 
         def compare():
-            block = change_block(self.variables, state.snapshots)
-            if self.graph_plan is None:
-                return block
-            with tf.control_dependencies([self._graph_seen(block)]):
-                return tf.identity(block)
+            return change_block(self.variables, state.snapshots)
 
         if self.planned:
-            changed = self._cond(state.check, compare, lambda: unchecked_block(n))
+            changed = tf.cond(state.check, compare, lambda: unchecked_block(n))
         elif self.check:
             changed = compare()
         else:
             changed = unchecked_block(n)
-        if self.recording is None:
-            return tf.numpy_function(self.deliver, [self._packed(state, changed)], tf.int64, stateful=True,
-                                     name="auditor_record")
-        # Only the comparison waits for the update: the row is written beside it when none ran.
+        return tf.numpy_function(self.deliver, [self._packed(state, changed)], tf.int64, stateful=True,
+                                 name="auditor_record")
+
+    def _write_in_session(self, state):
+        """The row goes into the graph's ring beside the update (nothing in it waits for the
+        update); on a planned run a branch after the update compares the variables and writes the
+        change block over the row."""
+        n = len(self.variables)
         with tf.control_dependencies(None):
-            packed = self._packed(state, changed)
+            packed = self._packed(state, unchecked_block(n))
             self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
             self.recording.add(self)
-            written = self.session_ring.write(packed)
+            written, slot = self.session_ring.write(packed)
+        if not self.planned:
             return written
+
+        def compare():
+            block = change_block(self.variables, state.snapshots)
+            start = RowLayout.FIXED + 2 * n
+            with tf.control_dependencies([self.session_ring.overwrite(slot, start, block), self._graph_seen(block)]):
+                return tf.constant(True)
+
+        with tf.control_dependencies([written]):  # after the row's write (and, by the flow, the update)
+            return self._cond(state.check, compare, lambda: tf.constant(False))
 
     def _packed(self, state, changed):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
