@@ -87,3 +87,19 @@ def test_a_planned_site_follows_the_watches_that_come_and_go():
     assert checked == list(range(10)) + [12, 13, 14, 20]
     assert [r.step for r in inner.steps] == [12, 13, 14]
     assert all(r.changed_vars == ["big:0"] for r in inner.steps)
+
+
+def test_a_small_site_compares_on_the_scheduled_runs_once_each_variable_changed():
+    """Every site in a session plans its copies: each run until every variable was seen changing
+    (run 0 here), then the first 10 recorded runs and every 50th step (``check_changes="auto"``)."""
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False) as audit:
+        train_op = _train_op()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(60):
+                sess.run(train_op)
+    checked = [r.step for r in audit.steps if r.changed_vars is not None]
+    assert [r.step for r in audit.steps] == list(range(60))
+    assert checked == list(range(10)) + [50]
+    assert all(audit.steps[k].changed_vars == ["w:0"] for k in checked) and audit.findings == []
