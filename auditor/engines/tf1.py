@@ -237,7 +237,7 @@ class HostProbe(SiteProbe):
 
         def compare():
             block = change_block(self.variables, state.snapshots)
-            start = RowLayout.FIXED + 2 * n
+            start = self.layout.measured_width  # the change block follows what ``measure`` wrote
             with tf.control_dependencies([self.session_ring.overwrite(slot, start, block), self._graph_seen(block)]):
                 return tf.constant(True)
 
@@ -281,8 +281,8 @@ class HostProbe(SiteProbe):
         rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
         self.ring.push_many(rows, steps)
         if self._unseen and self.graph_plan is None:  # the host plans (``plan``)
-            n = len(self.variables)
-            changed = rows[rows[:, RowLayout.CHECKED] > 0.5, RowLayout.FIXED + 2 * n:RowLayout.FIXED + 3 * n]
+            n, start = len(self.variables), self.layout.measured_width  # the change block: flags, ratios
+            changed = rows[rows[:, RowLayout.CHECKED] > 0.5, start:start + n]
             self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}
         if self.hist_every:
             due = steps % self.hist_every == 0
