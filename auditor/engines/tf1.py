@@ -111,13 +111,13 @@ class HostProbe(SiteProbe):
         with tf.control_dependencies([now]):
             counted = tf.raw_ops.ResourceScatterAdd(resource=self.graph_plan.handle, indices=self.COUNT,
                                                     updates=tf.cast(due, tf.int64))
-        self._marks = now[7:]
         return tf.logical_and(due, wanted), counted
 
     def _graph_seen(self, changed):
-        """Clear the marks of the variables ``changed`` (the change block) shows changing."""
+        """Clear the marks of the variables ``changed`` (the change block) shows changing (ops of
+        the comparison's branch: read there, on compared runs only)."""
         n = len(self.variables)
-        marks = self._marks * (1 - tf.cast(changed[:n] > 0.5, tf.int64))
+        marks = self.graph_plan.read()[7:] * (1 - tf.cast(changed[:n] > 0.5, tf.int64))
         return tf.raw_ops.ResourceScatterUpdate(resource=self.graph_plan.handle,
                                                 indices=np.array([self.UNSEEN] + list(range(7, 7 + n)), np.int64),
                                                 updates=tf.concat([[tf.reduce_sum(marks)], marks], 0))
