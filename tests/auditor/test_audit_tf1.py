@@ -200,3 +200,24 @@ def test_your_clipping_is_seen_through_either_compat_v1_module(module_name):
             sess.run(v1.global_variables_initializer())
             sess.run(train_op)
     assert len(audit.steps) == 1 and 0 < audit.steps[0].clip_ratio < 1
+
+
+def test_a_large_site_of_an_eagerly_used_v1_optimizer_is_planned_on_the_host():
+    """Outside a session the host plans a large site's copies, by the same rule as the graph:
+    every run until each variable changed, then the first 10 recorded runs and every 20th."""
+    import numpy as np
+    import tensorflow as tf
+
+    import auditor
+
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(4, 300).astype("float32"))
+    big = tf.Variable(rng.randn(300, 256).astype("float32") * 0.01, name="big")
+    opt = tf.compat.v1.train.GradientDescentOptimizer(0.1)
+    with auditor.watch(summary=False, thresholds={"changes_period": 20}) as audit:
+        for _ in range(30):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(tf.matmul(x, big)))
+            opt.apply_gradients([(tape.gradient(loss, big), big)])
+    assert [r.step for r in audit.steps] == list(range(30))
+    assert [r.step for r in audit.steps if r.changed_vars is not None] == list(range(10)) + [20]
