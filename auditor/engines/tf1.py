@@ -177,20 +177,15 @@ class HostProbe(SiteProbe):
         return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
 
     def plan(self, given):
-        """Host side, before a run of a planned site: ``[step, compare the variables?]``."""
+        """Host side, before a run of a planned site (eager code, functions): ``[step, compare the
+        variables?]``, by the rule of ``plan_settings`` (which a session's graph follows too)."""
         step = int(given)
         if step < 0:
             step = int(self.runs.next())
-        subscribers = self.subscribers
+        every, first, period, phase, limit = (int(v) for v in self.plan_settings())
         check = False
-        if subscribers and step % min(s.settings.every for s in subscribers) == 0:
-            settings = [s.settings for s in subscribers]
-            if any(s.check_changes == "every" for s in settings) or self._unseen:
-                check = True
-            elif any(s.check_changes == "auto" for s in settings):
-                first = max(s.changes_first_steps for s in settings)
-                period = max(1, min(s.changes_period for s in settings))
-                check = self._planned < first or step % period == 0
+        if self.subscribers and step % every == 0:
+            check = self._planned < first or len(self._unseen) > limit or step % period == phase
             self._planned += 1
         return np.array([step, 1 if check else 0], np.int64)
 
