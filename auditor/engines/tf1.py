@@ -38,7 +38,7 @@ class HostProbe(SiteProbe):
     (or one by one from a ``tf.numpy_function`` in eager code and functions), and changes are
     compared in the graph, on planned runs (see ``before``)."""
 
-    capacity = 1024  # rows between drains, as for a device ring (the host list is not bounded)
+    capacity = tf1_sessions.CAPACITY  # rows between drains (the host list is not bounded)
     snapshots = None  # nothing to compare at exit: the plan keeps "never changed" exact
 
     def __init__(self, optimizer, variables, none_mask, check: bool):

@@ -163,7 +163,7 @@ class GraphRecording:
         if state.runs >= COLLECT_EVERY:
             self.collect(session)
             for probe in self.probes:
-                if probe.subscribers and probe.ring.pending_estimate() >= CAPACITY // 2:
+                if probe.subscribers and probe.ring.pending_estimate() >= probe.capacity // 2:
                     registry.drain(probe)
 
     def collect_everywhere(self) -> None:
