@@ -15,6 +15,16 @@ import numpy as np
 import tensorflow as tf
 
 
+def tag_columns(tag):
+    """Ops: an int64 tag as the two float32 columns that end a row (bit for bit)."""
+    return tf.bitcast(tf.cast(tag, tf.int64), tf.float32)
+
+
+def tags_of(columns) -> np.ndarray:
+    """The int64 tags of rows' two tag columns (``[k, 2]`` float32), as ``tag_columns`` wrote them."""
+    return np.ascontiguousarray(columns).view(np.int64).reshape(-1)
+
+
 class RingBuffer:
     """``capacity`` rows of ``width`` float32 values, each followed by its int64 tag (two floats,
     bit for bit), and a write count kept in slot ``slot`` of an int64 ``counter`` variable its owner
@@ -34,7 +44,7 @@ class RingBuffer:
     def write(self, parts, tag):
         """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync."""
         count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=self.slot, dtype=tf.int64)
-        row = tf.concat(list(parts) + [tf.bitcast(tf.cast(tag, tf.int64), tf.float32)], 0)
+        row = tf.concat(list(parts) + [tag_columns(tag)], 0)
         tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=tf.math.floormod(count, self.capacity),
                                          updates=row)
         tf.raw_ops.ResourceScatterAdd(resource=self.counter.handle, indices=self.slot,
@@ -58,8 +68,7 @@ class RingBuffer:
             data = self.rows.numpy()
         data = data[np.arange(start, count) % self.capacity]
         self.host_cursor = count
-        tags = np.ascontiguousarray(data[:, self.width:]).view(np.int64).reshape(-1)
-        return data[:, :self.width], tags, lost
+        return data[:, :self.width], tags_of(data[:, self.width:]), lost
 
     def pending_estimate(self) -> int:
         """Rows written since the last drain (host read of one scalar)."""

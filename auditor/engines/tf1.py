@@ -21,7 +21,7 @@ from auditor import registry
 from auditor.engines import site, tf1_sessions
 from auditor.patching import Patch
 from auditor.probe import BeforeState, RowLayout, SiteProbe, histogram_row, change_block, unchecked_block
-from auditor.ring_buffer import HostRing, SessionRing
+from auditor.ring_buffer import HostRing, SessionRing, tag_columns, tags_of
 
 
 PLANNED_ELEMENTS = 1 << 16  # outside sessions, sites with more variable elements are planned
@@ -243,13 +243,13 @@ class HostProbe(SiteProbe):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
         row = self.layout.assemble(state.measured, changed)
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
-        return tf.concat([row, tf.bitcast(step, tf.float32), state.histograms], 0)
+        return tf.concat([row, tag_columns(step), state.histograms], 0)
 
     def deliver(self, packed):
         """Called by the side op on every run (eager code, a ``tf.function``): keep the row; hand
         the rows over when half a ring is waiting (and at every drain of the watch)."""
         width = self.layout.width
-        step = int(packed[width:width + 2].view(np.int64)[0])
+        step = int(tags_of(packed[width:width + 2].reshape(1, 2))[0])
         if step < 0:  # numbered on the host, as the rows arrive
             step = int(self.runs.next())
             packed = packed.copy()
@@ -266,7 +266,7 @@ class HostProbe(SiteProbe):
         if lost:
             self.ring.lose(lost)
         width = self.layout.width
-        steps = np.ascontiguousarray(packed[:, width:width + 2]).view(np.int64).reshape(-1)
+        steps = tags_of(packed[:, width:width + 2])
         if self.counted and len(steps):
             self.runs.seen(int(steps.max()))
         subscribers = self.subscribers
