@@ -106,10 +106,10 @@ class SessionRing:
                 return tf.raw_ops.AssignAddVariableOp(resource=self.count.handle,
                                                       value=tf.constant(1, tf.int64)), slot
 
-    def overwrite(self, slot, start: int, values):
-        """The op writing ``values`` (float32) over a row from column ``start`` (run it after the
-        row's ``write``)."""
-        columns = tf.range(start, start + int(values.shape[0]), dtype=tf.int64)
+    def overwrite(self, slot, columns, values):
+        """The op writing ``values`` (float32) over a row's ``columns`` (run it after the row's
+        ``write``)."""
+        columns = tf.constant(columns, tf.int64)
         indices = tf.stack([tf.fill(tf.shape(columns), slot), columns], axis=1)
         with tf.device("/cpu:0"):
             return tf.raw_ops.ResourceScatterNdUpdate(ref=self.rows.handle, indices=indices, updates=values)

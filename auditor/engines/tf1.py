@@ -53,7 +53,7 @@ class HostProbe(SiteProbe):
         # plans, a call per run, so only where copying costs more)
         self.planned = check and (in_session or size > PLANNED_ELEMENTS)
         self._unseen = {k for k, none in enumerate(self.none_mask) if not none}  # not seen changing yet
-        self._planned = 0  # runs planned while recording
+        self._planned = 0  # runs compared while recording (the host's plan)
         self.runs = _run_counter(optimizer)
         self.ring = HostRing(self.layout.width)
         self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
@@ -70,31 +70,34 @@ class HostProbe(SiteProbe):
         if self.graph_plan is not None:
             self.recording.reconfigured()
 
-    # A planned site's state in a session (one int64 vector): recorded runs so far, variables not
-    # seen changing yet, then the watches' settings (loaded again when a watch comes or goes), then
-    # per variable whether it was not seen changing yet.
-    COUNT, UNSEEN, EVERY, FIRST, PERIOD, PHASE, LIMIT = range(7)
-    SETTINGS = slice(EVERY, LIMIT + 1)
+    # A planned site's state in a session (one int64 vector): runs compared so far, variables not
+    # seen changing yet, the step of the next run to copy and compare, then the watches' settings
+    # (``NEXT`` and these loaded again when a watch comes or goes), then per variable whether it was
+    # not seen changing yet. A run reads ``NEXT`` only; the comparison's branch updates the rest.
+    COUNT, UNSEEN, NEXT, EVERY, FIRST, STRIDE, LIMIT = range(7)
+    SETTINGS = slice(NEXT, LIMIT + 1)
+    NEVER = np.iinfo(np.int64).max
 
     def plan_settings(self) -> np.ndarray:
-        """``[every, first, period, phase, limit]``: a run is compared when its step is a multiple
-        of ``every`` and it is one of the ``first`` recorded runs, or ``step % period == phase``,
-        or more than ``limit`` variables were not seen changing yet ("every": ``first`` is
-        unbounded; "off": nothing matches)."""
-        big = np.iinfo(np.int64).max
+        """``[next, every, first, stride, limit]``: a run is compared when its step is a multiple
+        of ``every`` and fewer than ``first`` runs were compared, or more than ``limit`` variables
+        were not seen changing yet, or its step is a multiple of ``stride`` (> 0); ``next``: the
+        step from which a session looks again ("every": ``first`` is unbounded; "off": nothing
+        matches)."""
+        big = self.NEVER
         settings = [s.settings for s in self.subscribers]
         if not any(s.check_changes != "off" for s in settings):
-            return np.array([1, 0, 1, -1, big], np.int64)
+            return np.array([big, 1, 0, 0, big], np.int64)
         every = min(s.every for s in settings)
         if any(s.check_changes == "every" for s in settings):
-            return np.array([every, big, 1, -1, 0], np.int64)
-        return np.array([every, max(s.changes_first_steps for s in settings),  # "auto"
-                         max(1, min(s.changes_period for s in settings)), 0, 0], np.int64)
+            return np.array([0, every, big, 0, 0], np.int64)
+        period = max(1, min(s.changes_period for s in settings))  # "auto"
+        return np.array([0, every, max(s.changes_first_steps for s in settings), np.lcm(every, period), 0], np.int64)
 
     def _graph_check(self, step):
-        """A planned site in a session: whether this run compares the variables (a bool tensor),
-        and the op counting the recorded runs (``after`` clears the marks of variables seen
-        changing, ``_graph_seen``)."""
+        """A planned site in a session: whether this run copies the variables and compares them
+        after the update (a bool tensor: its step reached ``NEXT``; ``_graph_compared`` decides
+        and moves ``NEXT`` on)."""
         if self.graph_plan is None:
             marks = [0 if none else 1 for none in self.none_mask]
 
@@ -103,24 +106,31 @@ class HostProbe(SiteProbe):
 
             self.graph_plan = self.recording.add_variable(tf1_sessions.SessionVariable(
                 initial, "auditor_plan", reload=self.SETTINGS))
-        now = self.graph_plan.read()
-        count, unseen, every, first, period, phase, limit = tf.unstack(now[:7], 7)
-        due = tf.equal(tf.math.floormod(step, every), 0)
-        wanted = tf.logical_or(tf.logical_or(count < first, unseen > limit),
-                               tf.equal(tf.math.floormod(step, period), phase))
-        with tf.control_dependencies([now]):
-            counted = tf.raw_ops.ResourceScatterAdd(resource=self.graph_plan.handle, indices=self.COUNT,
-                                                    updates=tf.cast(due, tf.int64))
-        return tf.logical_and(due, wanted), counted
+        with tf.device("/cpu:0"):
+            due = tf.raw_ops.ResourceGather(resource=self.graph_plan.handle, indices=self.NEXT, dtype=tf.int64)
+        return tf.greater_equal(step, due)
 
-    def _graph_seen(self, changed):
-        """Clear the marks of the variables ``changed`` (the change block) shows changing (ops of
-        the comparison's branch: read there, on compared runs only)."""
+    def _graph_compared(self, step, block):
+        """Ops of the comparison's branch (after the update): whether the plan wants this run
+        compared (the rule of ``plan_settings``), and the op updating the plan: the count, the
+        marks of the variables ``block`` (the change block) shows changing, and ``NEXT``."""
         n = len(self.variables)
-        marks = self.graph_plan.read()[7:] * (1 - tf.cast(changed[:n] > 0.5, tf.int64))
-        return tf.raw_ops.ResourceScatterUpdate(resource=self.graph_plan.handle,
-                                                indices=np.array([self.UNSEEN] + list(range(7, 7 + n)), np.int64),
-                                                updates=tf.concat([[tf.reduce_sum(marks)], marks], 0))
+        now = self.graph_plan.read()
+        count, unseen, _, every, first, stride, limit = tf.unstack(now[:7], 7)
+        one = tf.ones([], tf.int64)
+        period = tf.maximum(stride, one)
+        wanted = tf.logical_and(tf.equal(tf.math.floormod(step, every), 0), tf.reduce_any(tf.stack([
+            count < first, unseen > limit, tf.logical_and(stride > 0, tf.equal(tf.math.floormod(step, period), 0))])))
+        seen = tf.cast(tf.logical_and(wanted, block[:n] > 0.5), tf.int64)
+        marks = now[7:] * (1 - seen)
+        count, unseen = count + tf.cast(wanted, tf.int64), tf.reduce_sum(marks)
+        again = tf.logical_or(count < first, unseen > limit)
+        following = tf.where(again, (step // every + 1) * every,
+                             tf.where(stride > 0, (step // period + 1) * period, self.NEVER))
+        update = tf.raw_ops.ResourceScatterUpdate(
+            resource=self.graph_plan.handle, indices=np.array([self.COUNT, self.UNSEEN, self.NEXT] + list(range(7, 7 + n)), np.int64),
+            updates=tf.concat([tf.stack([count, unseen, following]), marks], 0))
+        return wanted, update
 
     def _cond(self, pred, true_fn, false_fn):
         """A session graph's branch: a functional ``If`` on the single-threaded executor where it
@@ -152,9 +162,8 @@ class HostProbe(SiteProbe):
         if step is None and self.recording is not None:
             step = self.recording.counter(self.optimizer_ref(), self.runs).next()
             self.counted = True
-        counted = None
         if self.planned and self.recording is not None:
-            check, counted = self._graph_check(step)
+            check = self._graph_check(step)
         elif self.planned:
             given = step if step is not None else tf.constant(-1, tf.int64)
             plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
@@ -162,7 +171,8 @@ class HostProbe(SiteProbe):
             step, check = plan[0], tf.greater(plan[1], 0)
         elif step is None and every:
             step = tf.numpy_function(self.runs.next, [], tf.int64, stateful=True, name="auditor_step")
-        measured = self.measure(grads, clip, user, check)
+        # the row's ``checked`` column (in a session the comparison's branch writes it)
+        measured = self.measure(grads, clip, user, False if self.graph_plan is not None else check)
         snaps = None
         if self.planned:
             copies = [v for v, none in zip(self.variables, self.none_mask) if not none]
@@ -173,7 +183,7 @@ class HostProbe(SiteProbe):
         elif self.check:
             snaps = [None if none else _snapshot(v) for v, none in zip(self.variables, self.none_mask)]
         hist = self._histograms(grads, step, every)
-        deps = [s for s in snaps or () if s is not None] + [d for d in (global_step, counted) if d is not None]
+        deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
         return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
 
     def plan(self, given):
@@ -182,11 +192,10 @@ class HostProbe(SiteProbe):
         step = int(given)
         if step < 0:
             step = int(self.runs.next())
-        every, first, period, phase, limit = (int(v) for v in self.plan_settings())
-        check = False
-        if self.subscribers and step % every == 0:
-            check = self._planned < first or len(self._unseen) > limit or step % period == phase
-            self._planned += 1
+        _, every, first, stride, limit = (int(v) for v in self.plan_settings())
+        check = bool(self.subscribers) and step % every == 0 and (
+            self._planned < first or len(self._unseen) > limit or (stride > 0 and step % stride == 0))
+        self._planned += check
         return np.array([step, 1 if check else 0], np.int64)
 
     def _histograms(self, grads, step, every):
@@ -232,8 +241,10 @@ class HostProbe(SiteProbe):
 
         def compare():
             block = change_block(self.variables, state.snapshots)
-            start = self.layout.measured_width  # the change block follows what ``measure`` wrote
-            with tf.control_dependencies([self.session_ring.overwrite(slot, start, block), self._graph_seen(block)]):
+            wanted, planned = self._graph_compared(state.iteration, block)
+            columns = [RowLayout.CHECKED] + list(range(self.layout.measured_width, self.layout.measured_width + 2 * n))
+            values = tf.where(wanted, tf.concat([[1.0], block], 0), tf.concat([[0.0], unchecked_block(n)], 0))
+            with tf.control_dependencies([self.session_ring.overwrite(slot, columns, values), planned]):
                 return tf.constant(True)
 
         with tf.control_dependencies([written]):  # after the row's write (and, by the flow, the update)
