@@ -209,6 +209,11 @@ class SiteProbe:
     """What every probe shares: the site's identity, its subscribers, the measurement ops and
     the row layout. Subclasses store rows (device ring, host list) and emit ``before``/``after``."""
 
+    # The exact non-finite check as a branch of its own (a subclass for TF1 session graphs: an If
+    # with nothing around it costs less than two ops per gradient); else small graph sites go
+    # branch-free.
+    top_level_branch = False
+
     def __init__(self, optimizer, variables, none_mask, replica=None):
         """``replica``: ``(local index, local replica count, device, replicas in sync)`` when
         ``apply`` runs in a ``tf.distribute`` replica context; each replica then owns a probe whose
@@ -224,9 +229,6 @@ class SiteProbe:
         # A small site (a few thousand weights): its per-step ops cost more in count than in data,
         # so they run without a nested branch, on the single-threaded executor where available.
         self.small = _elements(self.variables) <= SMALL_SITE
-        # The exact non-finite check as a branch of its own (TF1 session graphs: an If with nothing
-        # around it costs less than two ops per gradient); else small graph sites go branch-free.
-        self.top_level_branch = False
         self.call_sites: tuple = ()  # "file:line" of your code that applied here (engines.site)
         self.eager_sightings = 0  # eager applies whose call site was looked up
 

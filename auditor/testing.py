@@ -29,5 +29,5 @@ def census() -> dict:
 
 
 def probes(audit) -> list:
-    """The apply-site probes a watch subscribed to (``DeviceProbe`` / TF1 ``HostProbe``)."""
+    """The apply-site probes a watch subscribed to (``DeviceProbe`` / TF1 ``SessionProbe`` / ``EagerProbe``)."""
     return list(audit.recorder.probes) if audit.recorder is not None else []

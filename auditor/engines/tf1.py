@@ -25,6 +25,7 @@ from auditor.ring_buffer import HostRing, SessionRing, tag_columns, tags_of
 
 
 PLANNED_ELEMENTS = 1 << 16  # outside sessions, sites with more variable elements are planned
+NEVER = np.iinfo(np.int64).max  # a plan's next step when nothing is compared
 
 
 def patches() -> list[Patch]:
@@ -33,10 +34,11 @@ def patches() -> list[Patch]:
     return [Patch(v1_optimizer.Optimizer, "apply_gradients", _apply_gradients)] + tf1_sessions.patches()
 
 
-class HostProbe(SiteProbe):
-    """A TF1 apply site: rows reach the host in batches from the sessions that run the train op
-    (or one by one from a ``tf.numpy_function`` in eager code and functions), and changes are
-    compared in the graph, on planned runs (see ``before``)."""
+class V1Probe(SiteProbe):
+    """A TF1 apply site: the measurement and the copies are ops of the train op, changes are
+    compared in the graph on the runs a plan picks (``before``), and rows reach the host's ring
+    (``take``) from the graph's ring of each session (``SessionProbe``) or, in eager code and
+    functions, one by one from a ``tf.numpy_function`` (``EagerProbe``)."""
 
     capacity = tf1_sessions.CAPACITY  # rows between drains (the host list is not bounded)
     snapshots = None  # nothing to compare at exit: the plan keeps "never changed" exact
@@ -47,36 +49,17 @@ class HostProbe(SiteProbe):
         # probe the optimizer (graph mode only: eager probes are owned by the optimizer)
         self._optimizer = None if tf.executing_eagerly() else optimizer
         self.check = check
-        size = sum(int(np.prod(v.shape)) for v, none in zip(self.variables, self.none_mask) if not none)
-        in_session = not tf.executing_eagerly() and not tf.inside_function()
-        # planned: compared on the runs a plan picks (in a session every site; elsewhere the host
-        # plans, a call per run, so only where copying costs more)
-        self.planned = check and (in_session or size > PLANNED_ELEMENTS)
-        self._unseen = {k for k, none in enumerate(self.none_mask) if not none}  # not seen changing yet
-        self._planned = 0  # runs compared while recording (the host's plan)
+        self.planned = check  # compared on the runs a plan picks (else on every run, or never)
         self.runs = _run_counter(optimizer)
         self.ring = HostRing(self.layout.width)
         self.hist_every = 0  # set when the train op is built (histograms computed in the graph)
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
         self.hist_on = False
-        # a plain graph: rows written into a ring of the graph, read through its sessions
-        self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph()) if in_session else None
-        self.top_level_branch = in_session
-        self.session_ring = None  # created with the row (its width includes the histograms)
-        self.counted = False  # the steps come from the graph's run counter
-        self.graph_plan = None  # a planned site in a session: its state (a SessionVariable)
+        self.counted = False  # the steps come from a session's run counter
+        self._unseen = set()  # variables not seen changing yet, where the host plans
 
     def configure(self):
-        if self.graph_plan is not None:
-            self.recording.reconfigured()
-
-    # A planned site's state in a session (one int64 vector): runs compared so far, variables not
-    # seen changing yet, the step of the next run to copy and compare, then the watches' settings
-    # (``NEXT`` and these loaded again when a watch comes or goes), then per variable whether it was
-    # not seen changing yet. A run reads ``NEXT`` only; the comparison's branch updates the rest.
-    COUNT, UNSEEN, NEXT, EVERY, FIRST, STRIDE, LIMIT = range(7)
-    SETTINGS = slice(NEXT, LIMIT + 1)
-    NEVER = np.iinfo(np.int64).max
+        """Nothing to set on the device: the plan reads the watches' settings (``plan_settings``)."""
 
     def plan_settings(self) -> np.ndarray:
         """``[next, every, first, stride, limit]``: a run is compared when its step is a multiple
@@ -84,7 +67,7 @@ class HostProbe(SiteProbe):
         were not seen changing yet, or its step is a multiple of ``stride`` (> 0); ``next``: the
         step from which a session looks again ("every": ``first`` is unbounded; "off": nothing
         matches)."""
-        big = self.NEVER
+        big = NEVER
         settings = [s.settings for s in self.subscribers]
         if not any(s.check_changes != "off" for s in settings):
             return np.array([big, 1, 0, 0, big], np.int64)
@@ -94,90 +77,25 @@ class HostProbe(SiteProbe):
         period = max(1, min(s.changes_period for s in settings))  # "auto"
         return np.array([0, every, max(s.changes_first_steps for s in settings), np.lcm(every, period), 0], np.int64)
 
-    def _graph_check(self, step):
-        """A planned site in a session: whether this run copies the variables and compares them
-        after the update (a bool tensor: its step reached ``NEXT``; ``_graph_compared`` decides
-        and moves ``NEXT`` on)."""
-        if self.graph_plan is None:
-            marks = [0 if none else 1 for none in self.none_mask]
-
-            def initial():
-                return np.concatenate([[0, sum(marks)], self.plan_settings(), marks])
-
-            self.graph_plan = self.recording.add_variable(tf1_sessions.SessionVariable(
-                initial, "auditor_plan", reload=self.SETTINGS))
-        with tf.device("/cpu:0"):
-            due = tf.raw_ops.ResourceGather(resource=self.graph_plan.handle, indices=self.NEXT, dtype=tf.int64)
-        return tf.greater_equal(step, due)
-
-    def _graph_compared(self, step, block):
-        """Ops of the comparison's branch (after the update): whether the plan wants this run
-        compared (the rule of ``plan_settings``), and the op updating the plan: the count, the
-        marks of the variables ``block`` (the change block) shows changing, and ``NEXT``."""
-        n = len(self.variables)
-        now = self.graph_plan.read()
-        count, unseen, _, every, first, stride, limit = tf.unstack(now[:7], 7)
-        one = tf.ones([], tf.int64)
-        period = tf.maximum(stride, one)
-        wanted = tf.logical_and(tf.equal(tf.math.floormod(step, every), 0), tf.reduce_any(tf.stack([
-            count < first, unseen > limit, tf.logical_and(stride > 0, tf.equal(tf.math.floormod(step, period), 0))])))
-        seen = tf.cast(tf.logical_and(wanted, block[:n] > 0.5), tf.int64)
-        marks = now[7:] * (1 - seen)
-        count, unseen = count + tf.cast(wanted, tf.int64), tf.reduce_sum(marks)
-        again = tf.logical_or(count < first, unseen > limit)
-        following = tf.where(again, (step // every + 1) * every,
-                             tf.where(stride > 0, (step // period + 1) * period, self.NEVER))
-        update = tf.raw_ops.ResourceScatterUpdate(
-            resource=self.graph_plan.handle, indices=np.array([self.COUNT, self.UNSEEN, self.NEXT] + list(range(7, 7 + n)), np.int64),
-            updates=tf.concat([tf.stack([count, unseen, following]), marks], 0))
-        return wanted, update
-
-    def _cond(self, pred, true_fn, false_fn):
-        """A session graph's branch: a functional ``If`` on the single-threaded executor where it
-        can (the branch not taken costs nothing); elsewhere a plain ``tf.cond``."""
-        if self.recording is None:
-            return tf.cond(pred, true_fn, false_fn)
-        return gs.cond(pred, true_fn, false_fn, single_threaded=True)
-
     def before(self, step, grads, clip, user) -> BeforeState:
         """Measure the gradients, copy the variables, and the histograms on steps that are
         multiples of ``histogram_every``.
 
         ``step``: the global step's value before the update, or None: then the optimizer's run
-        count numbers the runs (the graph's per session; in eager code and functions the host's,
-        when the rows are delivered, or by a side op where histograms or the plan need it). Only
-        the copies (and the global step's read) must precede the update; the measurement runs
-        beside it.
-
-        Copies are planned (``planned``): on every run until each variable was seen changing,
-        then as ``check_changes`` schedules it, so "never changed" stays exact without a
-        comparison at exit (a graph variable cannot be read without the user's session). In a
-        session the graph plans (``_graph_check``) and the copies and comparison are branches
-        that do not run when not planned; in eager code and functions the host plans (``plan``,
-        a call per run) for sites of more than ``PLANNED_ELEMENTS`` elements, and smaller ones
-        are copied on every run."""
+        count numbers the runs (``_plan_run``). Only the copies (and the global step's read) must
+        precede the update; the measurement runs beside it. Copies of a planned site are taken
+        on every run until each variable was seen changing, then as ``check_changes`` schedules
+        it, so "never changed" stays exact without a comparison at exit (a graph variable cannot
+        be read without the user's session); the copy is a branch that does not run otherwise."""
         every = self.wanted_histograms()
         global_step = step  # read before the update increments it: the update must wait for it
-        check = self.check
-        if step is None and self.recording is not None:
-            step = self.recording.counter(self.optimizer_ref(), self.runs).next()
-            self.counted = True
-        if self.planned and self.recording is not None:
-            check = self._graph_check(step)
-        elif self.planned:
-            given = step if step is not None else tf.constant(-1, tf.int64)
-            plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
-            plan.set_shape([2])
-            step, check = plan[0], tf.greater(plan[1], 0)
-        elif step is None and every:
-            step = tf.numpy_function(self.runs.next, [], tf.int64, stateful=True, name="auditor_step")
-        # the row's ``checked`` column (in a session the comparison's branch writes it)
-        measured = self.measure(grads, clip, user, False if self.graph_plan is not None else check)
+        step, check = self._plan_run(step, every)
+        measured = self.measure(grads, clip, user, self._checked_column(check))
         snaps = None
         if self.planned:
             copies = [v for v, none in zip(self.variables, self.none_mask) if not none]
             taken = self._cond(check, lambda: [_snapshot(v) for v in copies],
-                            lambda: [tf.zeros([0], v.dtype) for v in copies])
+                               lambda: [tf.zeros([0], v.dtype) for v in copies])
             taken = iter(taken if isinstance(taken, (list, tuple)) else [taken])
             snaps = [None if none else next(taken) for none in self.none_mask]
         elif self.check:
@@ -185,18 +103,6 @@ class HostProbe(SiteProbe):
         hist = self._histograms(grads, step, every)
         deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
         return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
-
-    def plan(self, given):
-        """Host side, before a run of a planned site (eager code, functions): ``[step, compare the
-        variables?]``, by the rule of ``plan_settings`` (which a session's graph follows too)."""
-        step = int(given)
-        if step < 0:
-            step = int(self.runs.next())
-        _, every, first, stride, limit = (int(v) for v in self.plan_settings())
-        check = bool(self.subscribers) and step % every == 0 and (
-            self._planned < first or len(self._unseen) > limit or (stride > 0 and step % stride == 0))
-        self._planned += check
-        return np.array([step, 1 if check else 0], np.int64)
 
     def _histograms(self, grads, step, every):
         if not every:
@@ -207,68 +113,11 @@ class HostProbe(SiteProbe):
         due = tf.equal(tf.math.floormod(step, every), 0)
         return self._cond(due, lambda: histogram_row(grads), lambda: tf.fill([width], float("nan")))
 
-    def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
-        """Compare with the copies; write the row into the graph's ring (a ``tf.numpy_function``
-        hands it to the host in eager code and functions)."""
-        n = len(self.variables)
-        if self.recording is not None:
-            return self._write_in_session(state)
-
-        def compare():
-            return change_block(self.variables, state.snapshots)
-
-        if self.planned:
-            changed = tf.cond(state.check, compare, lambda: unchecked_block(n))
-        elif self.check:
-            changed = compare()
-        else:
-            changed = unchecked_block(n)
-        return tf.numpy_function(self.deliver, [self._packed(state, changed)], tf.int64, stateful=True,
-                                 name="auditor_record")
-
-    def _write_in_session(self, state):
-        """The row goes into the graph's ring beside the update (nothing in it waits for the
-        update); on a planned run a branch after the update compares the variables and writes the
-        change block over the row."""
-        n = len(self.variables)
-        with tf.control_dependencies(None):
-            packed = self._packed(state, unchecked_block(n))
-            self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
-            self.recording.add(self)
-            written, slot = self.session_ring.write(packed)
-        if not self.planned:
-            return written
-
-        def compare():
-            block = change_block(self.variables, state.snapshots)
-            wanted, planned = self._graph_compared(state.iteration, block)
-            columns = [RowLayout.CHECKED] + list(range(self.layout.measured_width, self.layout.measured_width + 2 * n))
-            values = tf.where(wanted, tf.concat([[1.0], block], 0), tf.concat([[0.0], unchecked_block(n)], 0))
-            with tf.control_dependencies([self.session_ring.overwrite(slot, columns, values), planned]):
-                return tf.constant(True)
-
-        with tf.control_dependencies([written]):  # after the row's write (and, by the flow, the update)
-            return self._cond(state.check, compare, lambda: tf.constant(False))
-
     def _packed(self, state, changed):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
         row = self.layout.assemble(state.measured, changed)
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
         return tf.concat([row, tag_columns(step), state.histograms], 0)
-
-    def deliver(self, packed):
-        """Called by the side op on every run (eager code, a ``tf.function``): keep the row; hand
-        the rows over when half a ring is waiting (and at every drain of the watch)."""
-        width = self.layout.width
-        step = int(tags_of(packed[width:width + 2].reshape(1, 2))[0])
-        if step < 0:  # numbered on the host, as the rows arrive
-            step = int(self.runs.next())
-            packed = packed.copy()
-            packed[width:width + 2] = np.array([step], np.int64).view(np.float32)
-        self.take(packed.reshape(1, -1), 0)
-        if self.ring.pending_estimate() >= self.capacity // 2:
-            registry.drain(self)
-        return np.int64(step)
 
     def take(self, packed, lost: int) -> None:
         """Rows as ``after`` wrote them (from a session, or one from ``deliver``), in the order
@@ -286,7 +135,7 @@ class HostProbe(SiteProbe):
         kept = steps % min(s.settings.every for s in subscribers) == 0
         rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
         self.ring.push_many(rows, steps)
-        if self._unseen and self.graph_plan is None:  # the host plans (``plan``)
+        if self._unseen:  # the host plans (``EagerProbe.plan``)
             n, start = len(self.variables), self.layout.measured_width  # the change block: flags, ratios
             changed = rows[rows[:, RowLayout.CHECKED] > 0.5, start:start + n]
             self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}
@@ -294,11 +143,183 @@ class HostProbe(SiteProbe):
             due = steps % self.hist_every == 0
             self.hist_ring.push_many(packed[due, width + 2:], steps[due])
 
+
+class SessionProbe(V1Probe):
+    """A train op of a plain graph, run by sessions: the row goes into a ring of the graph
+    (``SessionRing``) and the sessions hand the rows over in batches (``tf1_sessions``); the run
+    count and the plan are graph variables per session, so a run calls nothing on the host."""
+
+    top_level_branch = True  # the exact non-finite check is one ``If`` (``SiteProbe.measure``)
+
+    def __init__(self, optimizer, variables, none_mask, check: bool):
+        super().__init__(optimizer, variables, none_mask, check)
+        self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph())
+        self.session_ring = None  # created with the row (its width includes the histograms)
+        self.graph_plan = None  # the plan's state (a SessionVariable), once built
+
+    def configure(self):
+        if self.graph_plan is not None:
+            self.recording.reconfigured()
+
+    # The plan's state (one int64 vector): runs compared so far, variables not seen changing yet,
+    # the step of the next run to copy and compare, then the watches' settings (``NEXT`` and these
+    # loaded again when a watch comes or goes), then per variable whether it was not seen changing
+    # yet. A run reads ``NEXT`` only; the comparison's branch updates the rest.
+    COUNT, UNSEEN, NEXT, EVERY, FIRST, STRIDE, LIMIT = range(7)
+    SETTINGS = slice(NEXT, LIMIT + 1)
+
+    def _plan_run(self, step, every):
+        """The run's step (the graph's run counter's where there is no global step) and whether
+        it copies the variables and compares them after the update (a bool tensor: its step
+        reached ``NEXT``; ``_compared`` decides and moves ``NEXT`` on)."""
+        if step is None:
+            step = self.recording.counter(self.optimizer_ref(), self.runs).next()
+            self.counted = True
+        if not self.planned:
+            return step, False
+        if self.graph_plan is None:
+            marks = [0 if none else 1 for none in self.none_mask]
+
+            def initial():
+                return np.concatenate([[0, sum(marks)], self.plan_settings(), marks])
+
+            self.graph_plan = self.recording.add_variable(tf1_sessions.SessionVariable(
+                initial, "auditor_plan", reload=self.SETTINGS))
+        with tf.device("/cpu:0"):
+            due = tf.raw_ops.ResourceGather(resource=self.graph_plan.handle, indices=self.NEXT, dtype=tf.int64)
+        return step, tf.greater_equal(step, due)
+
+    def _checked_column(self, check):
+        return False  # the comparison's branch writes it (``after``)
+
+    def _compared(self, step, block):
+        """Ops of the comparison's branch (after the update): whether the plan wants this run
+        compared (the rule of ``plan_settings``), and the op updating the plan: the count, the
+        marks of the variables ``block`` (the change block) shows changing, and ``NEXT``."""
+        n = len(self.variables)
+        now = self.graph_plan.read()
+        count, unseen, _, every, first, stride, limit = tf.unstack(now[:7], 7)
+        one = tf.ones([], tf.int64)
+        period = tf.maximum(stride, one)
+        wanted = tf.logical_and(tf.equal(tf.math.floormod(step, every), 0), tf.reduce_any(tf.stack([
+            count < first, unseen > limit, tf.logical_and(stride > 0, tf.equal(tf.math.floormod(step, period), 0))])))
+        seen = tf.cast(tf.logical_and(wanted, block[:n] > 0.5), tf.int64)
+        marks = now[7:] * (1 - seen)
+        count, unseen = count + tf.cast(wanted, tf.int64), tf.reduce_sum(marks)
+        again = tf.logical_or(count < first, unseen > limit)
+        following = tf.where(again, (step // every + 1) * every,
+                             tf.where(stride > 0, (step // period + 1) * period, NEVER))
+        update = tf.raw_ops.ResourceScatterUpdate(
+            resource=self.graph_plan.handle, indices=np.array([self.COUNT, self.UNSEEN, self.NEXT] + list(range(7, 7 + n)), np.int64),
+            updates=tf.concat([tf.stack([count, unseen, following]), marks], 0))
+        return wanted, update
+
+    def _cond(self, pred, true_fn, false_fn):
+        """A functional ``If`` on the single-threaded executor where it can (the branch not
+        taken costs nothing)."""
+        return gs.cond(pred, true_fn, false_fn, single_threaded=True)
+
+    def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
+        """The row goes into the graph's ring beside the update (nothing in it waits for the
+        update); on a planned run a branch after the update compares the variables and writes the
+        change block over the row."""
+        n = len(self.variables)
+        with tf.control_dependencies(None):
+            packed = self._packed(state, unchecked_block(n))
+            self.session_ring = SessionRing(int(packed.shape[0]), tf1_sessions.CAPACITY)
+            self.recording.add(self)
+            written, slot = self.session_ring.write(packed)
+        if not self.planned:
+            return written
+
+        def compare():
+            block = change_block(self.variables, state.snapshots)
+            wanted, planned = self._compared(state.iteration, block)
+            columns = [RowLayout.CHECKED] + list(range(self.layout.measured_width, self.layout.measured_width + 2 * n))
+            values = tf.where(wanted, tf.concat([[1.0], block], 0), tf.concat([[0.0], unchecked_block(n)], 0))
+            with tf.control_dependencies([self.session_ring.overwrite(slot, columns, values), planned]):
+                return tf.constant(True)
+
+        with tf.control_dependencies([written]):  # after the row's write (and, by the flow, the update)
+            return self._cond(state.check, compare, lambda: tf.constant(False))
+
     def drain(self):
         """Read what the sessions wrote first, then the host ring."""
-        if self.recording is not None:
-            self.recording.collect_everywhere()
+        self.recording.collect_everywhere()
         return super().drain()
+
+
+class EagerProbe(V1Probe):
+    """A TF1 optimizer used eagerly or inside a ``tf.function``: a ``tf.numpy_function`` hands
+    each row to the host; sites of more than ``PLANNED_ELEMENTS`` elements are planned on the
+    host (``plan``, a call per run), smaller ones compared on every run."""
+
+    def __init__(self, optimizer, variables, none_mask, check: bool):
+        super().__init__(optimizer, variables, none_mask, check)
+        size = sum(int(np.prod(v.shape)) for v, none in zip(self.variables, self.none_mask) if not none)
+        self.planned = check and size > PLANNED_ELEMENTS
+        self._unseen = {k for k, none in enumerate(self.none_mask) if not none} if self.planned else set()
+        self._planned = 0  # runs compared while recording
+
+    def _plan_run(self, step, every):
+        """The run's step (numbered on the host where there is no global step: by the plan, by a
+        side op where histograms need it, else when the row arrives) and whether it compares."""
+        if self.planned:
+            given = step if step is not None else tf.constant(-1, tf.int64)
+            plan = tf.numpy_function(self.plan, [given], tf.int64, stateful=True, name="auditor_plan")
+            plan.set_shape([2])
+            return plan[0], tf.greater(plan[1], 0)
+        if step is None and every:
+            step = tf.numpy_function(self.runs.next, [], tf.int64, stateful=True, name="auditor_step")
+        return step, self.check
+
+    def _checked_column(self, check):
+        return check
+
+    def plan(self, given):
+        """Host side, before a run of a planned site: ``[step, compare the variables?]``, by the
+        rule of ``plan_settings`` (which a session's graph follows too)."""
+        step = int(given)
+        if step < 0:
+            step = int(self.runs.next())
+        _, every, first, stride, limit = (int(v) for v in self.plan_settings())
+        check = bool(self.subscribers) and step % every == 0 and (
+            self._planned < first or len(self._unseen) > limit or (stride > 0 and step % stride == 0))
+        self._planned += check
+        return np.array([step, 1 if check else 0], np.int64)
+
+    def _cond(self, pred, true_fn, false_fn):
+        return tf.cond(pred, true_fn, false_fn)
+
+    def after(self, state, reduced_grads=None, reduced_pre=None, scale=1.0):
+        """Compare with the copies; a ``tf.numpy_function`` hands the row to the host."""
+        n = len(self.variables)
+
+        def compare():
+            return change_block(self.variables, state.snapshots)
+
+        if self.planned:
+            changed = tf.cond(state.check, compare, lambda: unchecked_block(n))
+        elif self.check:
+            changed = compare()
+        else:
+            changed = unchecked_block(n)
+        return tf.numpy_function(self.deliver, [self._packed(state, changed)], tf.int64, stateful=True,
+                                 name="auditor_record")
+
+    def deliver(self, packed):
+        """Called by the side op on every run (eager code, a ``tf.function``): keep the row; hand
+        the rows over when half a ring is waiting (and at every drain of the watch)."""
+        width = self.layout.width
+        step = int(tags_of(packed[width:width + 2].reshape(1, 2))[0])
+        if step < 0:  # numbered on the host, as the rows arrive
+            step = int(self.runs.next())
+            packed = packed.copy()
+            packed[width:width + 2] = np.array([step], np.int64).view(np.float32)
+        self.take(packed.reshape(1, -1), 0)
+        if self.ring.pending_estimate() >= self.capacity // 2:
+            registry.drain(self)
+        return np.int64(step)
 
 
 class RunCounter:
@@ -346,13 +367,14 @@ class TF1(site.ApplyEngine):
         """A new probe per train op in graph mode; in eager mode (a TF1 optimizer used eagerly)
         one per apply site, so that its run counter counts the steps."""
         if not tf.executing_eagerly():
-            return HostProbe(optimizer, variables, none_mask, with_snapshots)
+            probe = EagerProbe if tf.inside_function() else SessionProbe
+            return probe(optimizer, variables, none_mask, with_snapshots)
         key = (tuple(id(v) for v in variables), none_mask)
         with registry.lock:
             sites = _eager_probes.setdefault(optimizer, {})
             probe = sites.get(key)
             if probe is None or any(a is not b for a, b in zip(probe.variables, variables)):
-                probe = sites[key] = HostProbe(optimizer, variables, none_mask, with_snapshots)
+                probe = sites[key] = EagerProbe(optimizer, variables, none_mask, with_snapshots)
             return probe
 
     def iteration(self, optimizer):
