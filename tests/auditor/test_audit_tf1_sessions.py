@@ -103,3 +103,30 @@ def test_a_small_site_compares_on_the_scheduled_runs_once_each_variable_changed(
     assert [r.step for r in audit.steps] == list(range(60))
     assert checked == list(range(10)) + [50]
     assert all(audit.steps[k].changed_vars == ["w:0"] for k in checked) and audit.findings == []
+
+
+def test_the_plan_follows_every_and_a_global_step_that_jumps():
+    """``every=3``: the first 10 recorded runs are compared, then the recorded steps that are
+    multiples of ``changes_period`` (20: so every 60th step); after the global step is set
+    forward to 200, the next compared step is 240 (200 itself is not recorded)."""
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, every=3, thresholds={"changes_period": 20}) as audit:
+        rng = np.random.RandomState(0)
+        x = tf.constant(rng.randn(8, 3).astype("float32"))
+        w = v1.get_variable("w", initializer=rng.randn(3, 1).astype("float32"))
+        step = v1.train.get_or_create_global_step()
+        train_op = v1.train.GradientDescentOptimizer(0.01).minimize(
+            tf.reduce_mean(tf.square(tf.matmul(x, w))), global_step=step)
+        jump = step.assign(200)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(130):
+                sess.run(train_op)
+            sess.run(jump)
+            for _ in range(50):
+                sess.run(train_op)
+    recorded = [s for s in list(range(130)) + list(range(200, 250)) if s % 3 == 0]
+    assert [r.step for r in audit.steps] == recorded
+    checked = [r.step for r in audit.steps if r.changed_vars is not None]
+    assert checked == list(range(0, 30, 3)) + [60, 120, 240]
+    assert all(r.changed_vars == ["w:0"] for r in audit.steps if r.changed_vars is not None)
