@@ -160,6 +160,7 @@ class SessionProbe(V1Probe):
     def configure(self):
         if self.graph_plan is not None:
             self.recording.reconfigured()
+        self.recording.raising(self, any(s.settings.raise_on for s in self.subscribers))
 
     # The plan's state (one int64 vector): runs compared so far, variables not seen changing yet,
     # the step of the next run to copy and compare, then the watches' settings (``NEXT`` and these

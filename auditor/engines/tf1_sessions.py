@@ -110,6 +110,7 @@ class GraphRecording:
         self.counters: dict = {}  # id(optimizer) -> GraphRunCounter (optimizers live with their probes)
         self.sessions = weakref.WeakSet()
         self.version = 0  # bumped when reloadable values change (a watch came or went)
+        self.raise_on: list = []  # probes a watch with ``raise_on`` subscribes to
 
     def add(self, probe) -> None:
         with registry.lock:
@@ -124,6 +125,11 @@ class GraphRecording:
     def reconfigured(self) -> None:
         with registry.lock:
             self.version += 1
+
+    def raising(self, probe, wanted: bool) -> None:
+        """Whether a watch of ``probe`` has ``raise_on`` (its rows are then read after every run)."""
+        with registry.lock:
+            self.raise_on = [p for p in self.raise_on if p is not probe] + ([probe] if wanted else [])
 
     def counter(self, optimizer, host) -> GraphRunCounter:
         """The run counter of ``optimizer``'s train ops in this graph."""
@@ -158,8 +164,15 @@ class GraphRecording:
             return state
 
     def ran(self, session, state: SessionState) -> None:
-        """After a run of ``session``: collect when due, and hand over half-full host rings."""
+        """After a run of ``session`` (in the thread that ran it): collect when due, and hand over
+        half-full host rings; with ``raise_on``, hand the rows over now and raise what they show."""
         state.runs += 1
+        for probe in list(self.raise_on):
+            read = state.cursors.get(id(probe.session_ring))
+            registry.drain(probe)  # reads what every session of the graph wrote
+            if state.cursors.get(id(probe.session_ring)) != read:  # this run ran the train op
+                for watcher in list(probe.subscribers):
+                    watcher.raise_pending()
         if state.runs >= COLLECT_EVERY:
             self.collect(session)
             for probe in self.probes:

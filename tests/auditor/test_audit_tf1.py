@@ -81,8 +81,9 @@ def test_gradient_histograms_every_n_steps(result, name, first):
         assert by_step == {str(first + k): sizes[var] for k in (0, 2, 4)}  # every element counted once
 
 
-def test_raise_on_grd101_raises_at_exit(result):
+def test_raise_on_grd101_raises_from_the_first_run_of_the_train_op(result):
     assert result["raised"] == "GRD101"
+    assert result["done_before_raise"] == ["init"]
 
 
 def test_user_clipping_ratio(result):

@@ -130,3 +130,26 @@ def test_the_plan_follows_every_and_a_global_step_that_jumps():
     checked = [r.step for r in audit.steps if r.changed_vars is not None]
     assert checked == list(range(0, 30, 3)) + [60, 120, 240]
     assert all(r.changed_vars == ["w:0"] for r in audit.steps if r.changed_vars is not None)
+
+
+def test_raise_on_raises_from_the_session_run_that_recorded_the_finding():
+    """With ``raise_on``, a session's rows are read after each run of the train op: the run whose
+    gradients are Inf raises ``AuditError`` (GRD104) from its ``Session.run``."""
+    import pytest
+
+    graph = tf.Graph()
+    done = []
+    with graph.as_default(), pytest.raises(auditor.AuditError) as raised:
+        with auditor.watch(summary=False, raise_on="GRD104"):
+            scale = v1.placeholder(tf.float32, [])
+            rng = np.random.RandomState(0)
+            x = tf.constant(rng.randn(8, 3).astype("float32"))
+            w = v1.get_variable("w", initializer=rng.randn(3, 1).astype("float32"))
+            train_op = v1.train.GradientDescentOptimizer(0.01).minimize(tf.reduce_mean(tf.matmul(x, w)) * scale)
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                for k in range(10):
+                    sess.run(train_op, {scale: np.inf if k == 4 else 1.0})
+                    done.append(k)
+    assert raised.value.finding.code == "GRD104"
+    assert done == [0, 1, 2, 3]

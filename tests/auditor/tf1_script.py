@@ -253,19 +253,25 @@ TAPE = ("tape_partial",) if MODE != "v1_behavior" else ()
 for name in ("partial", "full", "resumed", "clip", "none_grad") + TAPE:
     result[name] = {"watched": _run(name, True), "plain": _run(name, False)}
 
-# raise_on: the planted None gradient raises AuditError when the watch exits (graph mode has no
-# earlier host point of the user's thread)
+# raise_on: the planted None gradient raises AuditError from the first Session.run that ran the
+# train op (not from the initializer's run before it), inside the watch
 graph = tf.Graph()
 with graph.as_default():
+    done = []
     try:
         with auditor.watch(summary=False, raise_on="GRD101"):
             train_op = _build("none_grad")
             with v1.Session(graph=graph) as sess:
                 sess.run(v1.global_variables_initializer())
-                sess.run(train_op)
+                done.append("init")
+                for _ in range(3):
+                    sess.run(train_op)
+                    done.append("train")
+            done.append("session closed")
         result["raised"] = None
     except auditor.AuditError as e:
         result["raised"] = e.finding.code
+    result["done_before_raise"] = done
 result["patches_left"] = testing.patches_installed()
 from tensorflow.python.training import optimizer as _v1_optimizer  # noqa: E402
 
