@@ -200,16 +200,16 @@ class SessionProbe(V1Probe):
         n = len(self.variables)
         now = self.graph_plan.read()
         count, unseen, _, every, first, stride, limit = tf.unstack(now[:7], 7)
-        one = tf.ones([], tf.int64)
-        period = tf.maximum(stride, one)
-        wanted = tf.logical_and(tf.equal(tf.math.floormod(step, every), 0), tf.reduce_any(tf.stack([
-            count < first, unseen > limit, tf.logical_and(stride > 0, tf.equal(tf.math.floormod(step, period), 0))])))
+        period = tf.maximum(stride, tf.constant(1, tf.int64))  # stride 0: no periodic comparison
+        into_every, into_period = tf.math.floormod(step, every), tf.math.floormod(step, period)
+        wanted = tf.logical_and(tf.equal(into_every, 0), tf.reduce_any(tf.stack([
+            count < first, unseen > limit, tf.logical_and(stride > 0, tf.equal(into_period, 0))])))
         seen = tf.cast(tf.logical_and(wanted, block[:n] > 0.5), tf.int64)
         marks = now[7:] * (1 - seen)
         count, unseen = count + tf.cast(wanted, tf.int64), tf.reduce_sum(marks)
         again = tf.logical_or(count < first, unseen > limit)
-        following = tf.where(again, (step // every + 1) * every,
-                             tf.where(stride > 0, (step // period + 1) * period, NEVER))
+        following = tf.where(again, step - into_every + every,
+                             tf.where(stride > 0, step - into_period + period, NEVER))
         update = tf.raw_ops.ResourceScatterUpdate(
             resource=self.graph_plan.handle, indices=np.array([self.COUNT, self.UNSEEN, self.NEXT] + list(range(7, 7 + n)), np.int64),
             updates=tf.concat([tf.stack([count, unseen, following]), marks], 0))
