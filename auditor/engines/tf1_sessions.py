@@ -9,7 +9,8 @@ are read with one ``Session.run`` of the auditor's own and handed to their probe
 needs from the host (a probe's plan settings) are ``SessionVariable``s, loaded again when a watch
 comes or goes. Rows written beyond a ring's capacity between two collections (runs the patches
 did not see) are counted as lost; threads running the same train op at once may overwrite each
-other's rows.
+other's rows. While a watch of a probe has ``raise_on``, its rows are read after every run, and
+the run that wrote them raises what they show.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """TF1 rows kept in the graph and collected through the session (in-process: eager stays on, the
 graphs are built in ``tf.Graph().as_default()``; the other TF1 modes run in test_audit_tf1.py)."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import auditor
@@ -135,8 +136,6 @@ def test_the_plan_follows_every_and_a_global_step_that_jumps():
 def test_raise_on_raises_from_the_session_run_that_recorded_the_finding():
     """With ``raise_on``, a session's rows are read after each run of the train op: the run whose
     gradients are Inf raises ``AuditError`` (GRD104) from its ``Session.run``."""
-    import pytest
-
     graph = tf.Graph()
     done = []
     with graph.as_default(), pytest.raises(auditor.AuditError) as raised:
