@@ -56,6 +56,7 @@ class V1Probe(SiteProbe):
         self.hist_ring = HostRing(len(self.variables) * (2 + gs.HIST_BINS))
         self.hist_on = False
         self.counted = False  # the steps come from a session's run counter
+        self.step = None  # the train op's step (a tensor), once built
         self._unseen = set()  # variables not seen changing yet, where the host plans
 
     def configure(self):
@@ -101,6 +102,7 @@ class V1Probe(SiteProbe):
         elif self.check:
             snaps = [None if none else _snapshot(v) for v, none in zip(self.variables, self.none_mask)]
         hist = self._histograms(grads, step, every)
+        self.step = step
         deps = [s for s in snaps or () if s is not None] + ([global_step] if global_step is not None else [])
         return BeforeState(None, measured, step, deps=deps, check=check, snapshots=snaps, histograms=hist)
 
@@ -156,11 +158,26 @@ class SessionProbe(V1Probe):
         self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph())
         self.session_ring = None  # created with the row (its width includes the histograms)
         self.graph_plan = None  # the plan's state (a SessionVariable), once built
+        self.sampler = None  # set when the watches recorded one step in several at build time
 
     def configure(self):
         if self.graph_plan is not None:
             self.recording.reconfigured()
         self.recording.raising(self, any(s.settings.raise_on for s in self.subscribers))
+        if self.sampler is not None:
+            self.sampler.every = self.recorded_every()
+
+    def recorded_every(self) -> int:
+        """The watches record the steps that are multiples of this (1 without watches)."""
+        return min((s.settings.every for s in self.subscribers), default=1)
+
+    def sampled(self, train, plain) -> None:
+        """Sessions may run ``plain`` (the optimizer's own update op, built again) in place of
+        ``train`` on runs whose step the watches do not record (``tf1_sessions.Sampler``)."""
+        if self.counted:  # the run counter counts every run
+            plain = tf.group(plain, self.recording.counter(self.optimizer_ref(), self.runs).increment())
+        self.sampler = tf1_sessions.Sampler(train, plain, self.step, self.recorded_every())
+        self.recording.sample(self.sampler)
 
     # The plan's state (one int64 vector): runs compared so far, variables not seen changing yet,
     # the step of the next run to copy and compare, then the watches' settings (``NEXT`` and these
@@ -361,15 +378,18 @@ class TF1(site.ApplyEngine):
 
     keeps_traced = False
 
-    def __init__(self, global_step):
+    def __init__(self, global_step, update):
         self.global_step = global_step
+        self.update = update  # builds the optimizer's own update op (again)
+        self.made = None  # the probe of this call
 
     def probe(self, optimizer, variables, none_mask, with_snapshots, replica):
         """A new probe per train op in graph mode; in eager mode (a TF1 optimizer used eagerly)
         one per apply site, so that its run counter counts the steps."""
         if not tf.executing_eagerly():
             probe = EagerProbe if tf.inside_function() else SessionProbe
-            return probe(optimizer, variables, none_mask, with_snapshots)
+            self.made = probe(optimizer, variables, none_mask, with_snapshots)
+            return self.made
         key = (tuple(id(v) for v in variables), none_mask)
         with registry.lock:
             sites = _eager_probes.setdefault(optimizer, {})
@@ -394,7 +414,12 @@ class TF1(site.ApplyEngine):
         if tf.executing_eagerly():
             return result
         with tf.control_dependencies([after]):
-            return tf.group(result, name="auditor_train_op")
+            train = tf.group(result, name="auditor_train_op")
+        if isinstance(self.made, SessionProbe) and self.made.recorded_every() > 1:
+            # a second update op without the auditor's ops, for the runs not recorded (the
+            # first one waits for the variables' copies)
+            self.made.sampled(train, self.update())
+        return train
 
 
 def _snapshot(var):
@@ -415,7 +440,9 @@ def _apply_gradients(original):
             return original(self, pairs, global_step, name, *args, **kwargs)
         grads = [None if g is None else (g if isinstance(g, tf.IndexedSlices) else tf.convert_to_tensor(g))
                  for g, _ in pairs]
-        return site.apply_site(TF1(global_step), self, grads, [v for _, v in pairs],
-                               lambda: original(self, pairs, global_step, name, *args, **kwargs))
+        def update():
+            return original(self, pairs, global_step, name, *args, **kwargs)
+
+        return site.apply_site(TF1(global_step, update), self, grads, [v for _, v in pairs], update)
 
     return apply_gradients

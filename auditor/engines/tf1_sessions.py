@@ -10,7 +10,9 @@ needs from the host (a probe's plan settings) are ``SessionVariable``s, loaded a
 comes or goes. Rows written beyond a ring's capacity between two collections (runs the patches
 did not see) are counted as lost; threads running the same train op at once may overwrite each
 other's rows. While a watch of a probe has ``raise_on``, its rows are read after every run, and
-the run that wrote them raises what they show.
+the run that wrote them raises what they show. A train op whose watches record one step in
+``every`` (> 1) has a ``Sampler``: ``Session.run`` runs the optimizer's own update in its place on
+the runs between two recorded steps.
 """
 from __future__ import annotations
 
@@ -84,10 +86,27 @@ class GraphRunCounter(SessionVariable):
 
     def next(self):
         """The runs before this one (an int64 scalar; the count is incremented by the same op)."""
+        with tf.control_dependencies([self.increment()]), tf.device("/cpu:0"):
+            return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64) - 1
+
+    def increment(self):
+        """The op counting one run."""
         with tf.device("/cpu:0"):
-            add = tf.raw_ops.AssignAddVariableOp(resource=self.handle, value=tf.constant(1, tf.int64))
-            with tf.control_dependencies([add]):
-                return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64) - 1
+            return tf.raw_ops.AssignAddVariableOp(resource=self.handle, value=tf.constant(1, tf.int64))
+
+
+class Sampler:
+    """A recorded train op (``watched``) whose watches record one step in ``every``: a session
+    runs ``plain`` (the optimizer's own update, built once more without the auditor's ops) in its
+    place on the runs between two recorded steps. ``step``: the recorded train op's step, fetched
+    on the runs that run it, from which the session counts the runs to the next recorded step
+    (the step moves by one a run; where other ops move it too, fewer steps are recorded, as
+    without a sampler)."""
+
+    def __init__(self, watched, plain, step, every: int):
+        self.watched, self.plain = watched._c_op, plain._c_op
+        self.step = step._as_tf_output()
+        self.every = every
 
 
 class SessionState:
@@ -99,6 +118,7 @@ class SessionState:
         self.version = 0  # of the graph's reloadable values last loaded
         self.runs = 0
         self.cursors: dict = {}  # id(ring) -> rows read
+        self.skips: dict = {}  # Sampler -> runs of its plain op before its next recorded step
 
 
 class GraphRecording:
@@ -112,6 +132,7 @@ class GraphRecording:
         self.sessions = weakref.WeakSet()
         self.version = 0  # bumped when reloadable values change (a watch came or went)
         self.raise_on: list = []  # probes a watch with ``raise_on`` subscribes to
+        self.samplers: dict = {}  # the recorded train op's TF_Operation -> Sampler
 
     def add(self, probe) -> None:
         with registry.lock:
@@ -131,6 +152,40 @@ class GraphRecording:
         """Whether a watch of ``probe`` has ``raise_on`` (its rows are then read after every run)."""
         with registry.lock:
             self.raise_on = [p for p in self.raise_on if p is not probe] + ([probe] if wanted else [])
+
+    def sample(self, sampler: Sampler) -> None:
+        with registry.lock:
+            self.samplers[sampler.watched] = sampler
+
+    def sampled_run(self, state: SessionState, original, session, options, feeds, fetches, targets, metadata):
+        """``original(session, ...)`` (``_call_tf_sessionrun``) with each sampled train op among
+        ``targets`` replaced by its plain op on runs before its next recorded step; a run of the
+        recorded op also fetches its step. A run of none of them (an assignment of the global
+        step, a restore) makes the next run of each fetch its step again."""
+        fetched, sampled = [], False
+        for k, op in enumerate(targets):
+            sampler = self.samplers.get(op)
+            if sampler is None:
+                continue
+            sampled = True
+            if sampler.every == 1:
+                continue
+            skip = state.skips.get(sampler, 0)
+            if skip:
+                state.skips[sampler] = skip - 1
+                targets = list(targets)  # the caller's list may be reused (make_callable)
+                targets[k] = sampler.plain
+            else:
+                fetched.append(sampler)
+        if not sampled and state.skips:
+            state.skips.clear()
+        if not fetched:
+            return original(session, options, feeds, fetches, targets, metadata)
+        results = original(session, options, feeds, list(fetches) + [s.step for s in fetched], targets, metadata)
+        n = len(fetches)
+        for sampler, step in zip(fetched, results[n:]):
+            state.skips[sampler] = sampler.every - 1 - int(step) % sampler.every
+        return results[:n]
 
     def counter(self, optimizer, host) -> GraphRunCounter:
         """The run counter of ``optimizer``'s train ops in this graph."""
@@ -236,20 +291,24 @@ def _own_run(session, fetches, feeds):
         _tls.busy = busy
 
 
-def _observed(session, original, target, args, kwargs):
-    """``original(target, ...)``: one run of ``session``, prepared for and counted."""
+def _observed(session, original, target, args, kwargs, sampled=False):
+    """``original(target, ...)``: one run of ``session``, prepared for and counted; ``sampled``:
+    ``args`` are those of ``_call_tf_sessionrun`` (sampled train ops may be replaced)."""
     graph_recording = getattr(session._graph, ATTRIBUTE, None)
     if graph_recording is None or getattr(_tls, "busy", False):
         return original(target, *args, **kwargs)
     state = graph_recording.prepare(session)
-    result = original(target, *args, **kwargs)
+    if sampled and graph_recording.samplers and len(args) == 5 and not kwargs:
+        result = graph_recording.sampled_run(state, original, target, *args)
+    else:
+        result = original(target, *args, **kwargs)
     graph_recording.ran(session, state)
     return result
 
 
 def _run(original):
     def run(self, *args, **kwargs):
-        return _observed(self, original, self, args, kwargs)
+        return _observed(self, original, self, args, kwargs, sampled=True)
 
     return run
 

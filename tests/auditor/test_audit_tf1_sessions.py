@@ -1,5 +1,7 @@
 """TF1 rows kept in the graph and collected through the session (in-process: eager stays on, the
 graphs are built in ``tf.Graph().as_default()``; the other TF1 modes run in test_audit_tf1.py)."""
+import contextlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -109,7 +111,8 @@ def test_a_small_site_compares_on_the_scheduled_runs_once_each_variable_changed(
 def test_the_plan_follows_every_and_a_global_step_that_jumps():
     """``every=3``: the first 10 recorded runs are compared, then the recorded steps that are
     multiples of ``changes_period`` (20: so every 60th step); after the global step is set
-    forward to 200, the next compared step is 240 (200 itself is not recorded)."""
+    forward to 200, the next compared step is 240 (200 itself is not recorded). The run of the
+    assignment tells the session to read the step again: 201 is recorded, not skipped."""
     graph = tf.Graph()
     with graph.as_default(), auditor.watch(summary=False, every=3, thresholds={"changes_period": 20}) as audit:
         rng = np.random.RandomState(0)
@@ -152,3 +155,65 @@ def test_raise_on_raises_from_the_session_run_that_recorded_the_finding():
                     done.append(k)
     assert raised.value.finding.code == "GRD104"
     assert done == [0, 1, 2, 3]
+
+
+def _adam_train_op(global_step: bool, scale=1.0):
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(8, 3).astype("float32"))
+    w = v1.get_variable("w", initializer=rng.randn(3, 1).astype("float32"))
+    step = v1.train.get_or_create_global_step() if global_step else None
+    return v1.train.AdamOptimizer(0.01).minimize(tf.reduce_mean(tf.square(tf.matmul(x, w))) * scale,
+                                                 global_step=step)
+
+
+@pytest.mark.parametrize("global_step", [False, True], ids=["run-counter", "global-step"])
+def test_every_runs_the_optimizers_own_update_between_recorded_steps(global_step):
+    """``every=10``: on the runs between two recorded steps the session runs the optimizer's own
+    update (no node of the auditor's row runs); the weights, Adam's slots and the global step end
+    bitwise equal to an unwatched run; ``make_callable`` (which reuses its target list) records
+    the same steps."""
+    trace = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
+
+    def train(watched):
+        graph = tf.Graph()
+        with graph.as_default():
+            watch = auditor.watch(summary=False, every=10) if watched else contextlib.nullcontext()
+            with watch as audit:
+                train_op = _adam_train_op(global_step)
+                with v1.Session(graph=graph) as sess:
+                    sess.run(v1.global_variables_initializer())
+                    audited = []
+                    for k in range(25):
+                        meta = v1.RunMetadata()
+                        sess.run(train_op, options=trace, run_metadata=meta)
+                        nodes = {n.node_name for d in meta.step_stats.dev_stats for n in d.node_stats}
+                        if any(name.startswith("auditor_rows") for name in nodes):  # the ring
+                            audited.append(k)
+                    call = sess.make_callable(train_op)
+                    for _ in range(20):
+                        call()
+                    values = sess.run(v1.global_variables())
+        return values, audited, audit
+
+    plain, _, _ = train(False)
+    values, audited, audit = train(True)
+    assert len(values) == len(plain) == (6 if global_step else 5)
+    assert all(np.array_equal(a, b) for a, b in zip(values, plain))
+    assert audited == [0, 10, 20]
+    assert [r.step for r in audit.steps] == [0, 10, 20, 30, 40]
+    assert all(r.changed_vars == ["w:0"] for r in audit.steps) and audit.findings == []
+
+
+def test_every_finds_what_a_recorded_step_shows():
+    """``every=10`` on a TF1 session: an Inf gradient at step 20 is found at step 20; one at step
+    15 (not recorded) is not looked at."""
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, every=10) as audit:
+        scale = v1.placeholder(tf.float32, [])
+        train_op = _adam_train_op(True, scale)
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for k in range(30):
+                sess.run(train_op, {scale: np.inf if k in (15, 20) else 1.0})
+    assert [r.step for r in audit.steps] == [0, 10, 20]
+    assert [(f.code, f.step) for f in audit.findings if f.code == "GRD104"] == [("GRD104", 20)]
