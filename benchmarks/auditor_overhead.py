@@ -3,7 +3,9 @@
 One process; for each row the baseline (no watch), the defaults (``check_changes="auto"``),
 ``check_changes="every"``, ``every=10`` (one step in ten recorded) and, in ``tf.function`` rows, a
 hand-written ``tf.linalg.global_norm`` (no watch: the floor for any per-step norm) are run round by
-round, interleaved, each in its own model copy. A round times a block of steps (the loss is summed
+round, interleaved, each in its own model copy. A round times a block of steps after warm-up steps
+(11; 110 with ``every=10``: the first 10 recorded steps of a watch compare every variable, and the
+block times the steady state that follows) (the loss is summed
 on the device and read once at the end of the block, so nothing is pruned and host points are
 those of a real loop); a watched block ends by reading its records (``audit.steps``), so the
 host's share of each record counts even when no drain fell inside the block (``fit``: added to
@@ -41,9 +43,14 @@ VARIANTS = {
     "auto/10": {"every": 10},  # record every 10th step
 }
 HAND = "hand-norm"  # no watch; the step computes tf.linalg.global_norm itself (tf.function rows)
-# Untimed steps at the start of every round (all variants alike): the first
-# `changes_first_steps` steps of a watch compare every variable; time the steady state.
+# Untimed steps at the start of every round: the first `changes_first_steps` (10) recorded steps
+# of a watch compare every variable; time the steady state (with `every=10` it starts after 100 steps).
 WARMUP = 11
+
+
+def warmup(kwargs) -> int:
+    """Untimed steps before a block of the variant watched with ``kwargs`` (None: no watch)."""
+    return WARMUP * (kwargs or {}).get("every", 1)
 
 
 def tiny():
@@ -134,14 +141,14 @@ def make_step(model, model_name, loop, jit, hand_norm=False):
     return tf.function(step, jit_compile=jit) if loop == "function" else step
 
 
-def time_block(step, x, y, steps, audit=None):
-    """(wall, process CPU) seconds per step over a block of ``steps`` after the warm-up steps;
+def time_block(step, x, y, steps, audit=None, warm=WARMUP):
+    """(wall, process CPU) seconds per step over a block of ``steps`` after ``warm`` steps;
     with ``audit``, reading its records (``audit.steps``) ends the block, so the host's share of
     each record is counted even where no drain fell inside the block (a first read after the
     warm-up steps, untimed, pays the one-time costs a long run pays once)."""
     import tensorflow as tf
 
-    for _ in range(WARMUP):
+    for _ in range(warm):
         step(x, y)
     if audit is not None:
         audit.steps  # the first read builds what later reads reuse
@@ -186,14 +193,14 @@ class BatchTimer:
         return Timer()
 
 
-def time_fit(model, x, y, steps):
+def time_fit(model, x, y, steps, warm=WARMUP):
     """Median (wall, CPU) seconds per ``fit`` batch. (Timing whole ``fit`` blocks gave the unwatched
     baseline of the larger models 0.6x the watched time in some rounds on the shared machine, while
     the CPU-time ratio stayed 1.0-1.1: stalls inside ``fit`` that a per-batch median leaves out.)"""
     n = x.shape[0]
-    reps = steps + WARMUP
+    reps = steps + warm
     xs, ys = np.concatenate([x] * reps), np.concatenate([y] * reps)
-    timer = BatchTimer(WARMUP)
+    timer = BatchTimer(warm)
     model.fit(xs, ys, batch_size=n, epochs=1, verbose=0, shuffle=False, callbacks=[timer])
     assert np.isfinite(timer.losses).all()
     return statistics.median(timer.walls), statistics.median(timer.cpus)
@@ -225,7 +232,8 @@ def keras_row(model_name, loop, jit, rounds, steps):
                     times[v].append(time_fit(models[v], x, y, steps))
                     continue
                 with auditor.watch(models[v], summary=False, **kwargs) as audit:
-                    (wall, cpu), (read, read_cpu) = time_fit(models[v], x, y, steps), read_records(audit, steps)
+                    (wall, cpu) = time_fit(models[v], x, y, steps, warmup(kwargs))
+                    read, read_cpu = read_records(audit, steps)
                     times[v].append((wall + read, cpu + read_cpu))
                 assert audit.steps and not audit.findings, audit.summary()
         return times
@@ -248,8 +256,8 @@ def keras_row(model_name, loop, jit, rounds, steps):
                 times[v].append(time_block(fns[v], xt, yt, steps))
                 continue
             with auditor.watch(models[v], summary=False, **kwargs) as audit:
-                times[v].append(time_block(fns[v], xt, yt, steps, audit))
-            expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
+                times[v].append(time_block(fns[v], xt, yt, steps, audit, warmup(kwargs)))
+            expected = len(range(0, warmup(kwargs) + steps, kwargs.get("every", 1)))
             assert abs(len(audit.steps) - expected) <= 1 and not audit.findings, audit.summary()
     return times
 
@@ -311,7 +319,7 @@ def tf1_row(model_name, rounds, steps):
                     train = tf.group(train, tf.linalg.global_norm([g for g, _ in grads_and_vars]))
                 with v1.Session(graph=graph) as sess:
                     sess.run(v1.global_variables_initializer())
-                    for _ in range(WARMUP):
+                    for _ in range(warmup(kwargs)):
                         sess.run(train)
                     if watch is not None:
                         watch.steps  # the session's first read of its ring builds the executor later reads reuse
@@ -325,7 +333,7 @@ def tf1_row(model_name, rounds, steps):
                 if watch is not None:
                     watch.__exit__(None, None, None)
             if watch is not None:
-                expected = len(range(0, WARMUP + steps, kwargs.get("every", 1)))
+                expected = len(range(0, warmup(kwargs) + steps, kwargs.get("every", 1)))
                 assert abs(len(watch.steps) - expected) <= 1 and not watch.findings, watch.summary()
         return result
 
@@ -422,7 +430,8 @@ def main(argv=None):
     print(f"# auditor overhead: TF {tf.__version__}, Keras {keras.__version__}, {platform.machine()}, "
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
     print("# each cell: median over rounds of (step time with watch() / without, in the same round), and the"
-          f" median microseconds added per step; {WARMUP} warm-up steps per round untimed; a watched block"
+          f" median microseconds added per step; {WARMUP} warm-up steps per round untimed ({warmup({'every': 10})}"
+          " with every=10: a watch's first 10 recorded steps compare every variable); a watched block"
           " includes reading its records; the order of the variants rotates round by round; auto CPU: the"
           " same ratio in process CPU time")
     cols = ["row", "rounds x steps", "base ms/step", "auto (defaults)", "every", "auto, every=10",
