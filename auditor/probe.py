@@ -263,13 +263,13 @@ class SiteProbe:
         # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
         # float32 overflow of the square) pay for the exact per-variable check.
         def exact_nonfinite():
-            return per_variable(gs.nonfinite_each)
+            return tf.cast(per_variable(gs.nonfinite_each), tf.float32)
 
         if self.small and not tf.executing_eagerly() and not self.top_level_branch:  # two ops per gradient
-            bad = per_variable(gs.nonfinite_small)
-        else:
+            bad = tf.cast(per_variable(gs.nonfinite_small), tf.float32)
+        else:  # the flags as floats in the branch taken rarely (no cast on the usual path)
             all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.bool), exact_nonfinite,
+            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.float32), exact_nonfinite,
                           single_threaded=self.top_level_branch)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
@@ -299,7 +299,7 @@ class SiteProbe:
 
         checked = tf.constant(1.0 if checked else 0.0) if isinstance(checked, bool) else tf.cast(checked, tf.float32)
         fixed = tf.stack([applied, pre, clipped, checked])
-        return tf.concat([fixed, norms, tf.cast(bad, tf.float32)], 0)
+        return tf.concat([fixed, norms, bad], 0)
 
     def reduced_tail(self, reduced_grads, reduced_pre, scale: float):
         """Ops: ``[all-reduced per-variable norms..., their total, all-reduced pre-clip norm]``."""
@@ -397,7 +397,7 @@ class BeforeState:
     deps: list = field(default_factory=list)  # ops the optimizer's own apply must run after
     check: object = None  # host probes: whether this run compares the variables (bool or bool tensor)
     snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
-    histograms: object = None  # host probes: the histogram row (or an empty tensor)
+    histograms: object = None  # host probes: the histogram row (None: no histograms)
     eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
 
 

@@ -108,7 +108,7 @@ class V1Probe(SiteProbe):
 
     def _histograms(self, grads, step, every):
         if not every:
-            return tf.zeros([0], tf.float32)
+            return None
         self.hist_every = every
         self.hist_on = True
         width = self.hist_ring.width
@@ -119,7 +119,7 @@ class V1Probe(SiteProbe):
         """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
         row = self.layout.assemble(state.measured, changed)
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
-        return tf.concat([row, tag_columns(step), state.histograms], 0)
+        return tf.concat([row, tag_columns(step)] + ([state.histograms] if state.histograms is not None else []), 0)
 
     def take(self, packed, lost: int) -> None:
         """Rows as ``after`` wrote them (from a session, or one from ``deliver``), in the order

@@ -79,15 +79,15 @@ class SessionVariable:
 
 class GraphRunCounter(SessionVariable):
     """How many times an optimizer's train ops ran, per session, started from the host's count
-    (``host.value``)."""
+    (``host.value``); the variable holds the step of the last run (the count less one)."""
 
     def __init__(self, host):
-        super().__init__(lambda: host.value, "auditor_runs")
+        super().__init__(lambda: host.value - 1, "auditor_runs")
 
     def next(self):
         """The runs before this one (an int64 scalar; the count is incremented by the same op)."""
         with tf.control_dependencies([self.increment()]), tf.device("/cpu:0"):
-            return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64) - 1
+            return tf.raw_ops.ReadVariableOp(resource=self.handle, dtype=tf.int64)
 
     def increment(self):
         """The op counting one run."""
