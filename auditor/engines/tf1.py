@@ -417,8 +417,13 @@ class TF1(site.ApplyEngine):
             train = tf.group(result, name="auditor_train_op")
         if isinstance(self.made, SessionProbe) and self.made.recorded_every() > 1:
             # a second update op without the auditor's ops, for the runs not recorded (the
-            # first one waits for the variables' copies)
-            self.made.sampled(train, self.update())
+            # first one waits for the variables' copies); an optimizer that cannot build its
+            # update twice is recorded on every run, as with every=1
+            try:
+                plain = self.update()
+            except Exception:  # noqa: BLE001 - the user's train op must not fail for this
+                return train
+            self.made.sampled(train, plain)
         return train
 
 

@@ -217,3 +217,30 @@ def test_every_finds_what_a_recorded_step_shows():
                 sess.run(train_op, {scale: np.inf if k in (15, 20) else 1.0})
     assert [r.step for r in audit.steps] == [0, 10, 20]
     assert [(f.code, f.step) for f in audit.findings if f.code == "GRD104"] == [("GRD104", 20)]
+
+
+def test_every_with_an_optimizer_that_cannot_build_its_update_twice():
+    """An optimizer whose ``apply_gradients`` fails when called again: the train op is built as
+    without the watch's sampling (recorded on every run, the rows of every 10th step kept)."""
+
+    class BuildsOnce(v1.train.GradientDescentOptimizer):
+        built = 0
+
+        def _finish(self, update_ops, name_scope):
+            BuildsOnce.built += 1
+            if BuildsOnce.built > 1:
+                raise RuntimeError("built twice")
+            return super()._finish(update_ops, name_scope)
+
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, every=10) as audit:
+        rng = np.random.RandomState(0)
+        x = tf.constant(rng.randn(8, 3).astype("float32"))
+        w = v1.get_variable("w", initializer=rng.randn(3, 1).astype("float32"))
+        train_op = BuildsOnce(0.01).minimize(tf.reduce_mean(tf.square(tf.matmul(x, w))))
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            for _ in range(25):
+                sess.run(train_op)
+    assert BuildsOnce.built == 2
+    assert [r.step for r in audit.steps] == [0, 10, 20] and audit.findings == []
