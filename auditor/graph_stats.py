@@ -61,10 +61,13 @@ def nonfinite_each(grads):
 
 
 def nonfinite_small(grads):
-    """Per gradient (none None), whether any element is NaN or Inf: ``sum(x * 0)`` each (two ops
-    per gradient; for small gradients, where one op costs more than its data)."""
-    zeros = [tf.reduce_sum(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32) * 0.0)
-             for g in grads]
+    """Per gradient (none None), whether any element is NaN or Inf: ``l2_loss(x - x)`` each (NaN
+    exactly where ``x`` holds a non-finite element; two ops per gradient and no constant, for small
+    gradients, where a node costs more than its data)."""
+    zeros = []
+    for g in grads:
+        x = tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32)
+        zeros.append(tf.nn.l2_loss(x - x))
     return tf.logical_not(tf.math.is_finite(tf.stack(zeros)))
 
 

@@ -43,11 +43,12 @@ class RingBuffer:
 
     def write(self, parts, tag):
         """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync."""
-        count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=self.slot, dtype=tf.int64)
+        slot = tf.constant(self.slot)  # one constant node for both (each node costs per step)
+        count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=slot, dtype=tf.int64)
         row = tf.concat(list(parts) + [tag_columns(tag)], 0)
         tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=tf.math.floormod(count, self.capacity),
                                          updates=row)
-        tf.raw_ops.ResourceScatterAdd(resource=self.counter.handle, indices=self.slot,
+        tf.raw_ops.ResourceScatterAdd(resource=self.counter.handle, indices=slot,
                                       updates=tf.constant(1, tf.int64))
 
     def written(self) -> int:
