@@ -229,6 +229,7 @@ class SiteProbe:
         # A small site (a few thousand weights): its per-step ops cost more in count than in data,
         # so they run without a nested branch, on the single-threaded executor where available.
         self.small = _elements(self.variables) <= SMALL_SITE
+        self.histograms_built = False  # its ops can write gradient histograms (a watch with a logdir saw it built)
         self.call_sites: tuple = ()  # "file:line" of your code that applied here (engines.site)
         self.eager_sightings = 0  # eager applies whose call site was looked up
 
@@ -498,7 +499,10 @@ class DeviceProbe(SiteProbe):
 
     hist_ring = None
 
-    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None):
+    def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None,
+                 with_histograms: bool = True):
+        """``with_histograms``: build the histogram ring and branches (a watch wants histograms:
+        each branch a traced step holds costs on every call, in ``fit`` most)."""
         super().__init__(optimizer, variables, none_mask, replica)
         device = replica[2] if replica else None
         n = len(self.variables)
@@ -512,10 +516,12 @@ class DeviceProbe(SiteProbe):
         self.ring = RingBuffer(width, capacity, self.state, ROWS, device)
         self.capacity = capacity
         # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
-        # histogram step. Under tf.distribute only the first local replica keeps them (of the
-        # all-reduced gradients, which every replica holds alike).
+        # histogram step, built only when a watch with a logdir sees the site built. Under
+        # tf.distribute only the first local replica keeps them (of the all-reduced gradients,
+        # which every replica holds alike).
         self.hist_on = False  # a subscriber wants histograms
-        if replica is None or replica[0] == 0:
+        self.histograms_built = with_histograms
+        if with_histograms and (replica is None or replica[0] == 0):
             hist_width = n * (2 + gs.HIST_BINS)
             self.hist_ring = RingBuffer(hist_width, int(min(capacity, max(4, HIST_BYTES // (4 * hist_width)))),
                                         self.state, HISTOGRAMS, device)

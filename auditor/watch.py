@@ -94,6 +94,13 @@ class Audit:
                 f"recorded: a function traced before the watch has no hook (call it for the first time "
                 f"inside the watch, or use watch(model) with model.fit)")
             sink_kinds.logger.warning("auditor: %s", self.notes[-1])
+        unbuilt = [p for p in self.recorder.recording_probes.values() if not p.histograms_built]
+        if self.recorder.settings.histogram_every and unbuilt:
+            self.notes.append(
+                f"{len(unbuilt)} apply site(s) were traced or built in a watch without histograms (no logdir): "
+                f"their gradients have no histograms here (call the tf.function, or build the TF1 train op, for "
+                f"the first time inside a watch with a logdir; model.fit retraces in each watch)")
+            sink_kinds.logger.warning("auditor: %s", self.notes[-1])
         self._close_sinks(self._findings)
         # Each finding is printed once: in the summary. The logger gets them when the program
         # configured logging (a handler), never through logging's last-resort stderr printer.

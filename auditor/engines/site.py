@@ -48,15 +48,16 @@ class ApplyEngine:
         """``tf.distribute`` replica information, for engines that record per replica."""
         return None
 
-    def probe(self, optimizer, variables, none_mask, with_snapshots, replica):
+    def probe(self, optimizer, variables, none_mask, with_snapshots, replica, with_histograms):
         key = (id(optimizer), tuple(id(v) for v in variables), none_mask, replica and replica[:2])
 
         def matches(probe):
             return (probe.optimizer_ref() is optimizer and all(a is b for a, b in zip(probe.variables, variables))
-                    and not (with_snapshots and probe.snapshots is None))
+                    and not (with_snapshots and probe.snapshots is None)
+                    and not (with_histograms and not probe.histograms_built))
 
-        return registry.probe(key, matches,
-                              lambda: DeviceProbe(optimizer, variables, none_mask, with_snapshots, replica))
+        return registry.probe(key, matches, lambda: DeviceProbe(optimizer, variables, none_mask, with_snapshots,
+                                                                replica, with_histograms))
 
     def iteration(self, optimizer):
         """The optimizer's step counter before this apply (an int64 scalar tensor)."""
@@ -92,8 +93,9 @@ def apply_site(engine: ApplyEngine, optimizer, grads, variables, original):
         return original()
     none_mask = tuple(g is None for g in grads)
     with_snapshots = any(w.settings.check_changes != "off" for w in watchers)
+    with_histograms = any(w.settings.histogram_every for w in watchers)
     replica = engine.replica()
-    probe = engine.probe(optimizer, variables, none_mask, with_snapshots, replica)
+    probe = engine.probe(optimizer, variables, none_mask, with_snapshots, replica, with_histograms)
     user = attach(probe, optimizer, watchers, grads, engine.keeps_traced)
     note_call_site(probe)
     repeated = repeated_applies(optimizer, probe, grads)

@@ -89,6 +89,7 @@ class V1Probe(SiteProbe):
         it, so "never changed" stays exact without a comparison at exit (a graph variable cannot
         be read without the user's session); the copy is a branch that does not run otherwise."""
         every = self.wanted_histograms()
+        self.histograms_built = bool(every)
         global_step = step  # read before the update increments it: the update must wait for it
         step, check = self._plan_run(step, every)
         measured = self.measure(grads, clip, user, self._checked_column(check))
@@ -383,7 +384,7 @@ class TF1(site.ApplyEngine):
         self.update = update  # builds the optimizer's own update op (again)
         self.made = None  # the probe of this call
 
-    def probe(self, optimizer, variables, none_mask, with_snapshots, replica):
+    def probe(self, optimizer, variables, none_mask, with_snapshots, replica, with_histograms):
         """A new probe per train op in graph mode; in eager mode (a TF1 optimizer used eagerly)
         one per apply site, so that its run counter counts the steps."""
         if not tf.executing_eagerly():

@@ -105,6 +105,45 @@ def test_histogram_every_zero_and_no_logdir_write_none(tmp_path):
         auditor.watch(histogram_every=-1)
 
 
+def test_histograms_come_with_a_trace_inside_a_watch_that_wants_them(tmp_path):
+    """A step traced in a watch without a logdir has no histogram ops (each branch costs on every
+    call): a later watch with a logdir says so in its summary and writes none for it; ``fit``
+    retraces in each watch and an eager step builds a new probe, so both write histograms."""
+    x, y = (tf.constant(a) for a in data())
+    model = make_net()
+    opt = keras.optimizers.SGD(0.01)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    traced = tf.function(step)
+    with auditor.watch(summary=False):
+        traced()
+    with auditor.watch(summary=False, logdir=str(tmp_path / "function"), histogram_every=1) as audit:
+        for _ in range(3):
+            traced()
+    assert len(audit.steps) == 3
+    assert _read(tmp_path / "function") == {}
+    assert "traced or built in a watch without histograms" in audit.summary()
+
+    with auditor.watch(summary=False, logdir=str(tmp_path / "eager"), histogram_every=1) as audit:
+        for _ in range(2):
+            step()
+    assert all(sorted(steps) == [4, 5] for steps in _read(tmp_path / "eager").values())
+    assert "without histograms" not in audit.summary()
+
+    fitted = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    fitted.compile(keras.optimizers.SGD(0.01), "mse")
+    with auditor.watch(fitted, summary=False):
+        fitted.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    with auditor.watch(fitted, summary=False, logdir=str(tmp_path / "fit"), histogram_every=1) as audit:
+        fitted.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert sorted(_read(tmp_path / "fit")[fitted.trainable_variables[0].path]) == [1, 2]
+    assert "without histograms" not in audit.summary()
+
+
 @pytest.mark.parametrize("fit_kwargs", FIT_MODES)
 def test_fit_histograms_match_the_first_step_gradient(tmp_path, fit_kwargs):
     x, y = data()
