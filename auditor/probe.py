@@ -415,11 +415,31 @@ HEADER = 5
 class Snapshots:
     """Copies of a site's variables (not those with a None gradient) for the change check: one
     variable per copied variable, or (``merged``, for small sites in a graph) one flat variable per
-    dtype, since every variable a ``tf.function`` captures costs on every call."""
+    dtype, since every variable a ``tf.function`` captures costs on every call; with a ``store``
+    (a ``RingBuffer`` with ``float32_size(...)`` spare values), the float32 copies live in its
+    spare rows (one captured variable fewer)."""
 
-    def __init__(self, variables, none_mask, device=None, merged: bool = True):
+    def __init__(self, variables, none_mask, device=None, merged: bool = True, store=None):
         self.variables = variables
-        groups: dict = {}  # dtype (merged) or variable index -> [(variable index, start, size)]
+        self.store = store
+        groups = self._groups(variables, none_mask, merged)
+        self.groups = []  # (copy variable, or None: in the store; members); a group of one keeps its shape
+        with tf.init_scope():
+            for key, members in groups.items():
+                var = variables[members[0][0]]
+                if store is not None and key == tf.float32:
+                    self.groups.append((None, members))
+                    continue
+                if len(members) == 1:
+                    initial = tf.zeros(var.shape, var.dtype)
+                else:
+                    initial = tf.zeros([members[-1][1] + members[-1][2]], var.dtype)
+                self.groups.append((gs.make_variable(initial, "auditor_snapshot", device), members))
+
+    @staticmethod
+    def _groups(variables, none_mask, merged: bool) -> dict:
+        """dtype (merged) or variable index -> [(variable index, start, size)]."""
+        groups: dict = {}
         for k, (var, none) in enumerate(zip(variables, none_mask)):
             if not none:
                 size = tf.TensorShape(var.shape).num_elements()
@@ -427,31 +447,34 @@ class Snapshots:
                 members = groups.setdefault(key, [])
                 start = members[-1][1] + members[-1][2] if members else 0
                 members.append((k, start, size))
-        self.groups = []  # (copy variable, members); a group of one keeps the variable's shape
-        with tf.init_scope():
-            for members in groups.values():
-                var = variables[members[0][0]]
-                if len(members) == 1:
-                    initial = tf.zeros(var.shape, var.dtype)
-                else:
-                    initial = tf.zeros([members[-1][1] + members[-1][2]], var.dtype)
-                self.groups.append((gs.make_variable(initial, "auditor_snapshot", device), members))
+        return groups
+
+    @classmethod
+    def float32_size(cls, variables, none_mask, merged: bool) -> int:
+        """How many values the merged float32 copies hold (what a ``store`` must spare)."""
+        members = cls._groups(variables, none_mask, merged).get(tf.float32) if merged else None
+        return members[-1][1] + members[-1][2] if members else 0
 
     def take(self):
         """Ops: copy the variables."""
         for copy, members in self.groups:
-            if len(members) == 1:
+            if copy is not None and len(members) == 1:
                 copy.assign(gs.read(self.variables[members[0][0]]))
+                continue
+            flat = [tf.reshape(gs.read(self.variables[k]), [-1]) for k, _, _ in members]
+            if copy is None:
+                self.store.write_spare(flat)
             else:
-                copy.assign(tf.concat([tf.reshape(gs.read(self.variables[k]), [-1]) for k, _, _ in members], 0))
+                copy.assign(tf.concat(flat, 0))
 
     def befores(self) -> list:
         """Per variable, its copy (None for a variable without one)."""
         out = [None] * len(self.variables)
         for copy, members in self.groups:
-            value = copy.read_value()
+            value = self.store.read_spare() if copy is None else copy.read_value()
             for k, start, size in members:
-                out[k] = value if len(members) == 1 else tf.reshape(value[start:start + size], self.variables[k].shape)
+                whole = len(members) == 1 and copy is not None
+                out[k] = value if whole else tf.reshape(value[start:start + size], self.variables[k].shape)
         return out
 
 
@@ -513,7 +536,11 @@ class DeviceProbe(SiteProbe):
             # counts, the plan (branch of step i: state[offset + i % modulus]; 0 everywhere when idle).
             self.state = gs.make_variable(tf.constant([1, HEADER, 0, 0, 0, 0], tf.int64), "auditor_state", device,
                                           shape=tf.TensorShape([None]))
-        self.ring = RingBuffer(width, capacity, self.state, ROWS, device)
+        # Merged copies pay off in a graph (fewer captured variables), not in eager steps (more ops);
+        # the float32 ones live in spare rows of the ring (one captured variable fewer).
+        merged = self.small and not tf.executing_eagerly()
+        spare = Snapshots.float32_size(self.variables, self.none_mask, merged) if with_snapshots else 0
+        self.ring = RingBuffer(width, capacity, self.state, ROWS, device, spare)
         self.capacity = capacity
         # Gradient-value histograms every `hist_every` steps: one row of n x (2 + bins) per
         # histogram step, built only when a watch with a logdir sees the site built. Under
@@ -528,9 +555,8 @@ class DeviceProbe(SiteProbe):
         # The branches this site can take (a branch is a function to build: only those it can need).
         self.branches = [(c, h) for c in ((False, True) if with_snapshots else (False,))
                          for h in ((False, True) if self.hist_ring is not None else (False,))]
-        # Merged copies pay off in a graph (fewer captured variables), not in eager steps (more ops).
-        merged = self.small and not tf.executing_eagerly()
-        self.snapshots = Snapshots(self.variables, self.none_mask, device, merged) if with_snapshots else None
+        self.snapshots = (Snapshots(self.variables, self.none_mask, device, merged, self.ring if spare else None)
+                          if with_snapshots else None)
         self._plan = None  # the schedule as last configured (Plan), for eager steps
 
     # ---- runtime configuration (host side, eager) -------------------------------------------

@@ -28,18 +28,37 @@ def tags_of(columns) -> np.ndarray:
 class RingBuffer:
     """``capacity`` rows of ``width`` float32 values, each followed by its int64 tag (two floats,
     bit for bit), and a write count kept in slot ``slot`` of an int64 ``counter`` variable its owner
-    shares with other state: every variable a ``tf.function`` captures costs on every call."""
+    shares with other state: every variable a ``tf.function`` captures costs on every call. For
+    the same reason ``spare`` more float32 values (its owner's copies of small variables) can live
+    in rows after the ring (``write_spare``, ``read_spare``)."""
 
-    def __init__(self, width: int, capacity: int, counter, slot: int, device=None):
+    def __init__(self, width: int, capacity: int, counter, slot: int, device=None, spare: int = 0):
         from auditor.graph_stats import make_variable
 
         self.width = width
         self.capacity = capacity
         self.counter = counter
         self.slot = slot
+        self.spare = spare
+        self.spare_rows = -(-spare // (width + 2))
         with tf.init_scope():
-            self.rows = make_variable(tf.zeros([capacity, width + 2], tf.float32), "auditor_ring_rows", device)
+            self.rows = make_variable(tf.zeros([capacity + self.spare_rows, width + 2], tf.float32),
+                                      "auditor_ring_rows", device)
         self.host_cursor = 0  # rows before this index were drained already
+
+    def write_spare(self, parts):
+        """Op: the float32 ``parts`` (``spare`` values once concatenated) into the spare rows."""
+        pad = self.spare_rows * (self.width + 2) - self.spare
+        values = tf.concat(list(parts) + ([tf.zeros([pad], tf.float32)] if pad else []), 0)
+        return tf.raw_ops.ResourceScatterUpdate(
+            resource=self.rows.handle, indices=np.arange(self.capacity, self.capacity + self.spare_rows),
+            updates=tf.reshape(values, [self.spare_rows, self.width + 2]))
+
+    def read_spare(self):
+        """The ``spare`` values (flat; padding included at the end)."""
+        rows = tf.raw_ops.ResourceGather(resource=self.rows.handle, dtype=tf.float32,
+                                         indices=np.arange(self.capacity, self.capacity + self.spare_rows))
+        return tf.reshape(rows, [-1])
 
     def write(self, parts, tag):
         """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync."""
