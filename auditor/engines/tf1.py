@@ -5,8 +5,11 @@ under control dependencies on both), compares after the update, and writes the r
 its graph: the session that runs it hands the rows over in batches (``tf1_sessions``), so a run
 calls nothing on the host. ``step`` is the ``global_step`` before the update when the train op
 increments one, else how many times the optimizer's train ops had run before (like Keras'
-per-optimizer ``iterations``; counted in the graph per session, from the host's count). A TF1
-optimizer used eagerly or inside a ``tf.function`` hands each row over with a ``tf.numpy_function``.
+per-optimizer ``iterations``; counted in the graph per session, from the host's count). When the
+watches record one step in ``every`` (> 1), the optimizer's own update is built a second time and
+sessions run it in place of the train op on the runs not recorded (``tf1_sessions.Sampler``). A
+TF1 optimizer used eagerly or inside a ``tf.function`` hands each row over with a
+``tf.numpy_function``.
 """
 from __future__ import annotations
 
