@@ -524,8 +524,9 @@ class DeviceProbe(SiteProbe):
 
     def __init__(self, optimizer, variables, none_mask, with_snapshots: bool, replica=None,
                  with_histograms: bool = True):
-        """``with_histograms``: build the histogram ring and branches (a watch wants histograms:
-        each branch a traced step holds costs on every call, in ``fit`` most)."""
+        """``with_histograms``: build the histogram ring and branches (a watch wants histograms;
+        unused, they still cost every call of a traced step: one more captured variable, ~10–20 µs
+        a step in ``fit`` on the tiny MLP)."""
         super().__init__(optimizer, variables, none_mask, replica)
         device = replica[2] if replica else None
         n = len(self.variables)
