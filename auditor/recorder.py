@@ -129,7 +129,7 @@ class Recorder:
         self.tape: dict[int, TapeEntry] = {}
         self.lock = threading.RLock()
         self._checked_probes: set[int] = set()
-        self.recording_probes: dict = {}  # id -> probe: the probes whose rows reached this watch
+        self.recording_probes: set = set()  # the probes whose rows reached this watch
         self._eager_pending: dict[int, int] = {}
         self._calls = 0
         self.function_calls = 0  # top-level tf.function calls made in the watch
@@ -261,7 +261,7 @@ class Recorder:
                 self.lost_records += int(lost)
             if not len(rows):
                 return
-            self.recording_probes[id(probe)] = probe
+            self.recording_probes.add(probe)
             paths = [self.names.path(v) for v in probe.variables]
             label = self.names.label(probe.optimizer_ref(), paths)
             if probe.replica is not None:

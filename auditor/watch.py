@@ -94,7 +94,7 @@ class Audit:
                 f"recorded: a function traced before the watch has no hook (call it for the first time "
                 f"inside the watch, or use watch(model) with model.fit)")
             sink_kinds.logger.warning("auditor: %s", self.notes[-1])
-        unbuilt = [p for p in self.recorder.recording_probes.values() if not p.histograms_built]
+        unbuilt = [p for p in self.recorder.recording_probes if not p.histograms_built]
         if self.recorder.settings.histogram_every and unbuilt:
             self.notes.append(
                 f"{len(unbuilt)} apply site(s) were traced or built in a watch without histograms (no logdir): "

@@ -65,6 +65,10 @@ class V1Probe(SiteProbe):
     def configure(self):
         """Nothing to set on the device: the plan reads the watches' settings (``plan_settings``)."""
 
+    def recorded_every(self) -> int:
+        """The watches record the steps that are multiples of this (1 without watches)."""
+        return min((s.settings.every for s in self.subscribers), default=1)
+
     def plan_settings(self) -> np.ndarray:
         """``[next, every, first, stride, limit]``: a run is compared when its step is a multiple
         of ``every`` and fewer than ``first`` runs were compared, or more than ``limit`` variables
@@ -135,10 +139,9 @@ class V1Probe(SiteProbe):
         steps = tags_of(packed[:, width:width + 2])
         if self.counted and len(steps):
             self.runs.seen(int(steps.max()))
-        subscribers = self.subscribers
-        if not subscribers or not len(steps):
+        if not self.subscribers or not len(steps):
             return
-        kept = steps % min(s.settings.every for s in subscribers) == 0
+        kept = steps % self.recorded_every() == 0
         rows, steps, packed = packed[kept, :width], steps[kept], packed[kept]
         self.ring.push_many(rows, steps)
         if self._unseen:  # the host plans (``EagerProbe.plan``)
@@ -170,10 +173,6 @@ class SessionProbe(V1Probe):
         self.recording.raising(self, any(s.settings.raise_on for s in self.subscribers))
         if self.sampler is not None:
             self.sampler.every = self.recorded_every()
-
-    def recorded_every(self) -> int:
-        """The watches record the steps that are multiples of this (1 without watches)."""
-        return min((s.settings.every for s in self.subscribers), default=1)
 
     def sampled(self, train, plain) -> None:
         """Sessions may run ``plain`` (the optimizer's own update op, built again) in place of

@@ -162,7 +162,7 @@ class GraphRecording:
         ``targets`` replaced by its plain op on runs before its next recorded step; a run of the
         recorded op also fetches its step. A run of none of them (an assignment of the global
         step, a restore) makes the next run of each fetch its step again."""
-        fetched, sampled = [], False
+        fetched, sampled, replaced = [], False, None
         for k, op in enumerate(targets):
             sampler = self.samplers.get(op)
             if sampler is None:
@@ -173,12 +173,15 @@ class GraphRecording:
             skip = state.skips.get(sampler, 0)
             if skip:
                 state.skips[sampler] = skip - 1
-                targets = list(targets)  # the caller's list may be reused (make_callable)
-                targets[k] = sampler.plain
+                if replaced is None:
+                    replaced = list(targets)  # the caller's list may be reused (make_callable)
+                replaced[k] = sampler.plain
             else:
                 fetched.append(sampler)
         if not sampled and state.skips:
             state.skips.clear()
+        if replaced is not None:
+            targets = replaced
         if not fetched:
             return original(session, options, feeds, fetches, targets, metadata)
         results = original(session, options, feeds, list(fetches) + [s.step for s in fetched], targets, metadata)
