@@ -61,14 +61,19 @@ def nonfinite_each(grads):
 
 
 def nonfinite_small(grads):
-    """Per gradient (none None), whether any element is NaN or Inf: ``l2_loss(x - x)`` each (NaN
-    exactly where ``x`` holds a non-finite element; two ops per gradient and no constant, for small
-    gradients, where a node costs more than its data)."""
-    zeros = []
+    """Per gradient (none None), whether any element is NaN or Inf (see ``zero_sums``)."""
+    return tf.logical_not(tf.math.is_finite(tf.stack(zero_sums(grads))))
+
+
+def zero_sums(grads):
+    """Per gradient (none None), ``l2_loss(x - x)``: 0.0, or NaN exactly where ``x`` holds a
+    non-finite element (never Inf); two ops per gradient and no constant, for small gradients,
+    where a node costs more than its data."""
+    out = []
     for g in grads:
         x = tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32)
-        zeros.append(tf.nn.l2_loss(x - x))
-    return tf.logical_not(tf.math.is_finite(tf.stack(zeros)))
+        out.append(tf.nn.l2_loss(x - x))
+    return out
 
 
 def clipvalue_sq_norm(grad, clip, scale):

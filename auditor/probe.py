@@ -118,14 +118,24 @@ class RowLayout:
     variable of norms, non-finite flags, changed flags and update ratios (the last two: the change
     block, see ``change_block``); under ``tf.distribute`` three more: the
     all-reduced per-variable norms, their total, the all-reduced norm before clipping. The first
-    part (up to the non-finite flags) is what ``measure`` returns, before ``apply``."""
+    part (up to the non-finite flags) is what ``measure`` returns, before ``apply``.
+
+    A **derived** row (``CHECKED`` holds ``DERIVED`` + checked) leaves the arithmetic to the host:
+    its norm columns hold each gradient's ``l2_loss`` (half its squared norm, NaN for a ``None``
+    gradient), its non-finite flags may be NaN for "non-finite" (``graph_stats.zero_sums``), and
+    ``applied, pre, clipped`` are blank; ``decode`` computes the norms and their total in float32
+    exactly as the ops of a full row do (``2 * half``, ``sqrt``, a sum in variable order), so both
+    give the same bits. A step without any clipping or loss scale writes a derived row: fewer ops
+    on the device, where each costs more than on the host, decoded in batches."""
 
     FIXED = 4
     APPLIED, PRE, CLIPPED, CHECKED = range(4)
+    DERIVED = 2.0
 
-    def __init__(self, n: int, replica: bool):
+    def __init__(self, n: int, replica: bool, none_mask=None):
         self.n = n
         self.replica = replica
+        self.real = [k for k, none in enumerate(none_mask or [False] * n) if not none]
         self.measured_width = self.FIXED + 2 * n
         self.width = self.FIXED + 4 * n + (n + 2 if replica else 0)
 
@@ -142,13 +152,17 @@ class RowLayout:
     def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
         """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
         n, f = self.n, self.FIXED
+        mark = rows[:, self.CHECKED]
+        derived = mark > self.DERIVED - 0.5
+        if derived.any():
+            rows = self._derive(rows, derived)
         nonfinite = rows[:, f + n:f + 2 * n] > 0.5
         out = SiteRows(
             tags=tags.astype(np.int64).tolist(),
             applied=rows[:, self.APPLIED].astype(np.float64).tolist(),
             pre=rows[:, self.PRE].astype(np.float64).tolist(),
             clipped=rows[:, self.CLIPPED].astype(np.float64).tolist(),
-            checked=(rows[:, self.CHECKED] > 0.5).tolist(),
+            checked=self.checked(rows).tolist(),
             nonfinite_count=nonfinite.sum(axis=1).tolist(),
             norms=rows[:, f:f + n].astype(np.float64).tolist(),
             nonfinite=nonfinite.tolist(),
@@ -161,6 +175,30 @@ class RowLayout:
             out.reduced_total = rows[:, start + n].astype(np.float64).tolist()
             out.reduced_pre = rows[:, start + n + 1].astype(np.float64).tolist()
         return out
+
+    def _derive(self, rows: np.ndarray, derived: np.ndarray) -> np.ndarray:
+        """A copy of ``rows`` whose derived rows are full rows (float32, the ops' order)."""
+        n, f = self.n, self.FIXED
+        rows = np.array(rows, np.float32)
+        squares = rows[derived, f:f + n] * np.float32(2.0)
+        if self.real:
+            total = squares[:, self.real[0]]
+            for k in self.real[1:]:
+                total = total + squares[:, k]
+            applied = np.sqrt(total)
+        else:
+            applied = np.full(len(squares), np.nan, np.float32)
+        rows[derived, f:f + n] = np.sqrt(squares)
+        flags = rows[derived, f + n:f + 2 * n]
+        rows[derived, f + n:f + 2 * n] = np.where(np.isnan(flags), np.float32(1.0), flags)
+        for column in (self.APPLIED, self.PRE, self.CLIPPED):
+            rows[derived, column] = applied
+        return rows
+
+    @classmethod
+    def checked(cls, rows: np.ndarray) -> np.ndarray:
+        """Per row, whether its changes were checked (full or derived)."""
+        return np.mod(rows[:, cls.CHECKED], cls.DERIVED) > 0.5
 
 
 def change_block(variables, befores):
@@ -225,7 +263,7 @@ class SiteProbe:
         self.subscribers: list = []
         self.replica = replica
         self.group = (id(optimizer), tuple(id(v) for v in variables), self.none_mask)
-        self.layout = RowLayout(len(self.variables), replica is not None)
+        self.layout = RowLayout(len(self.variables), replica is not None, self.none_mask)
         # A small site (a few thousand weights): its per-step ops cost more in count than in data,
         # so they run without a nested branch, on the single-threaded executor where available.
         self.small = _elements(self.variables) <= SMALL_SITE
@@ -236,12 +274,24 @@ class SiteProbe:
     # ---- measurement ops ----------------------------------------------------------------------
     def measure(self, grads, clip: ClipConfig, user: UserClip, checked):
         """Ops: ``[applied, pre, clipped, checked, norms..., nonfinite flags...]`` (float32);
-        ``checked``: whether this step compares the variables (a bool, or a bool tensor).
+        ``checked``: whether this step compares the variables (a bool, or a bool tensor). Without
+        clipping or a loss scale the row is a derived one (``RowLayout``: half squared norms, the
+        rest computed on the host).
 
         Sums of per-variable values use ``add_n`` (a sequential sum), so the numbers do not
         depend on how many variables there are."""
         nan = tf.constant(math.nan, tf.float32)
         real = [g for g in grads if g is not None]
+        if clip.scale == 1.0 and not user.seen() and not (clip.clipnorm or clip.global_clipnorm or clip.clipvalue):
+            halves = [nan if g is None else gs.half_sq_norm(g) for g in grads]
+            mark = RowLayout.DERIVED + (float(checked) if isinstance(checked, bool) else tf.cast(checked, tf.float32))
+            head = [nan, nan, nan, mark] + halves
+            if self.small and not tf.executing_eagerly() and not self.top_level_branch:
+                zero = tf.constant(0.0)
+                sums = iter(gs.zero_sums(real))  # the host reads NaN as "non-finite"
+                return tf.stack(head + [zero if g is None else next(sums) for g in grads])
+            bad = self._nonfinite(grads, real, lambda: tf.add_n([h for h, g in zip(halves, grads) if g is not None]))
+            return tf.concat([tf.stack(head), bad], 0)
         sq_real = None
         if real:
             sq_real = tf.stack([gs.half_sq_norm(g) for g in real]) * 2.0
@@ -250,28 +300,7 @@ class SiteProbe:
         sq = _scatter_real(sq_real, [g is None for g in grads], nan)
         norms = tf.sqrt(sq)
         applied = tf.sqrt(_total(sq_real)) if real else nan
-        n = len(grads)
-
-        def per_variable(flags_of):
-            """``flags_of(real gradients)`` laid out per variable (False for a None gradient)."""
-            if not real:  # every gradient None: nothing can be non-finite
-                return tf.zeros([n], tf.bool)
-            if len(real) == n:
-                return flags_of(real)
-            flags = iter(tf.unstack(flags_of(real)))
-            return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
-
-        # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
-        # float32 overflow of the square) pay for the exact per-variable check.
-        def exact_nonfinite():
-            return tf.cast(per_variable(gs.nonfinite_each), tf.float32)
-
-        if self.small and not tf.executing_eagerly() and not self.top_level_branch:  # two ops per gradient
-            bad = tf.cast(per_variable(gs.nonfinite_small), tf.float32)
-        else:  # the flags as floats in the branch taken rarely (no cast on the usual path)
-            all_finite = tf.math.is_finite(applied) if real else tf.constant(True)
-            bad = gs.cond(all_finite, lambda: tf.zeros([n], tf.float32), exact_nonfinite,
-                          single_threaded=self.top_level_branch)
+        bad = self._nonfinite(grads, real, lambda: applied)
 
         # Norm before any user clipping (tf.clip_by_global_norm / tf.clip_by_norm inside watch()).
         if user.global_norm is not None:
@@ -301,6 +330,29 @@ class SiteProbe:
         checked = tf.constant(1.0 if checked else 0.0) if isinstance(checked, bool) else tf.cast(checked, tf.float32)
         fixed = tf.stack([applied, pre, clipped, checked])
         return tf.concat([fixed, norms, bad], 0)
+
+    def _nonfinite(self, grads, real, total):
+        """Ops: per variable 1.0 where its gradient holds a NaN or Inf (0.0 for ``None``);
+        ``total()``: a value that is finite only if every gradient is (ops, built if needed)."""
+        n = len(grads)
+        if not real:  # every gradient None: nothing can be non-finite
+            return tf.zeros([n], tf.float32)
+
+        def per_variable(flags_of):
+            """``flags_of(real gradients)`` laid out per variable (False for a None gradient)."""
+            if len(real) == n:
+                return flags_of(real)
+            flags = iter(tf.unstack(flags_of(real)))
+            return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
+
+        if self.small and not tf.executing_eagerly() and not self.top_level_branch:  # two ops per gradient
+            return tf.cast(per_variable(gs.nonfinite_small), tf.float32)
+        # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
+        # float32 overflow of the square) pay for the exact per-variable check, as floats in the
+        # branch taken rarely (no cast on the usual path).
+        return gs.cond(tf.math.is_finite(total()), lambda: tf.zeros([n], tf.float32),
+                       lambda: tf.cast(per_variable(gs.nonfinite_each), tf.float32),
+                       single_threaded=self.top_level_branch)
 
     def reduced_tail(self, reduced_grads, reduced_pre, scale: float):
         """Ops: ``[all-reduced per-variable norms..., their total, all-reduced pre-clip norm]``."""
@@ -400,6 +452,7 @@ class BeforeState:
     snapshots: list | None = None  # host probes: the copies of the variables (None: not checked)
     histograms: object = None  # host probes: the histogram row (None: no histograms)
     eager: tuple | None = None  # an eager step recorded after apply: (the real gradients, the clip config)
+    written: object = None  # device probes: the ring's write count, read with the plan
 
 
 SMALL_SITE = 1 << 16  # weights; see SiteProbe.small
@@ -603,8 +656,8 @@ class DeviceProbe(SiteProbe):
         real = [g for g in grads if g is not None]
         if self.replica is None and tf.executing_eagerly() and not user.seen():
             return self._eager_before(iteration, real, clip)
-        code, measured = self._before_ops(iteration, real, clip, user)
-        return BeforeState(code, measured, iteration)
+        code, measured, written = self._before_ops(iteration, real, clip, user)
+        return BeforeState(code, measured, iteration, written=written)
 
     def _eager_before(self, iteration, real_grads, clip) -> BeforeState:
         """An eager apply: the host looks the branch up in its copy of the plan (reading the
@@ -624,9 +677,10 @@ class DeviceProbe(SiteProbe):
     def _before_ops(self, iteration, real_grads, clip, user):
         real = iter(real_grads)
         grads = [None if none else next(real) for none in self.none_mask]
-        # The step's branch: one entry of the plan, so that one Case op runs exactly its work.
-        modulus, offset = tf.unstack(tf.raw_ops.ResourceGather(resource=self.state.handle, indices=[MODULUS, OFFSET],
-                                                                dtype=tf.int64))
+        # The step's branch: one entry of the plan, so that one Case op runs exactly its work; the
+        # ring's write count in the same read (nothing else writes it before this step's row).
+        modulus, offset, written = tf.unstack(tf.raw_ops.ResourceGather(
+            resource=self.state.handle, indices=[MODULUS, OFFSET, ROWS], dtype=tf.int64))
         index = tf.math.floormod(iteration, modulus) + offset
         branch = tf.cast(tf.raw_ops.ResourceGather(resource=self.state.handle, indices=index, dtype=tf.int64), tf.int32)
 
@@ -642,7 +696,8 @@ class DeviceProbe(SiteProbe):
         def skipped():
             return tf.zeros([self.layout.measured_width], tf.float32)
 
-        return branch, gs.switch_case(branch, [skipped] + [measuring(c, h) for c, h in self.branches], self.small)
+        measured = gs.switch_case(branch, [skipped] + [measuring(c, h) for c, h in self.branches], self.small)
+        return branch, measured, written
 
     def after(self, state: BeforeState, reduced_grads=None, reduced_pre=None, scale: float = 1.0) -> None:
         """Ops run after ``apply``: compare with the snapshot and write the row (if recording).
@@ -658,7 +713,7 @@ class DeviceProbe(SiteProbe):
                 if check:
                     self._plan.checks_left -= 1
             return
-        self._after_ops(state.record, state.measured, state.iteration, reduced_grads, reduced_pre, scale)
+        self._after_ops(state, reduced_grads, reduced_pre, scale)
 
     def _record_ops(self, iteration, real_grads, clip: ClipConfig, check: bool, histogram: bool):
         """Measure, compare and write one eager step (after apply)."""
@@ -671,14 +726,14 @@ class DeviceProbe(SiteProbe):
         changed = self._compare(self._plan.checks_left > 0) if check else unchecked_block(n)
         self.ring.write(self.layout.parts(measured, changed), iteration)
 
-    def _after_ops(self, branch, measured, iteration, reduced_grads=None, reduced_pre=None, scale=1.0):
-        n = len(self.variables)
+    def _after_ops(self, state: BeforeState, reduced_grads=None, reduced_pre=None, scale=1.0):
+        n, measured, iteration = len(self.variables), state.measured, state.iteration
 
         def writing(check: bool, histogram: bool):
             def run():
                 changed = self._compare() if check else unchecked_block(n)
                 tail = self.reduced_tail(reduced_grads, reduced_pre, scale) if self.replica else None
-                self.ring.write(self.layout.parts(measured, changed, tail), iteration)
+                self.ring.write(self.layout.parts(measured, changed, tail), iteration, state.written)
                 if histogram and self.replica is not None and reduced_grads is not None:
                     self.hist_ring.write([histogram_row(reduced_grads)], iteration)
                 return iteration  # an output the branch has (no constant node)
@@ -687,7 +742,7 @@ class DeviceProbe(SiteProbe):
         def skipped():
             return iteration
 
-        gs.switch_case(branch, [skipped] + [writing(c, h) for c, h in self.branches], self.small)
+        gs.switch_case(state.record, [skipped] + [writing(c, h) for c, h in self.branches], self.small)
 
     def _compare(self, count_down: bool = True):
         """Ops of a checked step after apply: the change block, and one first check counted down

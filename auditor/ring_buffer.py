@@ -60,10 +60,12 @@ class RingBuffer:
                                          indices=np.arange(self.capacity, self.capacity + self.spare_rows))
         return tf.reshape(rows, [-1])
 
-    def write(self, parts, tag):
-        """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync."""
+    def write(self, parts, tag, count=None):
+        """Ops appending one row (float32 ``parts``, concatenated) with an int64 tag; no host sync.
+        ``count``: the write count, where the caller read it already (with other state)."""
         slot = tf.constant(self.slot)  # one constant node for both (each node costs per step)
-        count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=slot, dtype=tf.int64)
+        if count is None:
+            count = tf.raw_ops.ResourceGather(resource=self.counter.handle, indices=slot, dtype=tf.int64)
         row = tf.concat(list(parts) + [tag_columns(tag)], 0)
         tf.raw_ops.ResourceScatterUpdate(resource=self.rows.handle, indices=tf.math.floormod(count, self.capacity),
                                          updates=row)

@@ -146,7 +146,7 @@ class V1Probe(SiteProbe):
         self.ring.push_many(rows, steps)
         if self._unseen:  # the host plans (``EagerProbe.plan``)
             n, start = len(self.variables), self.layout.measured_width  # the change block: flags, ratios
-            changed = rows[rows[:, RowLayout.CHECKED] > 0.5, start:start + n]
+            changed = rows[RowLayout.checked(rows), start:start + n]
             self._unseen = {k for k in self._unseen if not (changed[:, k] > 0.5).any()}
         if self.hist_every:
             due = steps % self.hist_every == 0
@@ -257,7 +257,8 @@ class SessionProbe(V1Probe):
             block = change_block(self.variables, state.snapshots)
             wanted, planned = self._compared(state.iteration, block)
             columns = [RowLayout.CHECKED] + list(range(self.layout.measured_width, self.layout.measured_width + 2 * n))
-            values = tf.where(wanted, tf.concat([[1.0], block], 0), tf.concat([[0.0], unchecked_block(n)], 0))
+            mark = state.measured[RowLayout.CHECKED:RowLayout.CHECKED + 1]  # 0 or DERIVED: not checked
+            values = tf.where(wanted, tf.concat([mark + 1.0, block], 0), tf.concat([mark, unchecked_block(n)], 0))
             with tf.control_dependencies([self.session_ring.overwrite(slot, columns, values), planned]):
                 return tf.constant(True)
 

@@ -329,3 +329,56 @@ def test_indexed_slices_are_measured_without_densifying(mode):
     hist = hist.numpy()
     assert hist[0] == pytest.approx(dense_rows.min()) and hist[1] == pytest.approx(dense_rows.max())
     assert hist[2:].sum() == dense_rows.size  # 4 distinct rows x 8, no padding, no zeros of absent rows
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+def test_derived_rows_decode_to_the_bits_the_ops_compute(mode):
+    """A derived row (no clipping, no loss scale) carries half squared norms; the host's decode
+    must give the same float32 bits as the ops of a full row (``2 * half``, ``sqrt``, ``add_n`` in
+    variable order): random magnitudes, zeros, a square that overflows, NaN, a None gradient, and
+    full rows mixed in. Non-finite flags written as NaN decode as flags; checked marks survive."""
+    from auditor.probe import RowLayout
+
+    rng = np.random.RandomState(0)
+    none_mask = (False, True, False, False, False)
+    layout = RowLayout(5, False, none_mask)
+    halves = (10.0 ** rng.uniform(-1, 1, size=(400, 5))).astype(np.float32)  # close magnitudes: order shows
+    halves[200:] *= (10.0 ** rng.uniform(-30, 30, size=(200, 1))).astype(np.float32)
+    halves[0] = [0.0, 0.0, 0.0, 0.0, 0.0]
+    halves[1, 2] = 3e38  # twice it overflows
+    halves[2, 3] = np.nan
+    halves[:, 1] = np.nan  # the None gradient
+    real = [k for k, none in enumerate(none_mask) if not none]
+
+    def ops(h):
+        sq_real = tf.stack([h[k] for k in real]) * 2.0
+        parts = tf.unstack(sq_real)
+        return tf.sqrt(sq_real), tf.sqrt(tf.add_n(parts))
+
+    compared = list(range(60)) + list(range(200, 240))
+    expected = compile_step(lambda: [ops(tf.constant(halves[k])) for k in compared], mode)()
+    flags = np.zeros((400, 5), np.float32)
+    flags[2, 3], flags[3, 0] = np.nan, 1.0  # NaN from graph_stats.zero_sums, 1.0 from the exact check
+    checked = (np.arange(400) % 3 == 0).astype(np.float32)
+    rows = np.concatenate([np.full((400, 3), np.nan, np.float32), (checked + RowLayout.DERIVED)[:, None],
+                           halves, flags, np.zeros((400, 5), np.float32), np.full((400, 5), np.nan, np.float32)], 1)
+    full = rows[5].copy()  # a full row among derived ones: left as it is
+    full[:4] = [1.5, 2.5, 3.5, 1.0]
+    rows[5] = full
+    decoded = layout.decode(rows, np.arange(400))
+    for k, (norms, applied) in zip(compared, expected):
+        if k == 5:
+            continue
+        got = np.array(decoded.norms[k], np.float32)[real]
+        np.testing.assert_array_equal(got.view(np.int32)[~np.isnan(got)], norms.numpy().view(np.int32)[~np.isnan(got)])
+        assert np.isnan(got).tolist() == np.isnan(norms.numpy()).tolist()
+        for column in (decoded.applied, decoded.pre, decoded.clipped):
+            assert np.float32(column[k]).tobytes() == applied.numpy().tobytes() or (
+                math.isnan(column[k]) and math.isnan(applied.numpy()))
+        assert math.isnan(decoded.norms[k][1])  # None gradient
+    assert (decoded.applied[5], decoded.pre[5], decoded.clipped[5], decoded.checked[5]) == (1.5, 2.5, 3.5, True)
+    np.testing.assert_array_equal(decoded.norms[5], full[4:9])
+    assert decoded.nonfinite[2] == [False, False, False, True, False] and decoded.nonfinite_count[2] == 1
+    assert decoded.nonfinite[3] == [True, False, False, False, False]
+    assert decoded.checked[:5] == [True, False, False, True, False] and decoded.checked[6] is True
+    assert math.isinf(decoded.applied[1]) and math.isnan(decoded.applied[2]) and decoded.applied[0] == 0.0
