@@ -286,7 +286,7 @@ class SiteProbe:
             halves = [nan if g is None else gs.half_sq_norm(g) for g in grads]
             mark = RowLayout.DERIVED + (float(checked) if isinstance(checked, bool) else tf.cast(checked, tf.float32))
             head = [nan, nan, nan, mark] + halves
-            if self.small and not tf.executing_eagerly() and not self.top_level_branch:
+            if self._flags_inline():
                 zero = tf.constant(0.0)
                 sums = iter(gs.zero_sums(real))  # the host reads NaN as "non-finite"
                 return tf.stack(head + [zero if g is None else next(sums) for g in grads])
@@ -331,6 +331,11 @@ class SiteProbe:
         fixed = tf.stack([applied, pre, clipped, checked])
         return tf.concat([fixed, norms, bad], 0)
 
+    def _flags_inline(self) -> bool:
+        """Whether the non-finite check runs every recorded step, two ops per gradient (a small
+        site in a graph, where a nested branch costs more), not in a branch taken rarely."""
+        return self.small and not tf.executing_eagerly() and not self.top_level_branch
+
     def _nonfinite(self, grads, real, total):
         """Ops: per variable 1.0 where its gradient holds a NaN or Inf (0.0 for ``None``);
         ``total()``: a value that is finite only if every gradient is (ops, built if needed)."""
@@ -345,7 +350,7 @@ class SiteProbe:
             flags = iter(tf.unstack(flags_of(real)))
             return tf.stack([tf.constant(False) if g is None else next(flags) for g in grads])
 
-        if self.small and not tf.executing_eagerly() and not self.top_level_branch:  # two ops per gradient
+        if self._flags_inline():
             return tf.cast(per_variable(gs.nonfinite_small), tf.float32)
         # A finite sum of squares proves every element finite; only otherwise (an Inf/NaN, or
         # float32 overflow of the square) pay for the exact per-variable check, as floats in the
