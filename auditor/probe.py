@@ -132,10 +132,10 @@ class RowLayout:
     APPLIED, PRE, CLIPPED, CHECKED = range(4)
     DERIVED = 2.0
 
-    def __init__(self, n: int, replica: bool, none_mask=None):
+    def __init__(self, n: int, replica: bool, none_mask):
         self.n = n
         self.replica = replica
-        self.real = [k for k, none in enumerate(none_mask or [False] * n) if not none]
+        self.real = [k for k, none in enumerate(none_mask) if not none]  # columns summed into a derived total
         self.measured_width = self.FIXED + 2 * n
         self.width = self.FIXED + 4 * n + (n + 2 if replica else 0)
 
