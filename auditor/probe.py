@@ -145,10 +145,6 @@ class RowLayout:
         ``reduced`` the ``[norms..., total, pre]`` tail (replicas)."""
         return [measured, changed] + ([reduced] if self.replica else [])
 
-    def assemble(self, measured, changed, reduced=None):
-        """The row (ops)."""
-        return tf.concat(self.parts(measured, changed, reduced), 0)
-
     def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
         """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
         n, f = self.n, self.FIXED

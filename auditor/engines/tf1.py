@@ -124,10 +124,11 @@ class V1Probe(SiteProbe):
         return self._cond(due, lambda: histogram_row(grads), lambda: tf.fill([width], float("nan")))
 
     def _packed(self, state, changed):
-        """One float32 row: the measured row, the step's 8 bytes, the histograms (if any)."""
-        row = self.layout.assemble(state.measured, changed)
+        """One float32 row (one concatenation): the measured row, the step's 8 bytes, the
+        histograms (if any)."""
         step = state.iteration if state.iteration is not None else tf.constant(-1, tf.int64)
-        return tf.concat([row, tag_columns(step)] + ([state.histograms] if state.histograms is not None else []), 0)
+        return tf.concat(self.layout.parts(state.measured, changed) + [tag_columns(step)]
+                         + ([state.histograms] if state.histograms is not None else []), 0)
 
     def take(self, packed, lost: int) -> None:
         """Rows as ``after`` wrote them (from a session, or one from ``deliver``), in the order
