@@ -86,7 +86,9 @@ class SiteRow(NamedTuple):
 
 @dataclass
 class SiteRows:
-    """Decoded rows of one probe, column by column (oldest row first), as Python values."""
+    """Decoded rows of one probe, column by column (oldest row first): Python values, except the
+    per-variable flags and ratios, which only the few rows with a non-finite gradient or a check
+    need: NumPy arrays (``[rows, variables]``), a row read with ``.tolist()``."""
 
     tags: list
     applied: list
@@ -95,9 +97,9 @@ class SiteRows:
     checked: list
     nonfinite_count: list
     norms: list
-    nonfinite: list
-    changed: list
-    ratios: list
+    nonfinite: np.ndarray  # bool
+    changed: np.ndarray  # bool
+    ratios: np.ndarray  # float64
     reduced_norms: list | None = None
     reduced_total: list | None = None
     reduced_pre: list | None = None
@@ -108,7 +110,8 @@ class SiteRows:
     def row(self, k: int) -> SiteRow:
         replica = self.reduced_norms is not None
         return SiteRow(self.tags[k], self.applied[k], self.pre[k], self.clipped[k], self.checked[k],
-                       self.nonfinite_count[k], self.norms[k], self.nonfinite[k], self.changed[k], self.ratios[k],
+                       self.nonfinite_count[k], self.norms[k], self.nonfinite[k].tolist(), self.changed[k].tolist(),
+                       self.ratios[k].tolist(),
                        self.reduced_norms[k] if replica else None, self.reduced_total[k] if replica else None,
                        self.reduced_pre[k] if replica else None)
 
@@ -161,9 +164,9 @@ class RowLayout:
             checked=self.checked(rows).tolist(),
             nonfinite_count=nonfinite.sum(axis=1).tolist(),
             norms=rows[:, f:f + n].astype(np.float64).tolist(),
-            nonfinite=nonfinite.tolist(),
-            changed=(rows[:, f + 2 * n:f + 3 * n] > 0.5).tolist(),
-            ratios=rows[:, f + 3 * n:f + 4 * n].astype(np.float64).tolist(),
+            nonfinite=nonfinite,
+            changed=rows[:, f + 2 * n:f + 3 * n] > 0.5,
+            ratios=rows[:, f + 3 * n:f + 4 * n].astype(np.float64),
         )
         if self.replica:
             start = f + 4 * n

@@ -310,22 +310,21 @@ class Recorder:
         none_vars = [p for p, none in zip(paths, none_mask) if none]
         var_set = tuple(paths)
         out = []
-        for k, step in enumerate(rows.tags):
-            pre, clipped = rows.pre[k], rows.clipped[k]
-            checked = rows.checked[k]
+        columns = zip(rows.tags, rows.pre, rows.clipped, rows.checked, rows.applied, rows.norms, rows.nonfinite_count)
+        for k, (step, pre, clipped, checked, applied, norms, nonfinite_count) in enumerate(columns):
             changed = ratios = None
             if checked:
                 self._checked_probes.add(id(probe))
-                changed = [p for p, c in zip(paths, rows.changed[k]) if c]
+                changed = [p for p, c in zip(paths, rows.changed[k].tolist()) if c]
                 self.changed.update(changed)
-                ratios = {p: r for p, r, none in zip(paths, rows.ratios[k], none_mask) if not none}
+                ratios = {p: r for p, r, none in zip(paths, rows.ratios[k].tolist(), none_mask) if not none}
             ratio = None
             if has_clip and not clip_unknown and pre > 0 and math.isfinite(pre):
                 ratio = clipped / pre
             if none_vars:
-                var_norms = {p: (None if none else n) for p, n, none in zip(paths, rows.norms[k], none_mask)}
+                var_norms = {p: (None if none else x) for p, x, none in zip(paths, norms, none_mask)}
             else:
-                var_norms = dict(zip(paths, rows.norms[k]))
+                var_norms = dict(zip(paths, norms))
             out.append(StepRecord(
                 step=step,
                 optimizer=label,
@@ -335,8 +334,8 @@ class Recorder:
                 var_norms=var_norms,
                 none_vars=list(none_vars),
                 changed_vars=changed,
-                nonfinite=[p for p, b in zip(paths, rows.nonfinite[k]) if b] if rows.nonfinite_count[k] else [],
-                applied_norm=rows.applied[k],
+                nonfinite=[p for p, b in zip(paths, rows.nonfinite[k].tolist()) if b] if nonfinite_count else [],
+                applied_norm=applied,
                 var_set=var_set,
                 sites=probe.call_sites,
                 update_ratios=ratios,

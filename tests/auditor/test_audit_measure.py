@@ -378,7 +378,7 @@ def test_derived_rows_decode_to_the_bits_the_ops_compute(mode):
         assert math.isnan(decoded.norms[k][1])  # None gradient
     assert (decoded.applied[5], decoded.pre[5], decoded.clipped[5], decoded.checked[5]) == (1.5, 2.5, 3.5, True)
     np.testing.assert_array_equal(decoded.norms[5], full[4:9])
-    assert decoded.nonfinite[2] == [False, False, False, True, False] and decoded.nonfinite_count[2] == 1
-    assert decoded.nonfinite[3] == [True, False, False, False, False]
+    assert decoded.nonfinite[2].tolist() == [False, False, False, True, False] and decoded.nonfinite_count[2] == 1
+    assert decoded.nonfinite[3].tolist() == [True, False, False, False, False]
     assert decoded.checked[:5] == [True, False, False, True, False] and decoded.checked[6] is True
     assert math.isinf(decoded.applied[1]) and math.isnan(decoded.applied[2]) and decoded.applied[0] == 0.0
