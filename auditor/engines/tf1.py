@@ -5,9 +5,10 @@ under control dependencies on both), compares after the update, and writes the r
 its graph: the session that runs it hands the rows over in batches (``tf1_sessions``), so a run
 calls nothing on the host. ``step`` is the ``global_step`` before the update when the train op
 increments one, else how many times the optimizer's train ops had run before (like Keras'
-per-optimizer ``iterations``; counted in the graph per session, from the host's count). When the
-watches record one step in ``every`` (> 1), the optimizer's own update is built a second time and
-sessions run it in place of the train op on the runs not recorded (``tf1_sessions.Sampler``). A
+per-optimizer ``iterations``; counted in the graph per session, from the host's count). The
+optimizer's own update is built again for sessions to run in place of the train op
+(``tf1_sessions.Sampler``): alone on the runs the watches do not record (``every`` > 1), and with
+the row but without the change check on the recorded runs the plan does not compare. A
 TF1 optimizer used eagerly or inside a ``tf.function`` hands each row over with a
 ``tf.numpy_function``.
 """
@@ -60,6 +61,7 @@ class V1Probe(SiteProbe):
         self.hist_on = False
         self.counted = False  # the steps come from a session's run counter
         self.step = None  # the train op's step (a tensor), once built
+        self.inputs = None  # (gradients, clip, user clip, histogram every) as ``before`` measured them
         self._unseen = set()  # variables not seen changing yet, where the host plans
 
     def configure(self):
@@ -97,6 +99,7 @@ class V1Probe(SiteProbe):
         be read without the user's session); the copy is a branch that does not run otherwise."""
         every = self.wanted_histograms()
         self.histograms_built = bool(every)
+        self.inputs = (grads, clip, user, every)
         global_step = step  # read before the update increments it: the update must wait for it
         step, check = self._plan_run(step, every)
         measured = self.measure(grads, clip, user, self._checked_column(check))
@@ -166,7 +169,8 @@ class SessionProbe(V1Probe):
         self.recording = tf1_sessions.recording(tf.compat.v1.get_default_graph())
         self.session_ring = None  # created with the row (its width includes the histograms)
         self.graph_plan = None  # the plan's state (a SessionVariable), once built
-        self.sampler = None  # set when the watches recorded one step in several at build time
+        self.next_check = None  # the plan's next compared step, read after the comparison (fetched)
+        self.sampler = None  # set when sessions may run another op in place of the train op
 
     def configure(self):
         if self.graph_plan is not None:
@@ -175,13 +179,34 @@ class SessionProbe(V1Probe):
         if self.sampler is not None:
             self.sampler.every = self.recorded_every()
 
-    def sampled(self, train, plain) -> None:
-        """Sessions may run ``plain`` (the optimizer's own update op, built again) in place of
-        ``train`` on runs whose step the watches do not record (``tf1_sessions.Sampler``)."""
-        if self.counted:  # the run counter counts every run
+    def sampled(self, train, plain, unchecked) -> None:
+        """Sessions may run ``plain`` (the optimizer's own update op, built again, or None) in
+        place of ``train`` on runs whose step the watches do not record, and ``unchecked`` (or
+        None) on recorded runs the plan does not compare (``tf1_sessions.Sampler``)."""
+        if plain is not None and self.counted:  # the run counter counts every run
             plain = tf.group(plain, self.recording.counter(self.optimizer_ref(), self.runs).increment())
-        self.sampler = tf1_sessions.Sampler(train, plain, self.step, self.recorded_every())
+        self.sampler = tf1_sessions.Sampler(train, self.step, self.recorded_every(), plain=plain,
+                                            unchecked=unchecked, next_check=self.next_check)
         self.recording.sample(self.sampler)
+
+    def unchecked(self, update, global_step):
+        """The train op once more without the change check (no plan read, no copies, no
+        comparison; ``update`` builds the optimizer's own update again): on a run the plan does
+        not compare it writes the row, the step and the histograms the train op writes, one
+        ``If`` and a plan read fewer (``tf1_sessions.Sampler`` decides when it runs)."""
+        grads, clip, user, every = self.inputs
+        if global_step is not None:
+            step = tf.cast(_snapshot(global_step), tf.int64)
+            with tf.control_dependencies([step]):  # the step before the update increments it
+                result = update()
+        else:
+            step = self.recording.counter(self.optimizer_ref(), self.runs).next()
+            result = update()
+        measured = self.measure(grads, clip, user, False)
+        state = BeforeState(None, measured, step, histograms=self._histograms(grads, step, every))
+        with tf.control_dependencies(None):
+            written, _ = self.session_ring.write(self._packed(state, unchecked_block(len(self.variables))))
+        return tf.group(result, written, name="auditor_unchecked_train_op")
 
     # The plan's state (one int64 vector): runs compared so far, variables not seen changing yet,
     # the step of the next run to copy and compare, then the watches' settings (``NEXT`` and these
@@ -264,7 +289,11 @@ class SessionProbe(V1Probe):
                 return tf.constant(True)
 
         with tf.control_dependencies([written]):  # after the row's write (and, by the flow, the update)
-            return self._cond(state.check, compare, lambda: tf.constant(False))
+            compared = self._cond(state.check, compare, lambda: tf.constant(False))
+        with tf.control_dependencies([compared]), tf.device("/cpu:0"):  # run only when fetched
+            self.next_check = tf.raw_ops.ResourceGather(resource=self.graph_plan.handle, indices=self.NEXT,
+                                                        dtype=tf.int64)
+        return compared
 
     def drain(self):
         """Read what the sessions wrote first, then the host ring."""
@@ -420,15 +449,22 @@ class TF1(site.ApplyEngine):
             return result
         with tf.control_dependencies([after]):
             train = tf.group(result, name="auditor_train_op")
-        if isinstance(self.made, SessionProbe) and self.made.recorded_every() > 1:
-            # a second update op without the auditor's ops, for the runs not recorded (the
-            # first one waits for the variables' copies); an optimizer that cannot build its
-            # update twice is recorded on every run, as with every=1
-            try:
+        probe = self.made
+        if not isinstance(probe, SessionProbe):
+            return train
+        # the update built again: without the auditor's ops (runs not recorded, every > 1) and
+        # without the change check (recorded runs the plan does not compare); an optimizer that
+        # cannot build its update again runs the train op on every run
+        plain = unchecked = None
+        try:
+            if probe.recorded_every() > 1:
                 plain = self.update()
-            except Exception:  # noqa: BLE001 - the user's train op must not fail for this
-                return train
-            self.made.sampled(train, plain)
+            if probe.planned:
+                unchecked = probe.unchecked(self.update, self.global_step)
+        except Exception:  # noqa: BLE001 - the user's train op must not fail for this
+            pass
+        if plain is not None or unchecked is not None:
+            probe.sampled(train, plain, unchecked)
         return train
 
 

@@ -10,9 +10,10 @@ needs from the host (a probe's plan settings) are ``SessionVariable``s, loaded a
 comes or goes. Rows written beyond a ring's capacity between two collections (runs the patches
 did not see) are counted as lost; threads running the same train op at once may overwrite each
 other's rows. While a watch of a probe has ``raise_on``, its rows are read after every run, and
-the run that wrote them raises what they show. A train op whose watches record one step in
-``every`` (> 1) has a ``Sampler``: ``Session.run`` runs the optimizer's own update in its place on
-the runs between two recorded steps.
+the run that wrote them raises what they show. A train op built again without some of its work
+has a ``Sampler``: ``Session.run`` runs the optimizer's own update in its place on the runs
+between two recorded steps (``every`` > 1), and the train op without its change check on the
+recorded runs its plan does not compare.
 """
 from __future__ import annotations
 
@@ -96,17 +97,29 @@ class GraphRunCounter(SessionVariable):
 
 
 class Sampler:
-    """A recorded train op (``watched``) whose watches record one step in ``every``: a session
-    runs ``plain`` (the optimizer's own update, built once more without the auditor's ops) in its
-    place on the runs between two recorded steps. ``step``: the recorded train op's step, fetched
-    on the runs that run it, from which the session counts the runs to the next recorded step
-    (the step moves by one a run; where other ops move it too, fewer steps are recorded, as
-    without a sampler)."""
+    """A recorded train op (``watched``) and what a session may run in its place: ``plain`` (the
+    optimizer's own update, built once more without the auditor's ops) on the runs whose step the
+    watches do not record (one in ``every``), and ``unchecked`` (the train op without its change
+    check) on recorded runs before ``next_check``, the step from which the plan compares again.
+    A run of ``watched`` also fetches its ``step`` (and ``next_check``); the session counts the
+    runs from there, one step a run. Where other ops move the step too (or other train ops of
+    the optimizer move its run counter), fewer steps are recorded, as without a sampler, and a
+    comparison the plan wanted comes at the next run of ``watched``."""
 
-    def __init__(self, watched, plain, step, every: int):
-        self.watched, self.plain = watched._c_op, plain._c_op
-        self.step = step._as_tf_output()
+    def __init__(self, watched, step, every: int, plain=None, unchecked=None, next_check=None):
+        self.watched = watched._c_op
+        self.plain = plain._c_op if plain is not None else None
+        self.unchecked = unchecked._c_op if unchecked is not None else None
+        self.fetches = [step._as_tf_output()] + ([next_check._as_tf_output()] if unchecked is not None else [])
         self.every = every
+
+    def choose(self, step: int, next_check: int):
+        """The op to run at ``step``: ``plain``, ``unchecked``, or None (``watched``)."""
+        if self.every > 1 and step % self.every:
+            return self.plain if self.plain is not None else self.unchecked
+        if self.unchecked is not None and step < next_check:
+            return self.unchecked
+        return None
 
 
 class SessionState:
@@ -118,7 +131,7 @@ class SessionState:
         self.version = 0  # of the graph's reloadable values last loaded
         self.runs = 0
         self.cursors: dict = {}  # id(ring) -> rows read
-        self.skips: dict = {}  # Sampler -> runs of its plain op before its next recorded step
+        self.steps: dict = {}  # Sampler -> [step of its next run, the plan's next compared step]
 
 
 class GraphRecording:
@@ -159,36 +172,39 @@ class GraphRecording:
 
     def sampled_run(self, state: SessionState, original, session, options, feeds, fetches, targets, metadata):
         """``original(session, ...)`` (``_call_tf_sessionrun``) with each sampled train op among
-        ``targets`` replaced by its plain op on runs before its next recorded step; a run of the
-        recorded op also fetches its step. A run of none of them (an assignment of the global
-        step, a restore) makes the next run of each fetch its step again."""
+        ``targets`` replaced by what its ``Sampler`` chooses for the step of this run; a run of
+        the train op itself also fetches its step (and the plan's next compared step). A run of
+        none of them (an assignment of the global step, a restore) makes the next run of each
+        run its train op again."""
         fetched, sampled, replaced = [], False, None
         for k, op in enumerate(targets):
             sampler = self.samplers.get(op)
             if sampler is None:
                 continue
             sampled = True
-            if sampler.every == 1:
-                continue
-            skip = state.skips.get(sampler, 0)
-            if skip:
-                state.skips[sampler] = skip - 1
-                if replaced is None:
-                    replaced = list(targets)  # the caller's list may be reused (make_callable)
-                replaced[k] = sampler.plain
-            else:
+            known = state.steps.get(sampler)  # [step of this run, the plan's next compared step]
+            instead = sampler.choose(known[0], known[1]) if known is not None else None
+            if instead is None:
                 fetched.append(sampler)
-        if not sampled and state.skips:
-            state.skips.clear()
+                continue
+            known[0] += 1
+            if replaced is None:
+                replaced = list(targets)  # the caller's list may be reused (make_callable)
+            replaced[k] = instead
+        if not sampled and state.steps:
+            state.steps.clear()
         if replaced is not None:
             targets = replaced
         if not fetched:
             return original(session, options, feeds, fetches, targets, metadata)
-        results = original(session, options, feeds, list(fetches) + [s.step for s in fetched], targets, metadata)
+        extra = [f for sampler in fetched for f in sampler.fetches]
+        results = original(session, options, feeds, list(fetches) + extra, targets, metadata)
         n = len(fetches)
-        for sampler, step in zip(fetched, results[n:]):
-            state.skips[sampler] = sampler.every - 1 - int(step) % sampler.every
-        return results[:n]
+        for sampler in fetched:
+            got = [int(v) for v in results[n:n + len(sampler.fetches)]]
+            n += len(sampler.fetches)
+            state.steps[sampler] = [got[0] + 1, got[1] if len(got) > 1 else 0]
+        return results[:len(fetches)]
 
     def counter(self, optimizer, host) -> GraphRunCounter:
         """The run counter of ``optimizer``'s train ops in this graph."""
@@ -210,6 +226,8 @@ class GraphRecording:
             reloads = [p for p in self.parts[:state.ready] if getattr(p, "reload", None) is not None]
             if state.version == self.version:
                 reloads = []
+            else:  # the plans start again: the next run of each train op reads its plan
+                state.steps.clear()
             if parts or reloads:
                 feeds = {}
                 for part in parts:

@@ -204,6 +204,45 @@ def test_every_runs_the_optimizers_own_update_between_recorded_steps(global_step
     assert all(r.changed_vars == ["w:0"] for r in audit.steps) and audit.findings == []
 
 
+@pytest.mark.parametrize("global_step", [False, True], ids=["run-counter", "global-step"])
+def test_runs_the_plan_does_not_compare_run_the_train_op_without_its_change_check(global_step):
+    """Defaults: on the runs the plan does not compare (after the first 10, all but every 50th)
+    the session runs the train op built again without its change check (neither the plan nor a
+    copy of the variables is read); records, weights and Adam's slots equal those of the train
+    op run as it is on every step (inside a group of yours, which the session does not replace)."""
+    trace = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
+
+    def train(sampled):
+        graph = tf.Graph()
+        with graph.as_default(), auditor.watch(summary=False) as audit:
+            train_op = _adam_train_op(global_step)
+            with v1.Session(graph=graph) as sess:
+                sess.run(v1.global_variables_initializer())
+                as_built = tf.group(train_op)
+                unchecked = []
+                for k in range(60):
+                    if not sampled:
+                        sess.run(as_built)
+                        continue
+                    meta = v1.RunMetadata()
+                    sess.run(train_op, options=trace, run_metadata=meta)
+                    nodes = {n.node_name for d in meta.step_stats.dev_stats for n in d.node_stats}
+                    assert any(name.startswith("auditor_rows") for name in nodes)  # every run records
+                    if "auditor_unchecked_train_op" in nodes:
+                        assert "auditor_plan" not in nodes
+                        unchecked.append(k)
+                values = sess.run(v1.global_variables())
+        return audit, unchecked, values
+
+    full, _, expected = train(sampled=False)
+    audit, unchecked, values = train(sampled=True)
+    assert unchecked == [k for k in range(10, 60) if k != 50]
+    assert [r.step for r in audit.steps if r.changed_vars is not None] == list(range(10)) + [50]
+    assert [r.to_dict() for r in audit.steps] == [r.to_dict() for r in full.steps]
+    assert len(values) == (6 if global_step else 5) and all(np.array_equal(a, b) for a, b in zip(values, expected))
+    assert audit.findings == [] and full.findings == []
+
+
 def test_every_finds_what_a_recorded_step_shows():
     """``every=10`` on a TF1 session: an Inf gradient at step 20 is found at step 20; one at step
     15 (not recorded) is not looked at."""
