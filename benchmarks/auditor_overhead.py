@@ -4,8 +4,9 @@ One process; for each row the baseline (no watch), the defaults (``check_changes
 ``check_changes="every"``, ``every=10`` (one step in ten recorded) and, in ``tf.function`` rows, a
 hand-written ``tf.linalg.global_norm`` (no watch: the floor for any per-step norm) are run round by
 round, interleaved, each in its own model copy. A round times a block of steps after warm-up steps
-(11; 110 with ``every=10``: the first 10 recorded steps of a watch compare every variable, and the
-block times the steady state that follows) (the loss is summed
+(12; 120 with ``every=10``: the first 10 recorded steps of a watch compare every variable, a TF1
+session's first run of the train op without its change check (step 10; 110) builds that op's
+executor once, and the block times the steady state that follows) (the loss is summed
 on the device and read once at the end of the block, so nothing is pruned and host points are
 those of a real loop); a watched block ends by reading its records (``audit.steps``), so the
 host's share of each record counts even when no drain fell inside the block (``fit``: added to
@@ -44,8 +45,10 @@ VARIANTS = {
 }
 HAND = "hand-norm"  # no watch; the step computes tf.linalg.global_norm itself (tf.function rows)
 # Untimed steps at the start of every round: the first `changes_first_steps` (10) recorded steps
-# of a watch compare every variable; time the steady state (with `every=10` it starts after 100 steps).
-WARMUP = 11
+# of a watch compare every variable, and a TF1 session builds the executor of the train op without
+# its change check at its first run (the next recorded step: 10, or 110 with `every=10`, 100 being
+# a multiple of `changes_period`); time the steady state that follows.
+WARMUP = 12
 
 
 def warmup(kwargs) -> int:
@@ -431,7 +434,8 @@ def main(argv=None):
           f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
     print("# each cell: median over rounds of (step time with watch() / without, in the same round), and the"
           f" median microseconds added per step; {WARMUP} warm-up steps per round untimed ({warmup({'every': 10})}"
-          " with every=10: a watch's first 10 recorded steps compare every variable); a watched block"
+          " with every=10: a watch's first 10 recorded steps compare every variable, and a TF1 session's"
+          " first run of the train op without its change check builds its executor); a watched block"
           " includes reading its records; the order of the variants rotates round by round; auto CPU: the"
           " same ratio in process CPU time")
     cols = ["row", "rounds x steps", "base ms/step", "auto (defaults)", "every", "auto, every=10",

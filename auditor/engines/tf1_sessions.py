@@ -244,7 +244,7 @@ class GraphRecording:
         """After a run of ``session`` (in the thread that ran it): collect when due, and hand over
         half-full host rings; with ``raise_on``, hand the rows over now and raise what they show."""
         state.runs += 1
-        for probe in list(self.raise_on):
+        for probe in self.raise_on:  # replaced, never changed in place (``raising``)
             read = state.cursors.get(id(probe.session_ring))
             registry.drain(probe)  # reads what every session of the graph wrote
             if state.cursors.get(id(probe.session_ring)) != read:  # this run ran the train op
