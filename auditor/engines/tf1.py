@@ -61,7 +61,6 @@ class V1Probe(SiteProbe):
         self.hist_on = False
         self.counted = False  # the steps come from a session's run counter
         self.step = None  # the train op's step (a tensor), once built
-        self.inputs = None  # (gradients, clip, user clip, histogram every) as ``before`` measured them
         self._unseen = set()  # variables not seen changing yet, where the host plans
 
     def configure(self):
@@ -99,7 +98,6 @@ class V1Probe(SiteProbe):
         be read without the user's session); the copy is a branch that does not run otherwise."""
         every = self.wanted_histograms()
         self.histograms_built = bool(every)
-        self.inputs = (grads, clip, user, every)
         global_step = step  # read before the update increments it: the update must wait for it
         step, check = self._plan_run(step, every)
         measured = self.measure(grads, clip, user, self._checked_column(check))
@@ -171,6 +169,7 @@ class SessionProbe(V1Probe):
         self.graph_plan = None  # the plan's state (a SessionVariable), once built
         self.next_check = None  # the plan's next compared step, read after the comparison (fetched)
         self.sampler = None  # set when sessions may run another op in place of the train op
+        self.inputs = None  # (gradients, clip, user clip, histogram every) that ``before`` measured
 
     def configure(self):
         if self.graph_plan is not None:
@@ -189,11 +188,16 @@ class SessionProbe(V1Probe):
                                             unchecked=unchecked, next_check=self.next_check)
         self.recording.sample(self.sampler)
 
+    def before(self, step, grads, clip, user) -> BeforeState:
+        state = super().before(step, grads, clip, user)
+        self.inputs = (grads, clip, user, self.wanted_histograms())  # for ``unchecked``
+        return state
+
     def unchecked(self, update, global_step):
         """The train op once more without the change check (no plan read, no copies, no
         comparison; ``update`` builds the optimizer's own update again): on a run the plan does
-        not compare it writes the row, the step and the histograms the train op writes, one
-        ``If`` and a plan read fewer (``tf1_sessions.Sampler`` decides when it runs)."""
+        not compare it writes the row, the step and the histograms the train op writes
+        (``tf1_sessions.Sampler`` decides when it runs)."""
         grads, clip, user, every = self.inputs
         if global_step is not None:
             step = tf.cast(_snapshot(global_step), tf.int64)

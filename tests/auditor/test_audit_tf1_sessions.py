@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 import auditor
 from auditor.engines import tf1_sessions
 
@@ -205,16 +207,24 @@ def test_every_runs_the_optimizers_own_update_between_recorded_steps(global_step
 
 
 @pytest.mark.parametrize("global_step", [False, True], ids=["run-counter", "global-step"])
-def test_runs_the_plan_does_not_compare_run_the_train_op_without_its_change_check(global_step):
+def test_runs_the_plan_does_not_compare_run_the_train_op_without_its_change_check(global_step, tmp_path):
     """Defaults: on the runs the plan does not compare (after the first 10, all but every 50th)
     the session runs the train op built again without its change check (neither the plan nor a
-    copy of the variables is read); records, weights and Adam's slots equal those of the train
-    op run as it is on every step (inside a group of yours, which the session does not replace)."""
+    copy of the variables is read); records, gradient histograms, weights and Adam's slots equal
+    those of the train op run as it is on every step (inside a group of yours, which the session
+    does not replace)."""
     trace = v1.RunOptions(trace_level=v1.RunOptions.FULL_TRACE)
+
+    def histograms(logdir):
+        events = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+        events.Reload()
+        return {tag: [(e.step, tf.make_ndarray(e.tensor_proto).tolist()) for e in events.Tensors(tag)]
+                for tag in events.Tags()["tensors"] if tag.endswith("/grad_hist")}
 
     def train(sampled):
         graph = tf.Graph()
-        with graph.as_default(), auditor.watch(summary=False) as audit:
+        logdir = tmp_path / ("sampled" if sampled else "as-built")
+        with graph.as_default(), auditor.watch(summary=False, logdir=str(logdir), histogram_every=4) as audit:
             train_op = _adam_train_op(global_step)
             with v1.Session(graph=graph) as sess:
                 sess.run(v1.global_variables_initializer())
@@ -232,11 +242,12 @@ def test_runs_the_plan_does_not_compare_run_the_train_op_without_its_change_chec
                         assert "auditor_plan" not in nodes
                         unchecked.append(k)
                 values = sess.run(v1.global_variables())
-        return audit, unchecked, values
+        return audit, unchecked, values, histograms(logdir)
 
-    full, _, expected = train(sampled=False)
-    audit, unchecked, values = train(sampled=True)
+    full, _, expected, expected_histograms = train(sampled=False)
+    audit, unchecked, values, written = train(sampled=True)
     assert unchecked == [k for k in range(10, 60) if k != 50]
+    assert written == expected_histograms and [step for step, _ in written["w/grad_hist"]] == list(range(0, 60, 4))
     assert [r.step for r in audit.steps if r.changed_vars is not None] == list(range(10)) + [50]
     assert [r.to_dict() for r in audit.steps] == [r.to_dict() for r in full.steps]
     assert len(values) == (6 if global_step else 5) and all(np.array_equal(a, b) for a, b in zip(values, expected))
