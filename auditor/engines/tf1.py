@@ -200,7 +200,7 @@ class SessionProbe(V1Probe):
         (``tf1_sessions.Sampler`` decides when it runs)."""
         grads, clip, user, every = self.inputs
         if global_step is not None:
-            step = tf.cast(_snapshot(global_step), tf.int64)
+            step = _step_before(global_step)
             with tf.control_dependencies([step]):  # the step before the update increments it
                 result = update()
         else:
@@ -439,7 +439,7 @@ class TF1(site.ApplyEngine):
     def iteration(self, optimizer):
         """The global step before the update, or None (the probe numbers the runs)."""
         if self.global_step is not None:  # resumed runs keep their step numbers
-            return tf.cast(_snapshot(self.global_step), tf.int64)
+            return _step_before(self.global_step)
         return None
 
     def ordered(self, deps):
@@ -470,6 +470,11 @@ class TF1(site.ApplyEngine):
         if plain is not None or unchecked is not None:
             probe.sampled(train, plain, unchecked)
         return train
+
+
+def _step_before(global_step):
+    """The global step's value as the update finds it (int64): a copy, run before the update."""
+    return tf.cast(_snapshot(global_step), tf.int64)
 
 
 def _snapshot(var):
