@@ -51,6 +51,10 @@ class ClipConfig:
                    float(getattr(optimizer, "clipvalue", None) or 0.0),
                    bool(getattr(optimizer, "gradient_accumulation_steps", None)))
 
+    def clips(self) -> bool:
+        """Whether the optimizer clips (``clipnorm``, ``global_clipnorm`` or ``clipvalue``)."""
+        return bool(self.clipnorm or self.global_clipnorm or self.clipvalue)
+
 
 @dataclass
 class UserClip:
@@ -281,7 +285,7 @@ class SiteProbe:
         depend on how many variables there are."""
         nan = tf.constant(math.nan, tf.float32)
         real = [g for g in grads if g is not None]
-        if clip.scale == 1.0 and not user.seen() and not (clip.clipnorm or clip.global_clipnorm or clip.clipvalue):
+        if clip.scale == 1.0 and not user.seen() and not clip.clips():
             halves = [nan if g is None else gs.half_sq_norm(g) for g in grads]
             mark = RowLayout.DERIVED + (float(checked) if isinstance(checked, bool) else tf.cast(checked, tf.float32))
             head = [nan, nan, nan, mark] + halves
@@ -315,7 +319,7 @@ class SiteProbe:
             pre = applied
 
         # Norm after the optimizer's own clipping (computed analytically, not by re-clipping).
-        if clip.accumulating and (clip.clipnorm or clip.global_clipnorm or clip.clipvalue):
+        if clip.accumulating and clip.clips():
             clipped = nan  # Keras clips the accumulated mean on update steps only
         elif clip.clipnorm:
             clipped = tf.sqrt(_total(tf.square(tf.minimum(tf.sqrt(sq_real), clip.clipnorm))))
