@@ -31,7 +31,8 @@ from auditor.ring_buffer import SessionRing
 ATTRIBUTE = "_auditor_recording"  # a graph's GraphRecording; a session's SessionState
 CAPACITY = 1024  # rows per ring
 COLLECT_EVERY = CAPACITY // 2  # runs of a session between two collections
-_tls = threading.local()  # busy: the auditor's own Session.run is running (not counted)
+# busy: the auditor's own Session.run is running (not counted); collected: a collection just ran
+_tls = threading.local()
 
 
 def patches() -> list[Patch]:
@@ -252,11 +253,18 @@ class GraphRecording:
                     watcher.raise_pending()
         if state.runs >= COLLECT_EVERY:
             self.collect(session)
-            for probe in self.probes:
-                if probe.subscribers and probe.ring.pending_estimate() >= probe.capacity // 2:
-                    registry.drain(probe)
+            full = [p for p in self.probes if p.subscribers and p.ring.pending_estimate() >= p.capacity // 2]
+            if full:
+                _tls.collected = True  # their drains hand over what was just read, without reading again
+                try:
+                    for probe in full:
+                        registry.drain(probe)
+                finally:
+                    _tls.collected = False
 
     def collect_everywhere(self) -> None:
+        if getattr(_tls, "collected", False):
+            return
         for session in list(self.sessions):
             self.collect(session)
 

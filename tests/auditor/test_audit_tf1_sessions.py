@@ -38,6 +38,31 @@ def test_runs_the_patches_did_not_see_are_counted_as_lost_beyond_the_ring():
     assert "76 step record(s) lost" in audit.summary()
 
 
+def test_a_collection_reads_the_ring_once_and_hands_its_rows_over(monkeypatch):
+    """Every ``COLLECT_EVERY`` runs one run of the auditor's own reads the new rows; handing them
+    to the watch right after (its host ring was half full) reads nothing again."""
+    reads = []
+    own_run = tf1_sessions._own_run
+
+    def counted(session, fetches, feeds):
+        reads.extend(np.size(v) for k, v in feeds.items() if k.op.name.startswith("auditor_row_indices"))
+        return own_run(session, fetches, feeds)
+
+    monkeypatch.setattr(tf1_sessions, "_own_run", counted)
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, check_changes="off") as audit:
+        train_op = _train_op()
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            sess.run(train_op)
+            assert len(audit.steps) == 1  # read now: the runs are counted from here
+            reads.clear()
+            for _ in range(tf1_sessions.COLLECT_EVERY):
+                sess.run(train_op)
+            assert reads == [tf1_sessions.COLLECT_EVERY]
+            assert len(audit.steps) == tf1_sessions.COLLECT_EVERY + 1
+
+
 def test_a_session_opened_before_the_train_op_was_built_and_a_watch_that_ends_first():
     """The session initializes the ring at its first run after the train op exists; the watch
     ends while the session is open: its rows are read then, later runs are not recorded."""
