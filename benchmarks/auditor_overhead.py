@@ -297,7 +297,8 @@ def tf1_row(model_name, rounds, steps):
     """TF1 graph mode: ``Session.run(train_op)`` of an ``AdamOptimizer`` train op. Each round builds a
     fresh graph (inside the watch for watched variants: a TF1 train op is recorded when it is built
     inside the watch) and times ``steps`` runs after the warm-up runs. ``hand-norm``: no watch, the
-    train op also computes ``tf.linalg.global_norm`` of the gradients."""
+    train op also computes ``tf.linalg.global_norm`` of the gradients and keeps it in a variable
+    (grouped with the train op and read by nothing, the norm would be pruned from every run)."""
     import tensorflow as tf
 
     import auditor
@@ -318,8 +319,10 @@ def tf1_row(model_name, rounds, steps):
                 opt = v1.train.AdamOptimizer(1e-4)
                 grads_and_vars = opt.compute_gradients(loss)
                 train = opt.apply_gradients(grads_and_vars)
-                if variant == HAND:
-                    train = tf.group(train, tf.linalg.global_norm([g for g, _ in grads_and_vars]))
+                if variant == HAND:  # kept in a variable: Grappler prunes a norm that nothing reads
+                    kept = tf.Variable(0.0, trainable=False, name="hand_norm")
+                    norm = tf.linalg.global_norm([g for g, _ in grads_and_vars])
+                    train = tf.group(train, kept.assign(norm))
                 with v1.Session(graph=graph) as sess:
                     sess.run(v1.global_variables_initializer())
                     for _ in range(warmup(kwargs)):
