@@ -17,6 +17,7 @@ recorded runs its plan does not compare.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 
@@ -245,22 +246,22 @@ class GraphRecording:
         """After a run of ``session`` (in the thread that ran it): collect when due, and hand over
         half-full host rings; with ``raise_on``, hand the rows over now and raise what they show."""
         state.runs += 1
-        for probe in self.raise_on:  # replaced, never changed in place (``raising``)
-            read = state.cursors.get(id(probe.session_ring))
-            registry.drain(probe)  # reads what every session of the graph wrote
-            if state.cursors.get(id(probe.session_ring)) != read:  # this run ran the train op
-                for watcher in list(probe.subscribers):
-                    watcher.raise_pending()
+        raising = self.raise_on  # replaced, never changed in place (``raising``)
+        if raising:
+            before = [state.cursors.get(id(p.session_ring)) for p in raising]
+            self.collect_everywhere()  # once for every probe (each drain alone would read again)
+            with _collected():
+                for probe, read in zip(raising, before):
+                    registry.drain(probe)
+                    if state.cursors.get(id(probe.session_ring)) != read:  # this run ran the train op
+                        for watcher in list(probe.subscribers):
+                            watcher.raise_pending()
         if state.runs >= COLLECT_EVERY:
             self.collect(session)
-            full = [p for p in self.probes if p.subscribers and p.ring.pending_estimate() >= p.capacity // 2]
-            if full:
-                _tls.collected = True  # their drains hand over what was just read, without reading again
-                try:
-                    for probe in full:
+            with _collected():
+                for probe in self.probes:
+                    if probe.subscribers and probe.ring.pending_estimate() >= probe.capacity // 2:
                         registry.drain(probe)
-                finally:
-                    _tls.collected = False
 
     def collect_everywhere(self) -> None:
         if getattr(_tls, "collected", False):
@@ -309,6 +310,17 @@ def recording(graph) -> GraphRecording:
             found = GraphRecording()
             setattr(graph, ATTRIBUTE, found)
         return found
+
+
+@contextlib.contextmanager
+def _collected():
+    """Inside: the drains of probes hand over what a collection just read, without reading again."""
+    outer = getattr(_tls, "collected", False)
+    _tls.collected = True
+    try:
+        yield
+    finally:
+        _tls.collected = outer
 
 
 def _own_run(session, fetches, feeds):

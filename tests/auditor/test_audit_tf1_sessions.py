@@ -184,6 +184,37 @@ def test_raise_on_raises_from_the_session_run_that_recorded_the_finding():
     assert done == [0, 1, 2, 3]
 
 
+def test_raise_on_reads_the_rows_of_every_train_op_in_one_run_of_its_own(monkeypatch):
+    """Two optimizers' train ops in one graph (a GAN's two players) with ``raise_on``: after
+    each run one read of the auditor's own hands both train ops' rows over."""
+    reads = []
+    own_run = tf1_sessions._own_run
+
+    def counted(session, fetches, feeds):
+        reads.append(sum(k.op.name.startswith("auditor_row_indices") for k in feeds))
+        return own_run(session, fetches, feeds)
+
+    monkeypatch.setattr(tf1_sessions, "_own_run", counted)
+    graph = tf.Graph()
+    with graph.as_default(), auditor.watch(summary=False, raise_on="GRD104") as audit:
+        rng = np.random.RandomState(0)
+        x = tf.constant(rng.randn(8, 3).astype("float32"))
+        g = v1.get_variable("g", initializer=rng.randn(3, 1).astype("float32"))
+        d = v1.get_variable("d", initializer=rng.randn(3, 1).astype("float32"))
+        loss = tf.reduce_mean(tf.square(tf.matmul(x, g) + tf.matmul(x, d)))
+        both = tf.group(v1.train.GradientDescentOptimizer(0.01).minimize(loss, var_list=[g]),
+                        v1.train.AdamOptimizer(0.01).minimize(loss, var_list=[d]))
+        with v1.Session(graph=graph) as sess:
+            sess.run(v1.global_variables_initializer())
+            reads.clear()
+            for _ in range(3):
+                sess.run(both)
+            assert reads == [2, 2, 2]  # one run a step, reading both rings
+    assert sorted((r.optimizer, r.step) for r in audit.steps) == [
+        (label, step) for label in sorted({r.optimizer for r in audit.steps}) for step in range(3)]
+    assert len({r.optimizer for r in audit.steps}) == 2
+
+
 def _adam_train_op(global_step: bool, scale=1.0):
     rng = np.random.RandomState(0)
     x = tf.constant(rng.randn(8, 3).astype("float32"))
