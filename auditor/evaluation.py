@@ -45,6 +45,30 @@ class RunFacts:
     loss_scales: list = field(default_factory=list)  # (inner label, finite steps, overflow steps, scale now)
 
 
+class StreamingCheck:
+    """What the ``raise_on`` codes decidable during the run need, kept as records arrive: every
+    record counted once (a ``RunTally``, each batch in step order), and the variable sets each
+    optimizer applied. A check costs the new records, not the ``history`` window; the apply
+    patterns (GRD103, GRD108) are looked for in the window only once a ``mark_step()`` or a
+    second variable set of one optimizer makes them possible."""
+
+    def __init__(self, thresholds: dict):
+        self.tally = fnd.RunTally(thresholds)
+        self.var_sets: dict[str, set] = {}  # optimizer -> the variable sets it applied
+
+    def add(self, records) -> None:
+        self.tally.add(records)
+        for record in records:
+            known = self.var_sets.get(record.optimizer)
+            if known is None:
+                self.var_sets[record.optimizer] = {record.var_set}
+            elif record.var_set not in known:
+                known.add(record.var_set)
+
+    def patterns_possible(self, marks) -> bool:
+        return bool(marks) or any(len(sets) > 1 for sets in self.var_sets.values())
+
+
 class Evaluation:
     """The records of one watch and the findings that follow from them."""
 
@@ -66,6 +90,7 @@ class Evaluation:
         self._last_step: dict[str, int] = {}
         self._pending: AuditError | None = None
         self._raised: set[str] = set()
+        self._stream = StreamingCheck(thresholds) if any(c in STREAMING for c in raise_on) else None
 
     # ---- records in -----------------------------------------------------------------------------
     def add(self, records) -> None:
@@ -79,10 +104,12 @@ class Evaluation:
         if self.history is not None and len(self._evicted) >= self.history:
             self._fold_evicted()
         self.recorded_count += len(records)
-        if self.raise_on and self._pending is None:
-            codes = [c for c in self.raise_on if c in STREAMING and c not in self._raised]
-            if codes:
-                self._raise_if_listed(self._streaming_findings(codes), final=False)
+        if self._stream is not None:
+            self._stream.add(in_step_order(records))
+            if self._pending is None:
+                codes = [c for c in self.raise_on if c in STREAMING and c not in self._raised]
+                if codes:
+                    self._raise_if_listed(self._streaming_findings(codes), final=False)
 
     def steps(self) -> list:
         return in_step_order(self.window)
@@ -187,8 +214,7 @@ class Evaluation:
         return fnd.check_apply_patterns(self._pattern_tail + list(records), self.marks, self.thresholds)
 
     def _streaming_findings(self, codes) -> list[Finding]:
-        tally = self._tally.copy()
-        tally.add(in_step_order(self.window))
+        tally = self._stream.tally
         out = []
         if "GRD101" in codes:
             out += tally.none_findings()
@@ -196,7 +222,7 @@ class Evaluation:
             out += tally.nonfinite_findings()
         if "GRD105" in codes:
             out += tally.exploding_findings()
-        if "GRD103" in codes or "GRD108" in codes:
+        if ("GRD103" in codes or "GRD108" in codes) and self._stream.patterns_possible(self.marks):
             out += self._pattern_findings(in_step_order(self.window))
         return out
 

@@ -165,11 +165,11 @@ SCENARIOS = [NoneGradient(), NotUpdated(), MultipleApplies(), NonFinite(), Explo
 IDS = [s.code for s in SCENARIOS]
 
 
-def run_phases(scenario, planted, model, opt, compile_body, args):
-    """Run the scenario's phases under a watch: ``compile_body(body)`` makes one variant's step
-    callable from ``body(x, y)``; every step is called with ``args``."""
+def run_phases(scenario, planted, model, opt, compile_body, args, **watch_kwargs):
+    """Run the scenario's phases under a watch (of ``watch_kwargs``): ``compile_body(body)``
+    makes one variant's step callable from ``body(x, y)``; every step is called with ``args``."""
     fns = {}
-    with auditor.watch(summary=False) as audit:
+    with auditor.watch(summary=False, **watch_kwargs) as audit:
         for variant, n in scenario.phases(planted):
             if variant not in fns:
                 def body(x, y, variant=variant):

@@ -82,6 +82,64 @@ def test_fit_clean_twin_is_silent(scenario, fit_kwargs):
     assert len(audit.steps) == int(opt.iterations.numpy()) == STEPS
 
 
+RAISED_WHILE_RUNNING = [s for s in SCENARIOS if s.code in ("GRD103", "GRD104", "GRD105", "GRD108")]
+
+
+@pytest.mark.parametrize("scenario", RAISED_WHILE_RUNNING, ids=[s.code for s in RAISED_WHILE_RUNNING])
+@pytest.mark.parametrize("planted", [True, False], ids=["planted", "clean"])
+def test_raise_on_stops_the_planted_run_while_it_goes_and_lets_the_clean_twin_finish(scenario, planted):
+    """``raise_on`` with a code decidable as records arrive: the planted bug's ``AuditError``
+    comes from a step call (the run does not reach its end); the clean twin runs to the end."""
+    model, opt = scenario.net(planted), scenario.optimizer(planted)
+    opt.build(model.trainable_variables)
+    x, y = (tf.constant(a) for a in scenario.data(planted))
+    calls = []
+
+    def compile_body(body):
+        step = tf.function(body)
+
+        def call(x, y):
+            step(x, y)
+            calls.append(1)
+        return call
+
+    total = sum(n for _, n in scenario.phases(planted))
+    if not planted:
+        run_phases(scenario, planted, model, opt, compile_body, (x, y), raise_on=scenario.code)
+        assert len(calls) == total
+        return
+    with pytest.raises(auditor.AuditError) as raised:
+        run_phases(scenario, planted, model, opt, compile_body, (x, y), raise_on=scenario.code)
+    assert raised.value.finding.code == scenario.code
+    assert len(calls) < total
+
+
+def test_raise_on_counts_every_step_of_a_run_longer_than_history():
+    """A NaN after the ``history`` window has turned over several times: the error comes from
+    the step that had it, and its counts cover the whole run."""
+    model = make_net()
+    opt = keras.optimizers.SGD(1e-3)
+    x, y = (tf.constant(a) for a in data())
+    scale = tf.Variable(1.0)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x) - y)) * scale
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+
+    with pytest.raises(auditor.AuditError) as raised:
+        with auditor.watch(summary=False, raise_on="GRD104", history=16):
+            for k in range(200):
+                if k == 150:
+                    scale.assign(float("nan"))
+                step()
+    finding = raised.value.finding
+    assert finding.step == 150 and int(opt.iterations.numpy()) == 151
+    assert "on 1 step(s) of 151" in finding.message
+
+
 def test_planted_findings_name_the_variables_and_static_twins():
     audit, _ = run_custom(NoneGradient(), True, "function")
     (finding,) = [f for f in audit.findings if f.code == "GRD101"]
