@@ -12,7 +12,8 @@ those of a real loop); a watched block ends by reading its records (``audit.step
 host's share of each record counts even when no drain fell inside the block (``fit``: added to
 its per-batch median, spread over the steps); ratios are of the medians over rounds. The ``20,000-step process`` row runs
 a whole Python process (import, trace, 20,000 ``tf.function`` steps of the tiny MLP, exit) with and
-without a watch, alternately, and compares their wall times.
+without a watch, alternately, and compares their wall times; its ``raise_on`` row watches with
+``raise_on="GRD104"`` (rows read after every call, checked as they arrive, over twice ``history``).
 
 Rows: a tiny MLP (8-16-1, batch 16; eager, ``tf.function``, ``fit``), a small CNN, a ~4.8M-parameter
 MLP (``tf.function`` and ``fit``, XLA off and on) and TF1 ``Session.run(train_op)``.
@@ -353,7 +354,8 @@ PROCESS_STEPS = 20_000
 
 
 def process_main(variant: str, steps: int) -> None:
-    """One whole training process (``--process``): the tiny MLP, ``steps`` tf.function steps."""
+    """One whole training process (``--process``): the tiny MLP, ``steps`` tf.function steps;
+    ``raise_on``: watched with ``raise_on="GRD104"`` (its rows are read after every call)."""
     import tensorflow as tf
 
     import auditor
@@ -366,7 +368,8 @@ def process_main(variant: str, steps: int) -> None:
         for _ in range(steps):
             total += step(x, y)
     else:
-        with auditor.watch(model, summary=False) as audit:
+        kwargs = {"raise_on": "GRD104"} if variant == "raise_on" else {}
+        with auditor.watch(model, summary=False, **kwargs) as audit:
             for _ in range(steps):
                 total += step(x, y)
         # (findings are not checked: 20,000 steps on one fixed batch converge, and later steps'
@@ -375,13 +378,15 @@ def process_main(variant: str, steps: int) -> None:
     assert np.isfinite(float(total))
 
 
-def process_row(rounds, steps):
-    """{variant: [(wall, wall) per round]}: whole processes, per step."""
+def process_row(rounds, steps, watched="auto"):
+    """{variant: [(wall, wall) per round]}: whole processes, per step (``watched``: the process
+    variant timed in the ``auto`` column)."""
     times = {"base": [], "auto": []}
     for r in range(rounds):
         for v in rotated(list(times), r):
             start = time.perf_counter()
-            subprocess.run([sys.executable, os.path.abspath(__file__), "--process", v, "--steps", str(steps)],
+            variant = watched if v == "auto" else v
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--process", variant, "--steps", str(steps)],
                            check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
             per_step = (time.perf_counter() - start) / steps
             times[v].append((per_step, per_step))
@@ -406,6 +411,8 @@ def rows(quick):
                             r, 8 if quick else 20))
     out.append(("mlp-4.8M tf1-session", lambda r_, s_: tf1_row("mlp-4.8M", r_, s_), big, 8 if quick else 20))
     out.append((f"tiny-mlp {PROCESS_STEPS:,}-step process", process_row, 2 if quick else 5, PROCESS_STEPS))
+    out.append((f"tiny-mlp {PROCESS_STEPS:,}-step process, raise_on",
+                lambda r_, s_: process_row(r_, s_, "raise_on"), 2 if quick else 5, PROCESS_STEPS))
     return out
 
 
@@ -424,7 +431,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer rounds and steps")
     parser.add_argument("--rows", nargs="*", default=None,
                         help='only rows whose name contains one of these ("NAME$": exactly that row)')
-    parser.add_argument("--process", choices=("base", "auto"), help=argparse.SUPPRESS)
+    parser.add_argument("--process", choices=("base", "auto", "raise_on"), help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=PROCESS_STEPS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.process:
