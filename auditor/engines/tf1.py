@@ -300,7 +300,7 @@ class SessionProbe(V1Probe):
         return compared
 
     def drain(self):
-        """Read what the sessions wrote first, then the host ring."""
+        """Read what the sessions wrote first (unless a collection just did), then the host ring."""
         self.recording.collect_everywhere()
         return super().drain()
 
