@@ -12,7 +12,7 @@ those of a real loop); a watched block ends by reading its records (``audit.step
 host's share of each record counts even when no drain fell inside the block (``fit``: added to
 its per-batch median, spread over the steps); ratios are of the medians over rounds. The ``20,000-step process`` row runs
 a whole Python process (import, trace, 20,000 ``tf.function`` steps of the tiny MLP, exit) with and
-without a watch, alternately, and compares their wall times; its ``raise_on`` row watches with
+without a watch, alternately, and compares their wall times; the ``20,000-step raise_on`` row watches with
 ``raise_on="GRD104"`` (rows read after every call, checked as they arrive, over twice ``history``).
 
 Rows: a tiny MLP (8-16-1, batch 16; eager, ``tf.function``, ``fit``), a small CNN, a ~4.8M-parameter
@@ -411,7 +411,7 @@ def rows(quick):
                             r, 8 if quick else 20))
     out.append(("mlp-4.8M tf1-session", lambda r_, s_: tf1_row("mlp-4.8M", r_, s_), big, 8 if quick else 20))
     out.append((f"tiny-mlp {PROCESS_STEPS:,}-step process", process_row, 2 if quick else 5, PROCESS_STEPS))
-    out.append((f"tiny-mlp {PROCESS_STEPS:,}-step process, raise_on",
+    out.append((f"tiny-mlp {PROCESS_STEPS:,}-step raise_on",
                 lambda r_, s_: process_row(r_, s_, "raise_on"), 2 if quick else 5, PROCESS_STEPS))
     return out
 
