@@ -155,35 +155,38 @@ class RowLayout:
     def decode(self, rows: np.ndarray, tags: np.ndarray) -> SiteRows:
         """Drained rows (``[k, width]``) and their tags as ``SiteRows``."""
         n, f = self.n, self.FIXED
-        mark = rows[:, self.CHECKED]
-        derived = mark > self.DERIVED - 0.5
+        derived = rows[:, self.CHECKED] > self.DERIVED - 0.5
         if derived.any():
             rows = self._derive(rows, derived)
         nonfinite = rows[:, f + n:f + 2 * n] > 0.5
+        wide = rows.astype(np.float64)  # one conversion: the float columns read as Python floats
+        applied, pre, clipped = wide[:, self.APPLIED:self.CLIPPED + 1].T.tolist()
         out = SiteRows(
             tags=tags.astype(np.int64).tolist(),
-            applied=rows[:, self.APPLIED].astype(np.float64).tolist(),
-            pre=rows[:, self.PRE].astype(np.float64).tolist(),
-            clipped=rows[:, self.CLIPPED].astype(np.float64).tolist(),
+            applied=applied,
+            pre=pre,
+            clipped=clipped,
             checked=self.checked(rows).tolist(),
             nonfinite_count=nonfinite.sum(axis=1).tolist(),
-            norms=rows[:, f:f + n].astype(np.float64).tolist(),
+            norms=wide[:, f:f + n].tolist(),
             nonfinite=nonfinite,
             changed=rows[:, f + 2 * n:f + 3 * n] > 0.5,
-            ratios=rows[:, f + 3 * n:f + 4 * n].astype(np.float64),
+            ratios=wide[:, f + 3 * n:f + 4 * n],
         )
         if self.replica:
             start = f + 4 * n
-            out.reduced_norms = rows[:, start:start + n].astype(np.float64).tolist()
-            out.reduced_total = rows[:, start + n].astype(np.float64).tolist()
-            out.reduced_pre = rows[:, start + n + 1].astype(np.float64).tolist()
+            out.reduced_norms = wide[:, start:start + n].tolist()
+            out.reduced_total = wide[:, start + n].tolist()
+            out.reduced_pre = wide[:, start + n + 1].tolist()
         return out
 
     def _derive(self, rows: np.ndarray, derived: np.ndarray) -> np.ndarray:
         """A copy of ``rows`` whose derived rows are full rows (float32, the ops' order)."""
         n, f = self.n, self.FIXED
+        every = derived.all()  # the usual batch: slices, not masked copies
         rows = np.array(rows, np.float32)
-        squares = rows[derived, f:f + n] * np.float32(2.0)
+        part = rows if every else rows[derived]
+        squares = part[:, f:f + n] * np.float32(2.0)
         if self.real:
             total = squares[:, self.real[0]]
             for k in self.real[1:]:
@@ -191,11 +194,12 @@ class RowLayout:
             applied = np.sqrt(total)
         else:
             applied = np.full(len(squares), np.nan, np.float32)
-        rows[derived, f:f + n] = np.sqrt(squares)
-        flags = rows[derived, f + n:f + 2 * n]
-        rows[derived, f + n:f + 2 * n] = np.where(np.isnan(flags), np.float32(1.0), flags)
-        for column in (self.APPLIED, self.PRE, self.CLIPPED):
-            rows[derived, column] = applied
+        part[:, f:f + n] = np.sqrt(squares)
+        flags = part[:, f + n:f + 2 * n]
+        flags[np.isnan(flags)] = np.float32(1.0)
+        part[:, self.APPLIED:self.CLIPPED + 1] = applied[:, None]
+        if not every:
+            rows[derived] = part
         return rows
 
     @classmethod

@@ -382,3 +382,9 @@ def test_derived_rows_decode_to_the_bits_the_ops_compute(mode):
     assert decoded.nonfinite[3].tolist() == [True, False, False, False, False]
     assert decoded.checked[:5] == [True, False, False, True, False] and decoded.checked[6] is True
     assert math.isinf(decoded.applied[1]) and math.isnan(decoded.applied[2]) and decoded.applied[0] == 0.0
+    # A batch of derived rows only (the usual one, decoded by slices) gives the same values.
+    alone = layout.decode(np.delete(rows, 5, 0), np.delete(np.arange(400), 5))
+    kept = [k for k in range(400) if k != 5]
+    for name in ("applied", "pre", "clipped", "checked", "nonfinite_count", "norms"):
+        assert repr(getattr(alone, name)) == repr([getattr(decoded, name)[k] for k in kept]), name
+    assert alone.nonfinite.tolist() == decoded.nonfinite[kept].tolist()
