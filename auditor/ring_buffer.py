@@ -87,8 +87,8 @@ class RingBuffer:
             if count == start:
                 self.host_cursor = count
                 return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), lost
-            data = self.rows.numpy()
-        data = data[np.arange(start, count) % self.capacity]
+            data = tf.raw_ops.ResourceGather(resource=self.rows.handle, indices=np.arange(start, count) % self.capacity,
+                                             dtype=tf.float32).numpy()  # the new rows only
         self.host_cursor = count
         return data[:, :self.width], tags_of(data[:, self.width:]), lost
 
