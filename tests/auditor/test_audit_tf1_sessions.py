@@ -21,6 +21,24 @@ def _train_op():
     return v1.train.GradientDescentOptimizer(0.01).minimize(tf.reduce_mean(tf.square(tf.matmul(x, w))))
 
 
+@pytest.fixture
+def ring_reads(monkeypatch):
+    """``(rings, rows)`` of every ``Session.run`` that reads the auditor's rings (its own runs,
+    seen at TensorFlow's ``Session.run``: they feed the rows' indices)."""
+    reads = []
+    run = v1.Session.run
+
+    def counted(self, fetches, feed_dict=None, *args, **kwargs):
+        indices = [v for k, v in (feed_dict or {}).items()
+                   if getattr(k, "op", None) is not None and k.op.name.startswith("auditor_row_indices")]
+        if indices:
+            reads.append((len(indices), sum(np.size(v) for v in indices)))
+        return run(self, fetches, feed_dict, *args, **kwargs)
+
+    monkeypatch.setattr(v1.Session, "run", counted)
+    return reads
+
+
 def test_runs_the_patches_did_not_see_are_counted_as_lost_beyond_the_ring():
     """``partial_run`` bypasses the patched runs: what the ring still holds is read at close, the
     rows it overwrote are counted as lost (and said in the summary)."""
@@ -38,17 +56,9 @@ def test_runs_the_patches_did_not_see_are_counted_as_lost_beyond_the_ring():
     assert "76 step record(s) lost" in audit.summary()
 
 
-def test_a_collection_reads_the_ring_once_and_hands_its_rows_over(monkeypatch):
+def test_a_collection_reads_the_ring_once_and_hands_its_rows_over(ring_reads):
     """Every ``COLLECT_EVERY`` runs one run of the auditor's own reads the new rows; handing them
     to the watch right after (its host ring was half full) reads nothing again."""
-    reads = []
-    own_run = tf1_sessions._own_run
-
-    def counted(session, fetches, feeds):
-        reads.extend(np.size(v) for k, v in feeds.items() if k.op.name.startswith("auditor_row_indices"))
-        return own_run(session, fetches, feeds)
-
-    monkeypatch.setattr(tf1_sessions, "_own_run", counted)
     graph = tf.Graph()
     with graph.as_default(), auditor.watch(summary=False, check_changes="off") as audit:
         train_op = _train_op()
@@ -56,10 +66,10 @@ def test_a_collection_reads_the_ring_once_and_hands_its_rows_over(monkeypatch):
             sess.run(v1.global_variables_initializer())
             sess.run(train_op)
             assert len(audit.steps) == 1  # read now: the runs are counted from here
-            reads.clear()
+            ring_reads.clear()
             for _ in range(tf1_sessions.COLLECT_EVERY):
                 sess.run(train_op)
-            assert reads == [tf1_sessions.COLLECT_EVERY]
+            assert ring_reads == [(1, tf1_sessions.COLLECT_EVERY)]
             assert len(audit.steps) == tf1_sessions.COLLECT_EVERY + 1
 
 
@@ -184,17 +194,9 @@ def test_raise_on_raises_from_the_session_run_that_recorded_the_finding():
     assert done == [0, 1, 2, 3]
 
 
-def test_raise_on_reads_the_rows_of_every_train_op_in_one_run_of_its_own(monkeypatch):
+def test_raise_on_reads_the_rows_of_every_train_op_in_one_run_of_its_own(ring_reads):
     """Two optimizers' train ops in one graph (a GAN's two players) with ``raise_on``: after
     each run one read of the auditor's own hands both train ops' rows over."""
-    reads = []
-    own_run = tf1_sessions._own_run
-
-    def counted(session, fetches, feeds):
-        reads.append(sum(k.op.name.startswith("auditor_row_indices") for k in feeds))
-        return own_run(session, fetches, feeds)
-
-    monkeypatch.setattr(tf1_sessions, "_own_run", counted)
     graph = tf.Graph()
     with graph.as_default(), auditor.watch(summary=False, raise_on="GRD104") as audit:
         rng = np.random.RandomState(0)
@@ -206,10 +208,10 @@ def test_raise_on_reads_the_rows_of_every_train_op_in_one_run_of_its_own(monkeyp
                         v1.train.AdamOptimizer(0.01).minimize(loss, var_list=[d]))
         with v1.Session(graph=graph) as sess:
             sess.run(v1.global_variables_initializer())
-            reads.clear()
+            ring_reads.clear()
             for _ in range(3):
                 sess.run(both)
-            assert reads == [2, 2, 2]  # one run a step, reading both rings
+            assert ring_reads == [(2, 2)] * 3  # one run a step, reading both rings' new row
     assert sorted((r.optimizer, r.step) for r in audit.steps) == [
         (label, step) for label in sorted({r.optimizer for r in audit.steps}) for step in range(3)]
     assert len({r.optimizer for r in audit.steps}) == 2
