@@ -91,6 +91,7 @@ class Evaluation:
         self._pending: AuditError | None = None
         self._raised: set[str] = set()
         self._stream = StreamingCheck(thresholds) if any(c in STREAMING for c in raise_on) else None
+        self._ordered = None  # (records added, the window in step order then)
 
     # ---- records in -----------------------------------------------------------------------------
     def add(self, records) -> None:
@@ -112,7 +113,14 @@ class Evaluation:
                     self._raise_if_listed(self._streaming_findings(codes), final=False)
 
     def steps(self) -> list:
-        return in_step_order(self.window)
+        """The window in step order (a list of the caller's own)."""
+        return list(self._in_order())
+
+    def _in_order(self) -> list:
+        """The window in step order, sorted once per change of the window (not to be changed)."""
+        if self._ordered is None or self._ordered[0] != self.recorded_count:
+            self._ordered = (self.recorded_count, in_step_order(self.window))
+        return self._ordered[1]
 
     def mark_step(self) -> None:
         """A step boundary: per optimizer, the step just after the last recorded apply."""
@@ -139,8 +147,8 @@ class Evaluation:
         Counts, first steps and maxima cover every record of the run (``RunTally``)."""
         if final:
             self._fold_evicted()
-        records = in_step_order(self.window)
-        tally = self.run_tally(records)
+        records = self._in_order()
+        tally = self.run_tally()
         applied_real, applied_any = set(self._evicted_applied), set(self._evicted_seen)
         for r in records:
             applied_any.update(r.var_set)
@@ -176,13 +184,13 @@ class Evaluation:
                 merged.append(finding)
         return in_finding_order(merged)
 
-    def run_tally(self, window_in_order=None) -> fnd.RunTally:
+    def run_tally(self) -> fnd.RunTally:
         """Every record so far, counted (the variable table's source: exact over the whole run);
         kept until a record arrives, so the findings, the summary and the sinks at exit share one."""
         if self._run_tally is not None and self._run_tally[0] == (self.recorded_count, len(self._evicted)):
             return self._run_tally[1]
         tally = self._tally.copy()
-        tally.add(window_in_order if window_in_order is not None else in_step_order(self.window))
+        tally.add(self._in_order())
         self._run_tally = ((self.recorded_count, len(self._evicted)), tally)
         return tally
 
@@ -223,7 +231,7 @@ class Evaluation:
         if "GRD105" in codes:
             out += tally.exploding_findings()
         if ("GRD103" in codes or "GRD108" in codes) and self._stream.patterns_possible(self.marks):
-            out += self._pattern_findings(in_step_order(self.window))
+            out += self._pattern_findings(self._in_order())
         return out
 
     def _raise_if_listed(self, found, final: bool) -> None:

@@ -61,6 +61,21 @@ def test_recording_stops_after_exit_and_ops_go_inert():
     assert testing.census()["live"] == 0
 
 
+def test_steps_read_during_the_run_are_the_callers_own_list():
+    """``audit.steps`` read during the run gives the records so far in step order, each read a
+    list of its own: changing one read changes neither the watch nor a later read."""
+    model, opt, x, y = _setup()
+    with auditor.watch(summary=False) as audit:
+        standard_step(model, opt, x, y)
+        first = audit.steps
+        first.clear()
+        again = audit.steps
+        assert [r.step for r in again] == [0] and again is not audit.steps
+        standard_step(model, opt, x, y)
+        assert [r.step for r in audit.steps] == [0, 1]
+    assert [r.step for r in audit.steps] == [0, 1]
+
+
 def test_nested_watches_both_record():
     model, opt, x, y = _setup()
     step = tf.function(lambda: standard_step(model, opt, x, y))
