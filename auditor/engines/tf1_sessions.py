@@ -32,8 +32,7 @@ from auditor.ring_buffer import SessionRing
 ATTRIBUTE = "_auditor_recording"  # a graph's GraphRecording; a session's SessionState
 CAPACITY = 1024  # rows per ring
 COLLECT_EVERY = CAPACITY // 2  # runs of a session between two collections
-# busy: the auditor's own Session.run is running (not counted); collected: a collection just ran
-_tls = threading.local()
+_tls = threading.local()  # flags of this thread (``_flagged``)
 
 
 def patches() -> list[Patch]:
@@ -250,7 +249,7 @@ class GraphRecording:
         if raising:
             before = [state.cursors.get(id(p.session_ring)) for p in raising]
             self.collect_everywhere()  # once for every probe (each drain alone would read again)
-            with _collected():
+            with _flagged("collected"):
                 for probe, read in zip(raising, before):
                     registry.drain(probe)
                     if state.cursors.get(id(probe.session_ring)) != read:  # this run ran the train op
@@ -258,7 +257,7 @@ class GraphRecording:
                             watcher.raise_pending()
         if state.runs >= COLLECT_EVERY:
             self.collect(session)
-            with _collected():
+            with _flagged("collected"):
                 for probe in self.probes:
                     if probe.subscribers and probe.ring.pending_estimate() >= probe.capacity // 2:
                         registry.drain(probe)
@@ -313,23 +312,21 @@ def recording(graph) -> GraphRecording:
 
 
 @contextlib.contextmanager
-def _collected():
-    """Inside: the drains of probes hand over what a collection just read, without reading again."""
-    outer = getattr(_tls, "collected", False)
-    _tls.collected = True
+def _flagged(flag: str):
+    """Inside: ``flag`` is set in this thread (``busy``: the auditor's own ``Session.run`` runs;
+    ``collected``: the drains of probes hand over what a collection just read, without reading
+    again)."""
+    outer = getattr(_tls, flag, False)
+    setattr(_tls, flag, True)
     try:
         yield
     finally:
-        _tls.collected = outer
+        setattr(_tls, flag, outer)
 
 
 def _own_run(session, fetches, feeds):
-    busy = getattr(_tls, "busy", False)
-    _tls.busy = True
-    try:
+    with _flagged("busy"):
         return session.run(fetches, feed_dict=feeds)
-    finally:
-        _tls.busy = busy
 
 
 def _observed(session, original, target, args, kwargs, sampled=False):
