@@ -314,19 +314,16 @@ def check_apply_patterns(records, marks: list[dict], thresholds: dict) -> list[F
     out = []
     for label, group in by_optimizer(records).items():
         # Explicit step boundaries from mark_step().
-        bounds = [m[label] for m in marks if label in m]
+        bounds = sorted(m[label] for m in marks if label in m)
         if bounds:
-            steps = [r.step for r in group]
-            edges = [-math.inf] + sorted(bounds) + [math.inf]
-            for lo, hi in zip(edges, edges[1:]):
-                inside = [s for s in steps if lo <= s < hi]
-                if len(inside) > 1:
-                    out.append(make_finding(
-                        "GRD103",
-                        f"optimizer {label} was applied {len(inside)} times between two mark_step() calls "
-                        f"(first at step {inside[0]}); each apply advances `iterations`.",
-                        inside[0], sites=sites_of(group)))
-                    break
+            crowded = _first_crowded_interval(sorted(r.step for r in group), bounds)
+            if crowded is not None:
+                first, count = crowded
+                out.append(make_finding(
+                    "GRD103",
+                    f"optimizer {label} was applied {count} times between two mark_step() calls "
+                    f"(first at step {first}); each apply advances `iterations`.",
+                    first, sites=sites_of(group)))
         sets: dict[tuple, frozenset] = {}  # records of one apply site share their var_set tuple
         keys = [sets.get(r.var_set) or sets.setdefault(r.var_set, frozenset(r.var_set)) for r in group]
         if len(set(keys)) <= 1:
@@ -357,6 +354,24 @@ def check_apply_patterns(records, marks: list[dict], thresholds: dict) -> list[F
             f"{_short(names)}.",
             group[first].step, names, sites=sites_of(group)))
     return out
+
+
+def _first_crowded_interval(steps: list, bounds: list):
+    """``(first step, count)`` of the first interval between two consecutive ``bounds`` (both
+    sorted; before the first and after the last count too) that holds more than one of
+    ``steps``, or None. One pass over each list."""
+    first = count = 0
+    interval = None
+    k = 0
+    for step in steps:
+        while k < len(bounds) and bounds[k] <= step:
+            k += 1
+        if k != interval:
+            if count > 1:
+                return first, count
+            interval, first, count = k, step, 0
+        count += 1
+    return (first, count) if count > 1 else None
 
 
 def _freeze_phases(keys: list) -> bool:

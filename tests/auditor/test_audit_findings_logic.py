@@ -85,6 +85,27 @@ def test_marks_count_applies_per_step():
     assert finding.code == "GRD103" and finding.step == 0
 
 
+def test_marks_of_a_long_run_find_the_first_step_with_two_applies():
+    """A mark after every step of a long run (marks arrive in any order, some twice, some for
+    another optimizer): silent while each step applies once; a step that applies twice is found
+    with its first apply and its count; applies before the first mark and after the last count."""
+    steps = list(range(5000))
+    marks = [{"sgd": k + 1} for k in steps] + [{"sgd": 7}, {"other": 3}]
+    marks.reverse()
+    assert fnd.check_apply_patterns([rec(i) for i in steps], marks, T) == []
+    twice = [rec(i) for i in steps[:3000]] + [rec(3000), rec(3000)] + [rec(i) for i in steps[3001:]]
+    wide = [m for m in marks if m.get("sgd") != 3001]  # steps 3000 and 3001 between two marks
+    (finding,) = fnd.check_apply_patterns(twice, marks, T)
+    assert (finding.code, finding.step) == ("GRD103", 3000) and "applied 2 times" in finding.message
+    (finding,) = fnd.check_apply_patterns([rec(i) for i in steps], wide, T)
+    assert (finding.step, "applied 2 times" in finding.message) == (3000, True)
+    edges = [{"sgd": 10}, {"sgd": 20}]
+    (finding,) = fnd.check_apply_patterns([rec(0), rec(5), rec(12), rec(25)], edges, T)
+    assert finding.step == 0 and "applied 2 times" in finding.message
+    (finding,) = fnd.check_apply_patterns([rec(3), rec(12), rec(20), rec(21), rec(30)], edges, T)
+    assert finding.step == 20 and "applied 3 times" in finding.message
+
+
 def test_exploding_by_running_median():
     norms = [1.0] * 12 + [150.0] + [1.0] * 3
     (finding,) = fnd.check_exploding([rec(i, norm=n) for i, n in enumerate(norms)], T)
