@@ -59,11 +59,7 @@ class StreamingCheck:
     def add(self, records) -> None:
         self.tally.add(records)
         for record in records:
-            known = self.var_sets.get(record.optimizer)
-            if known is None:
-                self.var_sets[record.optimizer] = {record.var_set}
-            elif record.var_set not in known:
-                known.add(record.var_set)
+            self.var_sets.setdefault(record.optimizer, set()).add(record.var_set)
 
     def patterns_possible(self, marks) -> bool:
         return bool(marks) or any(len(sets) > 1 for sets in self.var_sets.values())
