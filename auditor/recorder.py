@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from auditor import registry
 from auditor.evaluation import RunFacts, TapeFact
-from auditor.records import StepRecord, in_step_order
+from auditor.records import StepRecord, in_step_order, leave_to_refcounting
 
 logger = logging.getLogger("auditor")
 
@@ -271,6 +271,7 @@ class Recorder:
             every = self.settings.every
             if every > 1:  # a nested watch with a smaller `every` makes the site record more often
                 new = [r for r in new if r.step % every == 0]
+            leave_to_refcounting(new)
             self.ingested += len(new)
             self.evaluation.add(new)
             batch = self._batches.get(threading.get_ident())

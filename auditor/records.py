@@ -8,6 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+try:  # CPython's own call (the interpreter TensorFlow runs on); elsewhere records stay tracked
+    import ctypes
+
+    _gc_untrack = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("PyObject_GC_UnTrack", ctypes.pythonapi))
+except (ImportError, AttributeError, OSError):
+    _gc_untrack = None
+
 
 @dataclass
 class StepRecord:
@@ -100,3 +107,19 @@ def float_from_json(x):
 def in_step_order(records) -> list[StepRecord]:
     """Records sorted by step, then optimizer (the order of ``audit.steps`` and of the sinks)."""
     return sorted(records, key=lambda r: (r.step, r.optimizer))
+
+
+def leave_to_refcounting(records) -> None:
+    """Take ``records`` and their lists out of Python's cycle collector (reference counting still
+    frees them). A record holds strings, numbers and containers of them, so it can be part of no
+    cycle; tracked, the three objects of each record kept for ``history`` pile up in the oldest
+    generation and bring on full collections of the whole process: in a TensorFlow process
+    (~300,000 objects) one of ~150 ms every ~20,000 steps, ~8 µs a step. (A cycle you build
+    through a record's lists is not collected.)"""
+    if _gc_untrack is None:
+        return
+    for record in records:
+        _gc_untrack(record)
+        for value in (record.none_vars, record.changed_vars, record.nonfinite, record.replica_norms):
+            if value is not None:
+                _gc_untrack(value)

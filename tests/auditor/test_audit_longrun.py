@@ -1,7 +1,9 @@
 """Long runs: 10,000 optimizer steps under watch() keep host memory bounded (history window,
 streamed JSONL), and the records that left the window still reached the sink."""
+import gc
 import json
 import tracemalloc
+import weakref
 
 import keras
 import numpy as np
@@ -47,6 +49,47 @@ def test_ten_thousand_steps_keep_host_memory_bounded(tmp_path):
             steps += json.loads(line)["type"] == "step"
     assert steps == 10_000
     assert audit.findings == []
+
+
+def test_kept_records_give_the_cycle_collector_nothing_to_walk_and_are_freed_when_they_leave():
+    """Each record kept for ``history`` was three objects in the collector's oldest generation:
+    they brought on full collections of the whole process (~150 ms in a TensorFlow process).
+    Kept records (with None gradients, NaN flags and checked changes in them) add no tracked
+    object, and a record that leaves the window is freed by reference counting alone."""
+    model = make_net()
+    opt = keras.optimizers.SGD(1e-4)
+    x, y = (tf.constant(a) for a in data())
+    x_nan = tf.tensor_scatter_nd_update(x, [[3, 1]], [float("nan")])
+    variables = model.trainable_variables
+    frozen = variables[-1]
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = mse(model, x, y) + 0.0 * tf.reduce_sum(frozen)
+        grads = tape.gradient(loss, variables[:-1]) + [None]  # the last variable: a None gradient
+        opt.apply_gradients(zip(grads, variables))
+
+    with auditor.watch(summary=False, history=400, check_changes="every") as audit:
+        for _ in range(20):
+            step(x)
+        first = weakref.ref(audit.steps[0])
+        gc.collect()
+        tracked = len(gc.get_objects())
+        for _ in range(379):
+            step(x)
+        step(x_nan)  # NaN gradients from here on (the weights take them)
+        kept = audit.steps
+        grown = len(gc.get_objects()) - tracked
+        assert len(kept) == 400 and first() is not None
+        for _ in range(10):
+            step(x)
+        later = audit.steps
+    del kept
+    assert first() is None  # left the window: freed without a collection
+    assert later[-1].nonfinite and later[-1].none_vars == [frozen.path] and later[-1].changed_vars is not None
+    assert not any(gc.is_tracked(o) for r in later for o in (r, r.none_vars, r.changed_vars, r.nonfinite))
+    assert grown < 200, f"{grown} more tracked objects after 380 recorded steps"
 
 
 def test_findings_from_steps_that_left_the_history_window_are_kept(tmp_path):
