@@ -16,7 +16,8 @@ without a watch, alternately, and compares their wall times; the ``20,000-step r
 ``raise_on="GRD104"`` (rows read after every call, checked as they arrive, over twice ``history``).
 
 Rows: a tiny MLP (8-16-1, batch 16; eager, ``tf.function``, ``fit``), a small CNN, a ~4.8M-parameter
-MLP (``tf.function`` and ``fit``, XLA off and on) and TF1 ``Session.run(train_op)``.
+MLP (``tf.function`` and ``fit``, XLA off and on) and TF1 ``Session.run(train_op)`` (those models and a
+two-optimizer GAN: a step runs both train ops, fed through placeholders).
 
     python benchmarks/auditor_overhead.py                 # every row
     python benchmarks/auditor_overhead.py --quick         # fewer rounds and steps
@@ -294,18 +295,78 @@ def tf1_model(model_name, x_np, y_np):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y_np, logits=h))
 
 
+def tf1_train_ops(model_name, hand_norm):
+    """The TF1 train ops of one step of ``model_name`` in the current graph, and what each run feeds
+    (``feeds(k)`` for step ``k``): ``[(train op, feeds)]``. ``hand_norm``: each train op also computes
+    ``tf.linalg.global_norm`` of its gradients and keeps it in a variable (grouped with the train op
+    and read by nothing, the norm would be pruned from every run by Grappler)."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+
+    def train(optimizer, loss, var_list=None):
+        grads_and_vars = optimizer.compute_gradients(loss, var_list=var_list)
+        op = optimizer.apply_gradients(grads_and_vars)
+        if hand_norm:
+            kept = tf.Variable(0.0, trainable=False, name="hand_norm")
+            op = tf.group(op, kept.assign(tf.linalg.global_norm([g for g, _ in grads_and_vars])))
+        return op
+
+    if model_name == "gan-mnist":
+        return tf1_gan(train)
+    x_np, y_np = batch(model_name)
+    op = train(v1.train.AdamOptimizer(1e-4), tf1_model(model_name, x_np, y_np))
+    return [(op, lambda k: None)]
+
+
+def tf1_gan(train):
+    """A two-optimizer GAN as TF1 tutorials write it: MNIST-sized batches (128 x 784) and noise
+    (128 x 100) fed through placeholders, a discriminator 784-128-1 and a generator 100-128-784
+    (ReLU, sigmoid output), an ``AdamOptimizer`` each with its ``var_list``; a step runs the
+    discriminator's train op, then the generator's, each with its loss."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    rng = np.random.RandomState(0)
+    images = (rng.rand(16, 128, 784) > 0.7).astype("float32")  # binarized "digits"
+    noise = rng.uniform(-1.0, 1.0, size=(16, 128, 100)).astype("float32")
+
+    def var(name, shape):
+        scale = np.sqrt(2.0 / shape[0]) if len(shape) == 2 else 0.0
+        return v1.get_variable(name, initializer=(rng.randn(*shape) * scale).astype("float32"))
+
+    x = v1.placeholder(tf.float32, [None, 784])
+    z = v1.placeholder(tf.float32, [None, 100])
+    with v1.variable_scope("discriminator"):
+        d_vars = [var("w1", [784, 128]), var("b1", [128]), var("w2", [128, 1]), var("b2", [1])]
+    with v1.variable_scope("generator"):
+        g_vars = [var("w1", [100, 128]), var("b1", [128]), var("w2", [128, 784]), var("b2", [784])]
+
+    def mlp2(h, w1, b1, w2, b2):
+        return tf.matmul(tf.nn.relu(tf.matmul(h, w1) + b1), w2) + b2
+
+    fake = tf.nn.sigmoid(mlp2(z, *g_vars))
+    real_logits, fake_logits = mlp2(x, *d_vars), mlp2(fake, *d_vars)
+    xent = tf.nn.sigmoid_cross_entropy_with_logits
+    d_loss = tf.reduce_mean(xent(labels=tf.ones_like(real_logits), logits=real_logits)) + \
+        tf.reduce_mean(xent(labels=tf.zeros_like(fake_logits), logits=fake_logits))
+    g_loss = tf.reduce_mean(xent(labels=tf.ones_like(fake_logits), logits=fake_logits))
+    d_train = train(v1.train.AdamOptimizer(2e-4), d_loss, d_vars)
+    g_train = train(v1.train.AdamOptimizer(2e-4), g_loss, g_vars)
+    return [([d_train, d_loss], lambda k: {x: images[k % 16], z: noise[k % 16]}),
+            ([g_train, g_loss], lambda k: {z: noise[(k + 5) % 16]})]
+
+
 def tf1_row(model_name, rounds, steps):
-    """TF1 graph mode: ``Session.run(train_op)`` of an ``AdamOptimizer`` train op. Each round builds a
-    fresh graph (inside the watch for watched variants: a TF1 train op is recorded when it is built
-    inside the watch) and times ``steps`` runs after the warm-up runs. ``hand-norm``: no watch, the
-    train op also computes ``tf.linalg.global_norm`` of the gradients and keeps it in a variable
-    (grouped with the train op and read by nothing, the norm would be pruned from every run)."""
+    """TF1 graph mode: ``Session.run`` of ``AdamOptimizer`` train ops (``tf1_train_ops``). Each round
+    builds a fresh graph (inside the watch for watched variants: a TF1 train op is recorded when it
+    is built inside the watch) and times ``steps`` steps after the warm-up steps. ``hand-norm``: no
+    watch, each train op also keeps ``tf.linalg.global_norm`` of its gradients in a variable."""
     import tensorflow as tf
 
     import auditor
 
     v1 = tf.compat.v1
-    x_np, y_np = batch(model_name)
     variants = dict(VARIANTS, **{HAND: None})
     times = {v: [] for v in variants}
 
@@ -316,23 +377,19 @@ def tf1_row(model_name, rounds, steps):
             if watch is not None:
                 watch.__enter__()
             try:
-                loss = tf1_model(model_name, x_np, y_np)
-                opt = v1.train.AdamOptimizer(1e-4)
-                grads_and_vars = opt.compute_gradients(loss)
-                train = opt.apply_gradients(grads_and_vars)
-                if variant == HAND:  # kept in a variable: Grappler prunes a norm that nothing reads
-                    kept = tf.Variable(0.0, trainable=False, name="hand_norm")
-                    norm = tf.linalg.global_norm([g for g, _ in grads_and_vars])
-                    train = tf.group(train, kept.assign(norm))
+                runs = tf1_train_ops(model_name, variant == HAND)
                 with v1.Session(graph=graph) as sess:
                     sess.run(v1.global_variables_initializer())
-                    for _ in range(warmup(kwargs)):
-                        sess.run(train)
+                    warm = warmup(kwargs)
+                    for k in range(warm):
+                        for fetches, feeds in runs:
+                            sess.run(fetches, feeds(k))
                     if watch is not None:
                         watch.steps  # the session's first read of its ring builds the executor later reads reuse
                     wall, cpu = time.perf_counter(), time.process_time()
-                    for _ in range(steps):
-                        sess.run(train)
+                    for k in range(warm, warm + steps):
+                        for fetches, feeds in runs:
+                            sess.run(fetches, feeds(k))
                     if watch is not None:
                         watch.steps  # reads the session's ring (see time_block)
                     result = ((time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps)
@@ -340,8 +397,8 @@ def tf1_row(model_name, rounds, steps):
                 if watch is not None:
                     watch.__exit__(None, None, None)
             if watch is not None:
-                expected = len(range(0, warmup(kwargs) + steps, kwargs.get("every", 1)))
-                assert abs(len(watch.steps) - expected) <= 1 and not watch.findings, watch.summary()
+                expected = len(range(0, warmup(kwargs) + steps, kwargs.get("every", 1))) * len(runs)
+                assert abs(len(watch.steps) - expected) <= len(runs) and not watch.findings, watch.summary()
         return result
 
     for r in range(rounds):
@@ -403,6 +460,7 @@ def rows(quick):
     out.append(("tiny-mlp tf1-session", lambda r_, s_: tf1_row("tiny-mlp", r_, s_), r, 100 if quick else 400))
     out.append(("mlp-mnist tf1-session", lambda r_, s_: tf1_row("mlp-mnist", r_, s_), r, 50 if quick else 200))
     out.append(("cnn-small tf1-session", lambda r_, s_: tf1_row("cnn-small", r_, s_), r, 8 if quick else 20))
+    out.append(("gan-mnist tf1-session (2 ops)", lambda r_, s_: tf1_row("gan-mnist", r_, s_), r, 50 if quick else 200))
     for model in ("cnn-small", "mlp-4.8M"):
         for loop in ("function", "fit"):
             for jit in (False, True):
