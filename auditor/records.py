@@ -6,7 +6,7 @@ Pure Python (no TensorFlow): every later stage (evaluation, summary, sinks, the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 try:  # CPython's own call (the interpreter TensorFlow runs on); elsewhere records stay tracked
     import ctypes
@@ -120,6 +120,11 @@ def leave_to_refcounting(records) -> None:
         return
     for record in records:
         _gc_untrack(record)
-        for value in (record.none_vars, record.changed_vars, record.nonfinite, record.replica_norms):
+        for name in _LIST_FIELDS:
+            value = getattr(record, name)
             if value is not None:
                 _gc_untrack(value)
+
+
+# The record's list fields (its dicts of numbers the interpreter leaves untracked by itself).
+_LIST_FIELDS = tuple(f.name for f in fields(StepRecord) if f.type.split(" |")[0] == "list")
