@@ -1,5 +1,6 @@
 """Long runs: 10,000 optimizer steps under watch() keep host memory bounded (history window,
 streamed JSONL), and the records that left the window still reached the sink."""
+import dataclasses
 import gc
 import json
 import tracemalloc
@@ -11,6 +12,7 @@ import tensorflow as tf
 
 import auditor
 from auditor import findings as fnd
+from auditor.records import StepRecord, leave_to_refcounting
 from audit_helpers import data, make_net, mse
 
 
@@ -89,8 +91,19 @@ def test_kept_records_give_the_cycle_collector_nothing_to_walk_and_are_freed_whe
             gc.enable()
     assert len(kept) == 200 and kept[-1].step == 399
     assert kept[-1].nonfinite and kept[-1].none_vars == [skipped.path] and kept[-1].changed_vars is not None
-    assert not any(gc.is_tracked(o) for r in kept for o in (r, r.none_vars, r.changed_vars, r.nonfinite))
+    assert not any(gc.is_tracked(o) for r in kept
+                   for o in (r, r.none_vars, r.changed_vars, r.nonfinite, r.var_norms, r.update_ratios))
     assert grown < 200, f"{grown} more tracked objects with 200 records kept"
+
+
+def test_no_field_of_a_record_stays_in_the_cycle_collector():
+    """Every field set, replica norms included (a ``tf.distribute`` record)."""
+    record = StepRecord(3, "net/SGD", 1.0, 0.5, 0.5, {"a": 1.0, "b": None}, ["b"], ["a"], ["a"], 0.5,
+                        ("a", "b"), [0.25, 0.25], 0.5, "global_clipnorm", 2, ("train.py:9",), {"a": 0.1})
+    assert gc.is_tracked(record)
+    leave_to_refcounting([record])
+    assert not gc.is_tracked(record)
+    assert not any(gc.is_tracked(getattr(record, f.name)) for f in dataclasses.fields(record))
 
 
 def test_findings_from_steps_that_left_the_history_window_are_kept(tmp_path):
