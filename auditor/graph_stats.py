@@ -159,7 +159,8 @@ def differs(a, b):
 
 
 def host_read(variable, indices):
-    """Host values of a 1-D variable at ``indices`` (one gather, not a copy of the whole variable)."""
+    """Host values of a variable at ``indices`` of its first axis (one gather, not a copy of the
+    whole variable)."""
     with tf.init_scope():
         return tf.raw_ops.ResourceGather(resource=variable.handle, indices=indices, dtype=variable.dtype).numpy()
 

@@ -14,6 +14,8 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from auditor.graph_stats import host_read
+
 
 def tag_columns(tag):
     """Ops: an int64 tag as the two float32 columns that end a row (bit for bit)."""
@@ -74,8 +76,6 @@ class RingBuffer:
 
     def written(self) -> int:
         """Rows written so far (a host read)."""
-        from auditor.graph_stats import host_read
-
         return int(host_read(self.counter, self.slot))
 
     def drain(self):
@@ -87,8 +87,7 @@ class RingBuffer:
             if count == start:
                 self.host_cursor = count
                 return np.zeros([0, self.width], np.float32), np.zeros([0], np.int64), lost
-            data = tf.raw_ops.ResourceGather(resource=self.rows.handle, indices=np.arange(start, count) % self.capacity,
-                                             dtype=tf.float32).numpy()  # the new rows only
+            data = host_read(self.rows, np.arange(start, count) % self.capacity)  # the new rows only
         self.host_cursor = count
         return data[:, :self.width], tags_of(data[:, self.width:]), lost
 
